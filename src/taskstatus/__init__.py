@@ -1,0 +1,168 @@
+"""taskstatus: status, progress, cancellation and artifacts of user-triggered background tasks,
+the same way on Celery, Dramatiq and RQ, stored in the database you choose.
+
+The module-level functions work on the default tracker, made by :func:`configure` (or, on
+first use, from the ``TASKSTATUS_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from .events import TaskEvent
+from .exceptions import (
+    ConfigurationError,
+    NotFound,
+    SchemaOutdated,
+    StoreError,
+    StoreUnavailable,
+    TaskCanceledException,
+    TaskStatusError,
+)
+from .hookspecs import hookimpl, hookspec
+from .models import Artifact, State, TaskStatus
+from .settings import Settings
+from .store import ANY, StatusQuery, Store
+from .tracker import Tracker
+from .tracking import LiveStatus, TrackSpec, current, track
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ANY",
+    "Artifact",
+    "ConfigurationError",
+    "LiveStatus",
+    "NotFound",
+    "SchemaOutdated",
+    "Settings",
+    "State",
+    "StatusQuery",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TaskCanceledException",
+    "TaskEvent",
+    "TaskStatus",
+    "TaskStatusError",
+    "TrackSpec",
+    "Tracker",
+    "cancel",
+    "configure",
+    "current",
+    "delete",
+    "get",
+    "get_by_task_id",
+    "get_tracker",
+    "group",
+    "hookimpl",
+    "hookspec",
+    "purge",
+    "statuses",
+    "track",
+]
+
+_default: Tracker | None = None
+_default_lock = threading.Lock()
+
+
+def configure(
+    url: str | None = None,
+    *,
+    max_age: timedelta | int | float | None = None,
+    artifact_storage: str | None = None,
+    progress_interval: float | None = None,
+    plugins: Iterable[object] = (),
+) -> Tracker:
+    """Set up the default tracker and connect to its store; returns the Tracker.
+
+    ``url`` defaults to ``TASKSTATUS_URL``, then ``sqlite:///taskstatus.db``. An empty
+    database gets the schema now; an outdated one raises :class:`SchemaOutdated`.
+    """
+    global _default
+    settings = Settings.load(
+        url=url,
+        max_age=max_age,
+        artifact_storage=artifact_storage,
+        progress_interval=progress_interval,
+    )
+    tracker = Tracker(settings)
+    for plugin in plugins:
+        tracker.register(plugin)
+    tracker.open()
+    with _default_lock:
+        previous, _default = _default, tracker
+    if previous is not None:
+        previous.close()
+    return tracker
+
+
+def get_tracker() -> Tracker:
+    """The default tracker, configured from the environment on first use."""
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                settings = Settings.load()
+                globals()["_default"] = Tracker(settings).open()
+    assert _default is not None
+    return _default
+
+
+def get(uuid: UUID | str) -> TaskStatus:
+    """The status with this public id; raises :class:`NotFound`."""
+    return get_tracker().get(uuid)
+
+
+def get_by_task_id(task_id: str) -> TaskStatus:
+    """The status of the queue's task id; raises :class:`NotFound`."""
+    return get_tracker().get_by_task_id(task_id)
+
+
+def statuses(
+    *,
+    user_id: object = None,
+    state: State | str | None = None,
+    search: str | None = None,
+    parent: UUID | str | Any | None = ANY,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int | None = 50,
+    offset: int = 0,
+) -> list[TaskStatus]:
+    """Statuses newest first. ``parent=None``: top level only; omitted: no filter."""
+    return get_tracker().statuses(
+        user_id=user_id,
+        state=state,
+        search=search,
+        parent=parent,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def cancel(uuid: UUID | str, *, terminate: bool = False) -> TaskStatus:
+    """Cancel the status with this id (and a container's children)."""
+    return get_tracker().cancel(uuid, terminate=terminate)
+
+
+def delete(uuid: UUID | str) -> None:
+    """Delete the status with this id, its children, artifacts and files."""
+    get_tracker().delete(uuid)
+
+
+def purge(older_than: timedelta | None = None) -> int:
+    """Delete finished statuses older than ``older_than`` (default: max_age); returns count."""
+    return get_tracker().purge(older_than)
+
+
+def group(name: str, *, user_id: object) -> AbstractContextManager[TaskStatus]:
+    """``with taskstatus.group("Nightly import", user_id=7):`` — tasks published inside the
+    block become children of one container status."""
+    return get_tracker().group(name, user_id=user_id)

@@ -1,0 +1,238 @@
+"""An in-memory store for unit tests and throwaway scripts (``memory://``).
+
+It applies the model's rules with :func:`taskstatus.models.apply` under one lock, so it
+behaves like the SQL store within one process; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from uuid import UUID
+
+from ..models import TERMINAL_STATES, Artifact, State, TaskStatus, Transition, add_steps, apply
+from ..store import ANY, StatusQuery
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A :class:`~taskstatus.store.Store` kept in a dict."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        self._statuses: dict[UUID, TaskStatus] = {}
+        self._by_task_id: dict[str, UUID] = {}
+        self._artifacts: dict[UUID, Artifact] = {}
+        self._order: dict[UUID, int] = {}
+
+    def open(self) -> None:
+        """Nothing to connect to."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    # -- writes ------------------------------------------------------------------------------
+    def insert(self, status: TaskStatus) -> bool:
+        with self._lock:
+            if status.task_id in self._by_task_id:
+                return False
+            if status.parent_uuid is not None and status.parent_uuid not in self._statuses:
+                raise LookupError(f"parent status {status.parent_uuid} does not exist")
+            self._statuses[status.uuid] = replace(status, _manager=None)
+            self._by_task_id[status.task_id] = status.uuid
+            self._order[status.uuid] = len(self._order)
+            return True
+
+    def _update(self, uuid: UUID, change: Callable[[TaskStatus], TaskStatus | None]) -> bool:
+        with self._lock:
+            current = self._statuses.get(uuid)
+            new = change(current) if current is not None else None
+            if new is None:
+                return False
+            self._statuses[uuid] = new
+            return True
+
+    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
+        return self._update(uuid, lambda s: apply(s, transition, now))
+
+    def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
+        def change(s: TaskStatus) -> TaskStatus | None:
+            if s.state in TERMINAL_STATES:
+                return None
+            return replace(
+                s,
+                completed_steps=add_steps(s.completed_steps, completed),
+                total_steps=add_steps(s.total_steps, total),
+                modified=now,
+            )
+
+        return self._update(uuid, change)
+
+    def set_stage(self, uuids: Sequence[UUID], stage: str | None, now: datetime) -> int:
+        def change(s: TaskStatus) -> TaskStatus | None:
+            return replace(s, stage=stage, modified=now) if s.state is State.IN_PROGRESS else None
+
+        return sum(self._update(u, change) for u in uuids)
+
+    def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
+        return sum(self._update(u, lambda s: replace(s, name=name, modified=now)) for u in uuids)
+
+    def set_traceback(self, uuid: UUID, traceback: str) -> None:
+        self._update(uuid, lambda s: replace(s, traceback=traceback))
+
+    def seal(self, uuid: UUID, now: datetime) -> None:
+        self._update(uuid, lambda s: replace(s, sealed=True, modified=now))
+
+    def add_artifact(self, artifact: Artifact) -> None:
+        with self._lock:
+            if artifact.status_uuid not in self._statuses:
+                raise LookupError(f"status {artifact.status_uuid} does not exist")
+            self._artifacts[artifact.uuid] = replace(artifact, _manager=None)
+
+    def _subtree(self, uuid: UUID) -> list[UUID]:
+        found = [uuid]
+        for u in found:
+            found += [s.uuid for s in self._statuses.values() if s.parent_uuid == u]
+        return found
+
+    def _remove(self, uuids: Sequence[UUID]) -> list[Artifact]:
+        doomed = set(uuids)
+        files = [a for a in self._artifacts.values() if a.status_uuid in doomed and a.file]
+        for a in [a for a in self._artifacts.values() if a.status_uuid in doomed]:
+            del self._artifacts[a.uuid]
+        for u in doomed:
+            status = self._statuses.pop(u)
+            del self._by_task_id[status.task_id]
+            del self._order[u]
+        return files
+
+    def delete(self, uuid: UUID) -> list[Artifact]:
+        with self._lock:
+            if uuid not in self._statuses:
+                return []
+            return self._remove(self._subtree(uuid))
+
+    def purge(self, before: datetime, batch_size: int) -> Iterator[tuple[int, list[Artifact]]]:
+        with self._lock:
+            roots = [
+                s.uuid
+                for s in self._statuses.values()
+                if s.parent_uuid is None
+                and s.state in TERMINAL_STATES
+                and s.created is not None
+                and s.created < before
+            ]
+        for i in range(0, len(roots), batch_size):
+            with self._lock:
+                doomed: list[UUID] = []
+                for root in roots[i : i + batch_size]:
+                    tree = self._subtree(root)
+                    if all(self._statuses[u].state in TERMINAL_STATES for u in tree):
+                        doomed += tree
+                files = self._remove(doomed)
+            yield len(doomed), files
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, uuid: UUID) -> TaskStatus | None:
+        with self._lock:
+            return self._statuses.get(uuid)
+
+    def get_by_task_id(self, task_id: str) -> TaskStatus | None:
+        with self._lock:
+            uuid = self._by_task_id.get(task_id)
+            return self._statuses.get(uuid) if uuid else None
+
+    def _matches(self, s: TaskStatus, q: StatusQuery) -> bool:
+        return (
+            (q.user_ids is None or s.user_id in q.user_ids)
+            and (q.state is None or s.state is q.state)
+            and (not q.search or q.search.lower() in s.name.lower())
+            and (q.parent is ANY or s.parent_uuid == q.parent)
+            and (
+                q.created_after is None or (s.created is not None and s.created >= q.created_after)
+            )
+            and (
+                q.created_before is None or (s.created is not None and s.created < q.created_before)
+            )
+        )
+
+    def _newest_first(self, items: Sequence[TaskStatus]) -> list[TaskStatus]:
+        return sorted(items, key=lambda s: (s.created, self._order[s.uuid]), reverse=True)
+
+    def query(self, query: StatusQuery) -> list[TaskStatus]:
+        with self._lock:
+            found = self._newest_first(
+                [s for s in self._statuses.values() if self._matches(s, query)]
+            )
+        end = None if query.limit is None else query.offset + query.limit
+        return found[query.offset : end]
+
+    def count(self, query: StatusQuery) -> int:
+        with self._lock:
+            return sum(self._matches(s, query) for s in self._statuses.values())
+
+    def children(self, uuid: UUID) -> list[TaskStatus]:
+        with self._lock:
+            kids = [s for s in self._statuses.values() if s.parent_uuid == uuid]
+        return list(reversed(self._newest_first(kids)))
+
+    def ancestors(self, uuid: UUID) -> list[TaskStatus]:
+        with self._lock:
+            chain: list[TaskStatus] = []
+            current = self._statuses.get(uuid)
+            while current is not None and current.parent_uuid is not None:
+                current = self._statuses.get(current.parent_uuid)
+                if current is not None:
+                    chain.append(current)
+            return chain
+
+    def child_states(self, uuid: UUID) -> Counter[State]:
+        with self._lock:
+            return Counter(s.state for s in self._statuses.values() if s.parent_uuid == uuid)
+
+    def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
+        sums: dict[UUID, tuple[int, int]] = {}
+        with self._lock:
+            for root in uuids:
+                leaves = [
+                    self._statuses[u]
+                    for u in self._subtree(root)[1:]
+                    if not self._statuses[u].is_container
+                ]
+                if leaves:
+                    sums[root] = (
+                        sum(s.completed_steps for s in leaves),
+                        sum(s.total_steps for s in leaves),
+                    )
+        return sums
+
+    def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]:
+        wanted = set(status_uuids)
+        with self._lock:
+            return [a for a in self._artifacts.values() if a.status_uuid in wanted]
+
+    def get_artifact(self, uuid: UUID) -> Artifact | None:
+        with self._lock:
+            return self._artifacts.get(uuid)
+
+    def artifact_query(
+        self,
+        status_uuids: Sequence[UUID] | None,
+        user_ids: Sequence[str] | None,
+        limit: int,
+        offset: int,
+    ) -> list[Artifact]:
+        with self._lock:
+            found = [
+                a
+                for a in self._artifacts.values()
+                if (status_uuids is None or a.status_uuid in status_uuids)
+                and (user_ids is None or self._statuses[a.status_uuid].user_id in user_ids)
+            ]
+        found.reverse()
+        return found[offset : offset + limit]

@@ -1,0 +1,521 @@
+"""The SQL store: SQLite, PostgreSQL (psycopg 3) and MariaDB/MySQL through SQLAlchemy 2 Core.
+
+Every status change is a single conditional UPDATE compiled from the model's
+:class:`~taskstatus.models.Transition`; counters are incremented in SQL, never read and written
+back. Schema changes come only from the Alembic migrations shipped in
+``taskstatus/migrations``: an empty database gets them on first use, an older one is refused
+until ``taskstatus db upgrade``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    event,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..models import (
+    MAX_STEPS,
+    TERMINAL_STATES,
+    Artifact,
+    Attempts,
+    State,
+    Steps,
+    TaskStatus,
+    Transition,
+)
+from ..store import ANY, StatusQuery
+from . import migrate
+from .tables import artifacts, statuses
+
+__all__ = ["SQLAlchemyStore"]
+
+log = logging.getLogger(__name__)
+
+#: Default drivers when the URL names none.
+_DRIVERS = {
+    "postgresql": "psycopg",
+    "postgres": "psycopg",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+}
+SCHEMES = frozenset({"sqlite", *_DRIVERS})
+
+_TERMINAL = [s.value for s in TERMINAL_STATES]
+_IN_CHUNK = 500  # bound parameters per IN (...) list
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a store URL and pick taskstatus's default driver for the backend."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise ConfigurationError(f"invalid store URL {url!r}: {exc}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in SCHEMES:
+        raise ConfigurationError(f"the SQL store does not handle {backend!r} URLs")
+    if backend == "postgres":
+        backend = "postgresql"
+    if not driver and backend in _DRIVERS:
+        driver = _DRIVERS[backend]
+    return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
+
+
+class SQLAlchemyStore:
+    """A :class:`~taskstatus.store.Store` on any database SQLAlchemy 2 supports here."""
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.sa_url = normalize_url(url)
+        self.url = self.sa_url.render_as_string(hide_password=True)
+        self.dialect = self.sa_url.get_backend_name()
+        self._engine_options = engine_options
+        self._engine: Engine | None = None
+        self._lock = threading.RLock()
+        self._opened = False
+        ref = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            store = ref()
+            if store is not None:
+                store._after_fork()
+
+        # A pooled connection must never be used by two processes: drop the pool in a child.
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _make_engine(self) -> Engine:
+        options: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            database = self.sa_url.database or ""
+            if database in ("", ":memory:") or database.startswith("file::memory:"):
+                options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            else:
+                options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            options.update(pool_pre_ping=True, pool_recycle=3600)
+            if self.dialect == "postgresql":
+                options["connect_args"] = {"connect_timeout": 10}
+            else:
+                options["connect_args"] = {"connect_timeout": 10, "charset": "utf8mb4"}
+        options.update(self._engine_options)
+        engine = create_engine(self.sa_url, **options)
+        if self.dialect == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._make_engine()
+        return self._engine
+
+    def _after_fork(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+
+    def open(self) -> None:
+        """Connect, create the schema on an empty database, refuse an outdated one."""
+        if self._opened:
+            return
+        with self._lock:
+            if self._opened:
+                return
+            try:
+                migrate.ensure_schema(self.engine)
+            except sa_exc.OperationalError as exc:
+                raise StoreUnavailable(
+                    f"cannot reach the database at {self.url}: {_reason(exc)}"
+                ) from exc
+            except sa_exc.DBAPIError as exc:
+                raise StoreError(f"cannot use the database at {self.url}: {_reason(exc)}") from exc
+            self._opened = True
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._opened = False
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        self.open()
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa_exc.OperationalError as exc:
+            raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+    def insert(self, status: TaskStatus) -> bool:
+        values = _status_values(status)
+        try:
+            with self._begin() as conn:
+                conn.execute(statuses.insert().values(**values))
+        except sa_exc.IntegrityError as exc:
+            if self.get_by_task_id(status.task_id) is not None:
+                return False
+            raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
+        return True
+
+    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
+        c = statuses.c
+        # MySQL evaluates SET clauses left to right on the updated row: the clauses that read
+        # the old state and counters come before the ones that overwrite them.
+        values: list[tuple[Any, Any]] = []
+        if transition.attempts is Attempts.INCREMENT:
+            values.append((c.attempts, c.attempts + 1))
+        elif transition.attempts is Attempts.INCREMENT_IF_RUNNING:
+            values.append(
+                (
+                    c.attempts,
+                    case((c.state == State.IN_PROGRESS.value, c.attempts + 1), else_=c.attempts),
+                )
+            )
+        if transition.steps is Steps.RESTART:
+            values += [(c.completed_steps, 0), (c.total_steps, c.planned_steps)]
+        elif transition.steps is Steps.COMPLETE:
+            values.append((c.completed_steps, c.total_steps))
+        if transition.set_started:
+            values.append((c.started_at, func.coalesce(c.started_at, now)))
+        if transition.set_finished:
+            values.append((c.finished_at, now))
+        if transition.clear_stage:
+            values.append((c.stage, None))
+        values += [(c.modified, now), (c.state, transition.target.value)]
+        stmt = (
+            update(statuses)
+            .where(c.uuid == uuid, c.state.in_([s.value for s in transition.sources]))
+            .ordered_values(*values)
+        )
+        with self._begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
+        c = statuses.c
+        values: dict[Any, Any] = {c.modified: now}
+        if completed:
+            values[c.completed_steps] = _clamped_add(c.completed_steps, completed)
+        if total:
+            values[c.total_steps] = _clamped_add(c.total_steps, total)
+        stmt = update(statuses).where(c.uuid == uuid, c.state.not_in(_TERMINAL)).values(values)
+        with self._begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def set_stage(self, uuids: Sequence[UUID], stage: str | None, now: datetime) -> int:
+        c = statuses.c
+        return self._update_many(
+            uuids, {c.stage: stage, c.modified: now}, c.state == State.IN_PROGRESS.value
+        )
+
+    def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
+        c = statuses.c
+        return self._update_many(uuids, {c.name: name, c.modified: now}, literal(True))
+
+    def _update_many(
+        self, uuids: Sequence[UUID], values: Mapping[Any, Any], where: ColumnElement[bool]
+    ) -> int:
+        count = 0
+        with self._begin() as conn:
+            for chunk in _chunks(list(uuids)):
+                stmt = update(statuses).where(statuses.c.uuid.in_(chunk), where).values(values)
+                count += conn.execute(stmt).rowcount
+        return count
+
+    def set_traceback(self, uuid: UUID, traceback: str) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                update(statuses).where(statuses.c.uuid == uuid).values(traceback=traceback)
+            )
+
+    def seal(self, uuid: UUID, now: datetime) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                update(statuses).where(statuses.c.uuid == uuid).values(sealed=True, modified=now)
+            )
+
+    def add_artifact(self, artifact: Artifact) -> None:
+        try:
+            with self._begin() as conn:
+                conn.execute(artifacts.insert().values(**_artifact_values(artifact)))
+        except sa_exc.IntegrityError as exc:
+            raise StoreError(
+                f"cannot add artifact to status {artifact.status_uuid}: {_reason(exc)}"
+            ) from exc
+
+    def delete(self, uuid: UUID) -> list[Artifact]:
+        with self._begin() as conn:
+            tree = list(self._subtree(conn, [uuid]))
+            files = self._file_artifacts(conn, tree)
+            self._delete_tree(conn, tree)
+        return files
+
+    def purge(self, before: datetime, batch_size: int) -> Iterator[tuple[int, list[Artifact]]]:
+        c = statuses.c
+        last_id = 0
+        while True:
+            with self._begin() as conn:
+                rows = conn.execute(
+                    select(c.id, c.uuid)
+                    .where(
+                        c.parent_uuid.is_(None),
+                        c.state.in_(_TERMINAL),
+                        c.created < before,
+                        c.id > last_id,
+                    )
+                    .order_by(c.id)
+                    .limit(batch_size)
+                ).all()
+                if not rows:
+                    return
+                last_id = rows[-1].id
+                tree = self._subtree(conn, [r.uuid for r in rows], with_state=True)
+                busy_roots = {root for root, state in tree.values() if state not in _TERMINAL}
+                doomed = [u for u, (root, _) in tree.items() if root not in busy_roots]
+                files = self._file_artifacts(conn, doomed)
+                self._delete_tree(conn, doomed)
+            yield len(doomed), files
+
+    def _subtree(
+        self, conn: Connection, roots: Sequence[UUID], *, with_state: bool = False
+    ) -> dict[UUID, Any]:
+        """uuid -> root uuid (and state) for ``roots`` and all their descendants."""
+        c = statuses.c
+        found: dict[UUID, Any] = {}
+        level: list[tuple[UUID, UUID]] = []
+        for chunk in _chunks(list(roots)):
+            for top in conn.execute(select(c.uuid, c.state).where(c.uuid.in_(chunk))):
+                found[top.uuid] = (top.uuid, top.state)
+                level.append((top.uuid, top.uuid))
+        # Walk down level by level: portable, and each level is one indexed query.
+        while level:
+            root_of = dict(level)
+            level = []
+            for chunk in _chunks(list(root_of)):
+                query = select(c.uuid, c.parent_uuid, c.state).where(c.parent_uuid.in_(chunk))
+                for row in conn.execute(query):
+                    if row.uuid not in found:
+                        root = root_of[row.parent_uuid]
+                        found[row.uuid] = (root, row.state)
+                        level.append((row.uuid, root))
+        if with_state:
+            return found
+        return {u: root for u, (root, _) in found.items()}
+
+    def _file_artifacts(self, conn: Connection, uuids: Sequence[UUID]) -> list[Artifact]:
+        result: list[Artifact] = []
+        for chunk in _chunks(list(uuids)):
+            query = select(artifacts).where(
+                artifacts.c.status_uuid.in_(chunk), artifacts.c.file.is_not(None)
+            )
+            result += [_artifact(row._mapping) for row in conn.execute(query)]
+        return result
+
+    def _delete_tree(self, conn: Connection, uuids: Sequence[UUID]) -> None:
+        for chunk in _chunks(list(uuids)):
+            conn.execute(artifacts.delete().where(artifacts.c.status_uuid.in_(chunk)))
+        # Children first, so no statement depends on the foreign key's cascade.
+        for chunk in reversed(list(_chunks(list(uuids)))):
+            conn.execute(statuses.delete().where(statuses.c.uuid.in_(chunk)))
+
+    # -- reads -------------------------------------------------------------------------------
+    def _select_one(self, where: ColumnElement[bool]) -> TaskStatus | None:
+        with self._begin() as conn:
+            row = conn.execute(select(statuses).where(where)).first()
+        return _status(row._mapping) if row else None
+
+    def get(self, uuid: UUID) -> TaskStatus | None:
+        return self._select_one(statuses.c.uuid == uuid)
+
+    def get_by_task_id(self, task_id: str) -> TaskStatus | None:
+        return self._select_one(statuses.c.task_id == task_id)
+
+    def _filtered(self, query: StatusQuery) -> list[ColumnElement[bool]]:
+        c = statuses.c
+        where: list[ColumnElement[bool]] = []
+        if query.user_ids is not None:
+            where.append(c.user_id.in_(list(query.user_ids)))
+        if query.state is not None:
+            where.append(c.state == query.state.value)
+        if query.search:
+            where.append(c.name.icontains(query.search, autoescape=True))
+        if query.parent is None:
+            where.append(c.parent_uuid.is_(None))
+        elif query.parent is not ANY:
+            where.append(c.parent_uuid == query.parent)
+        if query.created_after is not None:
+            where.append(c.created >= query.created_after)
+        if query.created_before is not None:
+            where.append(c.created < query.created_before)
+        return where
+
+    def query(self, query: StatusQuery) -> list[TaskStatus]:
+        c = statuses.c
+        stmt = (
+            select(statuses)
+            .where(and_(True, *self._filtered(query)))
+            .order_by(c.created.desc(), c.id.desc())
+            .offset(query.offset)
+        )
+        if query.limit is not None:
+            stmt = stmt.limit(query.limit)
+        with self._begin() as conn:
+            return [_status(row._mapping) for row in conn.execute(stmt)]
+
+    def count(self, query: StatusQuery) -> int:
+        stmt = select(func.count()).select_from(statuses).where(and_(True, *self._filtered(query)))
+        with self._begin() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def children(self, uuid: UUID) -> list[TaskStatus]:
+        c = statuses.c
+        stmt = select(statuses).where(c.parent_uuid == uuid).order_by(c.created, c.id)
+        with self._begin() as conn:
+            return [_status(row._mapping) for row in conn.execute(stmt)]
+
+    def ancestors(self, uuid: UUID) -> list[TaskStatus]:
+        chain: list[TaskStatus] = []
+        current = self.get(uuid)
+        seen = {uuid}
+        while current is not None and current.parent_uuid is not None:
+            if current.parent_uuid in seen:
+                break
+            seen.add(current.parent_uuid)
+            current = self.get(current.parent_uuid)
+            if current is not None:
+                chain.append(current)
+        return chain
+
+    def child_states(self, uuid: UUID) -> Counter[State]:
+        c = statuses.c
+        stmt = select(c.state, func.count()).where(c.parent_uuid == uuid).group_by(c.state)
+        with self._begin() as conn:
+            return Counter({State(state): n for state, n in conn.execute(stmt)})
+
+    def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
+        if not uuids:
+            return {}
+        c = statuses.c
+        with self._begin() as conn:
+            tree = self._subtree(conn, uuids)
+            leaves = [u for u, root in tree.items() if u != root]
+            sums: dict[UUID, tuple[int, int]] = {}
+            for chunk in _chunks(leaves):
+                query = select(c.uuid, c.completed_steps, c.total_steps).where(
+                    c.uuid.in_(chunk), c.is_container.is_(False)
+                )
+                for row in conn.execute(query):
+                    done, total = sums.get(tree[row.uuid], (0, 0))
+                    sums[tree[row.uuid]] = (done + row.completed_steps, total + row.total_steps)
+        return sums
+
+    def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]:
+        result: list[Artifact] = []
+        with self._begin() as conn:
+            for chunk in _chunks(list(status_uuids)):
+                query = (
+                    select(artifacts)
+                    .where(artifacts.c.status_uuid.in_(chunk))
+                    .order_by(artifacts.c.created, artifacts.c.id)
+                )
+                result += [_artifact(row._mapping) for row in conn.execute(query)]
+        return result
+
+    def get_artifact(self, uuid: UUID) -> Artifact | None:
+        with self._begin() as conn:
+            row = conn.execute(select(artifacts).where(artifacts.c.uuid == uuid)).first()
+        return _artifact(row._mapping) if row else None
+
+    def artifact_query(
+        self,
+        status_uuids: Sequence[UUID] | None,
+        user_ids: Sequence[str] | None,
+        limit: int,
+        offset: int,
+    ) -> list[Artifact]:
+        a = artifacts.c
+        stmt = select(artifacts).order_by(a.created.desc(), a.id.desc()).limit(limit)
+        stmt = stmt.offset(offset)
+        if status_uuids is not None:
+            stmt = stmt.where(a.status_uuid.in_(list(status_uuids)))
+        if user_ids is not None:
+            owned = select(statuses.c.uuid).where(statuses.c.user_id.in_(list(user_ids)))
+            stmt = stmt.where(a.status_uuid.in_(owned))
+        with self._begin() as conn:
+            return [_artifact(row._mapping) for row in conn.execute(stmt)]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _clamped_add(column: Any, delta: int) -> Any:
+    """``column + delta`` kept within 0..MAX_STEPS, computed by the database."""
+    if delta > 0:
+        return case((column > MAX_STEPS - delta, MAX_STEPS), else_=column + delta)
+    return case((column < -delta, 0), else_=column + delta)
+
+
+def _reason(exc: sa_exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+
+
+_STATUS_FIELDS = [c.name for c in statuses.c if c.name != "id"]
+_ARTIFACT_FIELDS = [c.name for c in artifacts.c if c.name != "id"]
+
+
+def _status_values(status: TaskStatus) -> dict[str, Any]:
+    values = {name: getattr(status, name) for name in _STATUS_FIELDS}
+    values["state"] = status.state.value
+    return values
+
+
+def _status(row: Mapping[Any, Any]) -> TaskStatus:
+    values = {name: row[name] for name in _STATUS_FIELDS}
+    values["state"] = State(values["state"])
+    return TaskStatus(**values)
+
+
+def _artifact_values(artifact: Artifact) -> dict[str, Any]:
+    return {name: getattr(artifact, name) for name in _ARTIFACT_FIELDS}
+
+
+def _artifact(row: Mapping[Any, Any]) -> Artifact:
+    return Artifact(**{name: row[name] for name in _ARTIFACT_FIELDS})

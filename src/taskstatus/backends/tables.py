@@ -1,0 +1,118 @@
+"""Table definitions shared by the SQLAlchemy store and the Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.dialects import mysql
+
+__all__ = ["UTCDateTime", "artifacts", "metadata", "statuses"]
+
+#: Alembic's version table for taskstatus, apart from the application's own migrations.
+VERSION_TABLE = "taskstatus_alembic_version"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as naive UTC (microsecond precision everywhere), read back aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+statuses = Table(
+    "taskstatus_status",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("uuid", Uuid(), nullable=False, unique=True),
+    Column("task_id", String(255), nullable=False, unique=True),
+    Column("queue", String(32), nullable=False),
+    Column("task_class", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("user_id", String(255), nullable=True),
+    Column(
+        "parent_uuid",
+        Uuid(),
+        ForeignKey("taskstatus_status.uuid", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("is_container", Boolean(), nullable=False, default=False),
+    Column("sealed", Boolean(), nullable=False, default=True),
+    Column("state", String(16), nullable=False),
+    Column("stage", String(255), nullable=True),
+    Column("completed_steps", BigInteger(), nullable=False, default=0),
+    Column("total_steps", BigInteger(), nullable=False, default=1),
+    Column("planned_steps", BigInteger(), nullable=False, default=1),
+    Column("attempts", Integer(), nullable=False, default=1),
+    Column("traceback", Text(), nullable=True),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("modified", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
+    Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
+    Index("ix_taskstatus_status_state_created", "state", "created"),
+    Index("ix_taskstatus_status_created", "created"),
+)
+
+artifacts = Table(
+    "taskstatus_artifact",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("uuid", Uuid(), nullable=False, unique=True),
+    Column(
+        "status_uuid",
+        Uuid(),
+        ForeignKey("taskstatus_status.uuid", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", String(255), nullable=False),
+    Column("file", String(1024), nullable=True),
+    Column("url", String(2048), nullable=True),
+    Column("text", Text(), nullable=True),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("modified", UTCDateTime(), nullable=False),
+)

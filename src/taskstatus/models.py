@@ -1,0 +1,424 @@
+"""Status model and state machine: pure Python, no I/O.
+
+Every rule about how a status may change lives here as data. A :class:`Transition` names the
+states it may start from and the fields it touches; each store compiles it into one conditional
+write (``UPDATE ... WHERE state IN sources``) and :func:`apply` is the same rule in Python, used
+by the in-memory store and by the model tests. Container rules (how a group ends, which
+containers run their children in order) are plain functions of child states.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, BinaryIO, Protocol
+from urllib.parse import urlsplit
+from uuid import UUID
+
+__all__ = [
+    "ACTIVE_STATES",
+    "GROUP_CONTAINERS",
+    "MAX_STEPS",
+    "SEQUENTIAL_CONTAINERS",
+    "TERMINAL_STATES",
+    "Artifact",
+    "State",
+    "TaskStatus",
+    "Transition",
+    "apply",
+    "container_outcome",
+]
+
+#: Step counters are signed 64-bit integers in every store.
+MAX_STEPS = 2**63 - 1
+
+
+class State(str, enum.Enum):
+    """The states of a status; the values are the seed's display strings."""
+
+    PENDING = "Pending"
+    IN_PROGRESS = "In Progress"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @classmethod
+    def parse(cls, value: str | State) -> State:
+        """Accept a member, its value (``"In Progress"``) or its name (``"IN_PROGRESS"``)."""
+        if isinstance(value, State):
+            return value
+        for member in cls:
+            if value in (member.value, member.name) or value.upper() == member.name:
+                return member
+        choices = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown state {value!r}; expected one of {choices}")
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED})
+ACTIVE_STATES = frozenset(State) - TERMINAL_STATES
+
+#: Containers whose children run one after another: when one step fails or is canceled, the
+#: steps still waiting will never run and are canceled.
+SEQUENTIAL_CONTAINERS = frozenset({"celery.chain", "celery.chord", "dramatiq.pipeline"})
+#: Containers whose children run side by side: a child's custom stage is not the group's stage.
+GROUP_CONTAINERS = frozenset({"celery.group", "dramatiq.group", "taskstatus.group"})
+
+
+class Attempts(enum.Enum):
+    KEEP = "keep"
+    INCREMENT = "increment"
+    #: A task that starts while already In Progress was redelivered (its worker died).
+    INCREMENT_IF_RUNNING = "increment_if_running"
+
+
+class Steps(enum.Enum):
+    KEEP = "keep"
+    #: A new run starts counting from zero, so a retry or redelivery never counts steps twice.
+    RESTART = "restart"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change, as data: the states it may leave and the fields it sets."""
+
+    name: str
+    target: State
+    sources: frozenset[State]
+    set_started: bool = False
+    set_finished: bool = False
+    attempts: Attempts = Attempts.KEEP
+    steps: Steps = Steps.KEEP
+    clear_stage: bool = True
+
+
+START = Transition(
+    "start",
+    State.IN_PROGRESS,
+    frozenset({State.PENDING, State.RETRYING, State.IN_PROGRESS}),
+    set_started=True,
+    attempts=Attempts.INCREMENT_IF_RUNNING,
+    steps=Steps.RESTART,
+)
+#: A container starts when its first child does; later children change nothing.
+START_CONTAINER = Transition(
+    "start", State.IN_PROGRESS, frozenset({State.PENDING, State.RETRYING}), set_started=True
+)
+RETRY = Transition(
+    "retry",
+    State.RETRYING,
+    # Not from Retrying: a duplicate retry event for the same failure must not count twice.
+    frozenset({State.PENDING, State.IN_PROGRESS}),
+    attempts=Attempts.INCREMENT,
+)
+SUCCEED = Transition(
+    "succeed", State.SUCCEEDED, ACTIVE_STATES, set_finished=True, steps=Steps.COMPLETE
+)
+FAIL = Transition("fail", State.FAILED, ACTIVE_STATES, set_finished=True)
+CANCEL = Transition("cancel", State.CANCELED, ACTIVE_STATES, set_finished=True)
+
+TRANSITIONS: Mapping[str, Transition] = {t.name: t for t in (START, RETRY, SUCCEED, FAIL, CANCEL)}
+
+
+def transition_to(state: State) -> Transition:
+    """The transition of a container that settles in ``state``."""
+    return {State.SUCCEEDED: SUCCEED, State.FAILED: FAIL, State.CANCELED: CANCEL}[state]
+
+
+def container_outcome(child_states: Iterable[State]) -> State | None:
+    """How a sealed container ends, or None while any child is still active.
+
+    Any failure fails it; otherwise any cancellation cancels it; otherwise it succeeded (an
+    empty container succeeds with nothing to do).
+    """
+    states = set(child_states)
+    if states & ACTIVE_STATES:
+        return None
+    if State.FAILED in states:
+        return State.FAILED
+    if State.CANCELED in states:
+        return State.CANCELED
+    return State.SUCCEEDED
+
+
+def cancels_waiting_siblings(container_class: str) -> bool:
+    """Whether a failed or canceled child means the container's waiting children never run."""
+    return container_class in SEQUENTIAL_CONTAINERS
+
+
+def shares_stage(container_class: str) -> bool:
+    """Whether a child's custom stage text is shown on this container too."""
+    return container_class not in GROUP_CONTAINERS
+
+
+class StatusManager(Protocol):
+    """What a bound :class:`TaskStatus` delegates its I/O to (the Tracker)."""
+
+    def start(self, status: TaskStatus) -> TaskStatus: ...
+    def succeed(self, status: TaskStatus) -> TaskStatus: ...
+    def fail(self, status: TaskStatus, message: str) -> TaskStatus: ...
+    def retry(self, status: TaskStatus) -> TaskStatus: ...
+    def cancel(self, status: TaskStatus, *, terminate: bool = False) -> TaskStatus: ...
+    def set_state(self, status: TaskStatus, text: str) -> TaskStatus: ...
+    def set_name(self, status: TaskStatus, name: str) -> TaskStatus: ...
+    def increment_steps(self, status: TaskStatus, completed: int, total: int) -> TaskStatus: ...
+    def add_artifact(
+        self,
+        status: TaskStatus,
+        *,
+        name: str = "Output",
+        file: bytes | BinaryIO | str | None = None,
+        filename: str | None = None,
+        url: str | None = None,
+        text: str | None = None,
+    ) -> Artifact: ...
+    def delete(self, status: TaskStatus) -> None: ...
+    def children(self, status: TaskStatus) -> list[TaskStatus]: ...
+    def artifacts(self, status: TaskStatus) -> list[Artifact]: ...
+    def open_artifact(self, artifact: Artifact) -> BinaryIO: ...
+    def refresh(self, status: TaskStatus) -> TaskStatus: ...
+
+
+def _bound(manager: StatusManager | None) -> StatusManager:
+    if manager is None:
+        raise RuntimeError(
+            "this object is not bound to a tracker; get it through taskstatus.get() or a Tracker"
+        )
+    return manager
+
+
+@dataclass
+class TaskStatus:
+    """The status of one task or container, with the seed's method names.
+
+    Instances returned by the query API are bound to their tracker: methods write through it
+    and then refresh the fields of this object.
+    """
+
+    uuid: UUID
+    task_id: str
+    queue: str
+    task_class: str
+    name: str
+    user_id: str | None = None
+    parent_uuid: UUID | None = None
+    is_container: bool = False
+    state: State = State.PENDING
+    stage: str | None = None
+    completed_steps: int = 0
+    total_steps: int = 1
+    attempts: int = 1
+    created: datetime | None = None
+    modified: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: The total as computed at publish; a new run restarts from it.
+    planned_steps: int = 1
+    #: False while a container may still receive children (``taskstatus.group`` block open).
+    sealed: bool = True
+    #: Operator-only detail of a failure (never shown to the owner by default).
+    traceback: str | None = None
+    _manager: StatusManager | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def state_text(self) -> str:
+        """The custom stage of a running task, else the state's display text."""
+        if self.stage and self.state is State.IN_PROGRESS:
+            return self.stage
+        return self.state.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def bind(self, manager: StatusManager | None) -> TaskStatus:
+        self._manager = manager
+        return self
+
+    def _take(self, other: TaskStatus) -> TaskStatus:
+        for name in self.__dataclass_fields__:
+            if name != "_manager":
+                setattr(self, name, getattr(other, name))
+        return self
+
+    # -- seed-compatible mutators -------------------------------------------------------------
+    def start(self) -> None:
+        self._take(_bound(self._manager).start(self))
+
+    def succeed(self) -> None:
+        self._take(_bound(self._manager).succeed(self))
+
+    def fail(self, message: str) -> None:
+        self._take(_bound(self._manager).fail(self, message))
+
+    def retry(self) -> None:
+        self._take(_bound(self._manager).retry(self))
+
+    def cancel(self, *, terminate: bool = False) -> None:
+        """Request cancellation (see the state machine); ``terminate`` asks the queue for a
+        hard stop where it has one."""
+        self._take(_bound(self._manager).cancel(self, terminate=terminate))
+
+    def set_state(self, text: str) -> None:
+        self._take(_bound(self._manager).set_state(self, text))
+
+    def set_name(self, name: str) -> None:
+        self._take(_bound(self._manager).set_name(self, name))
+
+    def increment_completed_steps(self, steps: int = 1) -> None:
+        self._take(_bound(self._manager).increment_steps(self, steps, 0))
+
+    def increment_total_steps(self, steps: int) -> None:
+        self._take(_bound(self._manager).increment_steps(self, 0, steps))
+
+    def add_artifact(
+        self,
+        *,
+        name: str = "Output",
+        file: bytes | BinaryIO | str | None = None,
+        filename: str | None = None,
+        url: str | None = None,
+        text: str | None = None,
+    ) -> Artifact:
+        return _bound(self._manager).add_artifact(
+            self, name=name, file=file, filename=filename, url=url, text=text
+        )
+
+    def delete(self) -> None:
+        _bound(self._manager).delete(self)
+
+    def refresh(self) -> TaskStatus:
+        return self._take(_bound(self._manager).refresh(self))
+
+    # -- navigation ---------------------------------------------------------------------------
+    def children(self) -> list[TaskStatus]:
+        return _bound(self._manager).children(self)
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return _bound(self._manager).artifacts(self)
+
+
+@dataclass
+class Artifact:
+    """Something a task produced: exactly one of a stored file, a URL or a text."""
+
+    uuid: UUID
+    status_uuid: UUID
+    name: str = "Output"
+    file: str | None = None
+    url: str | None = None
+    text: str | None = None
+    created: datetime | None = None
+    modified: datetime | None = None
+    _manager: StatusManager | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def filename(self) -> str | None:
+        """The file's name as given by the task (the last part of its storage path)."""
+        return posixpath.basename(self.file) if self.file else None
+
+    def bind(self, manager: StatusManager | None) -> Artifact:
+        self._manager = manager
+        return self
+
+    def open(self) -> BinaryIO:
+        """Open the stored file for reading (binary)."""
+        if self.file is None:
+            raise ValueError(f"artifact {self.uuid} ({self.name!r}) has no file")
+        return _bound(self._manager).open_artifact(self)
+
+
+# -- transitions applied in Python ------------------------------------------------------------
+def apply(status: TaskStatus, transition: Transition, now: datetime) -> TaskStatus | None:
+    """The status after ``transition``, or None when the rule does not allow it.
+
+    This is the reference semantics that the SQL store compiles into a single UPDATE.
+    """
+    if status.state not in transition.sources:
+        return None
+    changes: dict[str, Any] = {"state": transition.target, "modified": now}
+    if transition.set_started and status.started_at is None:
+        changes["started_at"] = now
+    if transition.set_finished:
+        changes["finished_at"] = now
+    if transition.attempts is Attempts.INCREMENT or (
+        transition.attempts is Attempts.INCREMENT_IF_RUNNING and status.state is State.IN_PROGRESS
+    ):
+        changes["attempts"] = status.attempts + 1
+    if transition.steps is Steps.RESTART:
+        changes["completed_steps"] = 0
+        changes["total_steps"] = status.planned_steps
+    elif transition.steps is Steps.COMPLETE:
+        changes["completed_steps"] = status.total_steps
+    if transition.clear_stage:
+        changes["stage"] = None
+    return replace(status, **changes)
+
+
+def add_steps(value: int, delta: int) -> int:
+    """A step counter after adding ``delta``, kept within 0..MAX_STEPS."""
+    return max(0, min(MAX_STEPS, value + delta))
+
+
+# -- validation of what callers hand in --------------------------------------------------------
+def check_steps(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_STEPS:
+        raise ValueError(f"{what} must be between 0 and {MAX_STEPS}, got {value}")
+    return value
+
+
+def check_artifact_payload(
+    *, file: object, url: str | None, text: str | None, filename: str | None
+) -> None:
+    """Exactly one of file/url/text; http(s) URLs only; plain file names only."""
+    given = [n for n, v in (("file", file), ("url", url), ("text", text)) if v is not None]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        raise ValueError(f"an artifact needs exactly one of file, url or text (got {found})")
+    if url is not None:
+        check_url(url)
+    if filename is not None:
+        check_filename(filename)
+    if filename is not None and file is None:
+        raise ValueError("filename is only meaningful with file=")
+
+
+def check_url(url: str) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"artifact URL must be an absolute http or https URL, got {url!r}")
+    return url.strip()
+
+
+def check_filename(filename: str) -> str:
+    if not isinstance(filename, str):
+        raise TypeError(f"filename must be a str, got {type(filename).__name__}")
+    if (
+        not filename
+        or filename in (".", "..")
+        or "/" in filename
+        or "\\" in filename
+        or "\x00" in filename
+        or len(filename) > 200
+    ):
+        raise ValueError(
+            f"artifact filename must be a plain file name (no directories, '..' or NUL, "
+            f"at most 200 characters), got {filename!r}"
+        )
+    return filename

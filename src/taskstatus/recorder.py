@@ -1,0 +1,310 @@
+"""The recorder: the default plugin that turns lifecycle events into state-machine transitions.
+
+It asks the model which transition an event means and which container rules follow, and the
+store to write them; it fires ``taskstatus_stopped`` exactly once per status, for the write
+that moved it into a terminal state (the store's conditional UPDATE tells which one did).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid as uuid_module
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from . import models
+from .exceptions import TaskCanceledException
+from .hookspecs import hookimpl
+from .models import Artifact, State, TaskStatus
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .events import TaskEvent
+    from .store import Store
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger(__name__)
+
+#: Name of the artifact that carries a failure's message.
+ERROR_ARTIFACT = "Error"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What never changes about a status once created: safe to cache by task id."""
+
+    uuid: UUID
+    parent_uuid: UUID | None
+    is_container: bool
+
+
+class Recorder:
+    """Lifecycle hooks -> transitions, for one store."""
+
+    def __init__(
+        self, store: Store, pm: pluggy.PluginManager, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.store = store
+        self.pm = pm
+        self.clock = clock
+        self._keys: OrderedDict[str, _Key] = OrderedDict()
+        self._keys_lock = threading.Lock()
+
+    # -- lookups -------------------------------------------------------------------------------
+    def _remember(self, status: TaskStatus) -> _Key:
+        key = _Key(status.uuid, status.parent_uuid, status.is_container)
+        with self._keys_lock:
+            self._keys[status.task_id] = key
+            self._keys.move_to_end(status.task_id)
+            if len(self._keys) > 10_000:
+                self._keys.popitem(last=False)
+        return key
+
+    def _key(self, task_id: str) -> _Key | None:
+        with self._keys_lock:
+            key = self._keys.get(task_id)
+        if key is not None:
+            return key
+        status = self.store.get_by_task_id(task_id)
+        return self._remember(status) if status is not None else None
+
+    def _forget(self, task_id: str) -> None:
+        with self._keys_lock:
+            self._keys.pop(task_id, None)
+
+    # -- lifecycle hooks -------------------------------------------------------------------------
+    @hookimpl
+    def taskstatus_publish(self, event: TaskEvent) -> None:
+        self._create(event)
+
+    def _create(self, event: TaskEvent) -> _Key:
+        parent = self._key(event.parent_task_id) if event.parent_task_id else None
+        if event.parent_task_id and parent is None:
+            log.warning(
+                "container %s of task %s is unknown; recording the task without it",
+                event.parent_task_id,
+                event.task_id,
+            )
+        total = models.check_steps(event.total_steps, "total_steps")
+        now = self.clock()
+        status = TaskStatus(
+            uuid=uuid_module.uuid4(),
+            task_id=event.task_id,
+            queue=event.queue,
+            task_class=event.task_class,
+            name=(event.name or event.task_class or event.task_id)[:255],
+            user_id=event.user_id,
+            parent_uuid=parent.uuid if parent else None,
+            is_container=event.is_container,
+            sealed=event.sealed,
+            total_steps=total,
+            planned_steps=total,
+            created=now,
+            modified=now,
+        )
+        if self.store.insert(status):
+            return self._remember(status)
+        # Re-published (a retry, a redelivery): the first record stands.
+        key = self._key(event.task_id)
+        assert key is not None
+        return key
+
+    @hookimpl
+    def taskstatus_prerun(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None:
+            # Published where no hook ran (eager mode, a producer without install()).
+            key = self._create(event)
+        now = self.clock()
+        if self.store.transition(key.uuid, models.START, now):
+            self._start_ancestors(key, now)
+            return
+        current = self.store.get(key.uuid)
+        if current is not None and current.state is State.CANCELED and not key.is_container:
+            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
+
+    def _start_ancestors(self, key: _Key, now: datetime) -> None:
+        parent_uuid = key.parent_uuid
+        while parent_uuid is not None:
+            if not self.store.transition(parent_uuid, models.START_CONTAINER, now):
+                return  # already running: its own ancestors were started with it
+            parent = self.store.get(parent_uuid)
+            parent_uuid = parent.parent_uuid if parent else None
+
+    @hookimpl
+    def taskstatus_progress(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None:
+            return
+        now = self.clock()
+        alive = True
+        if event.completed_delta or event.total_delta:
+            alive = self.store.add_steps(key.uuid, event.completed_delta, event.total_delta, now)
+        if event.name is not None:
+            chain = [key.uuid, *(a.uuid for a in self.store.ancestors(key.uuid))]
+            self.store.set_name(chain, event.name[:255], now)
+        if event.stage is not None:
+            alive = self.store.set_stage(self._stage_chain(key), event.stage[:255], now) > 0
+        elif not (event.completed_delta or event.total_delta):
+            current = self.store.get(key.uuid)
+            alive = current is not None and not current.is_terminal
+        if not alive:
+            current = self.store.get(key.uuid)
+            if current is None or current.state is State.CANCELED:
+                raise TaskCanceledException(f"task {event.task_id} was canceled")
+
+    def _stage_chain(self, key: _Key) -> list[UUID]:
+        """The status and its ancestors up to (not including) the nearest group."""
+        chain = [key.uuid]
+        for ancestor in self.store.ancestors(key.uuid):
+            if not models.shares_stage(ancestor.task_class):
+                break
+            chain.append(ancestor.uuid)
+        return chain
+
+    @hookimpl
+    def taskstatus_retry(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None or key.is_container:
+            return
+        if self.store.transition(key.uuid, models.RETRY, self.clock()) and event.traceback:
+            self.store.set_traceback(key.uuid, event.traceback)
+
+    @hookimpl
+    def taskstatus_fail(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None:
+            return
+        message = event.message or _describe(event.exception) or "The task failed."
+        self._fail(key.uuid, message, event.traceback)
+
+    def _fail(self, uuid: UUID, message: str, traceback: str | None) -> None:
+        now = self.clock()
+        if not self.store.transition(uuid, models.FAIL, now):
+            return
+        self.store.add_artifact(
+            Artifact(
+                uuid=uuid_module.uuid4(),
+                status_uuid=uuid,
+                name=ERROR_ARTIFACT,
+                text=message,
+                created=now,
+                modified=now,
+            )
+        )
+        if traceback:
+            self.store.set_traceback(uuid, traceback)
+        status = self._stopped(uuid)
+        if status is not None and status.parent_uuid is not None:
+            self._after_child_ended(status.parent_uuid, State.FAILED, message)
+
+    @hookimpl
+    def taskstatus_succeed(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None:
+            return
+        if self.store.transition(key.uuid, models.SUCCEED, self.clock()):
+            self._stopped(key.uuid)
+            if key.parent_uuid is not None:
+                self._after_child_ended(key.parent_uuid, State.SUCCEEDED)
+
+    @hookimpl
+    def taskstatus_cancel(self, event: TaskEvent) -> None:
+        key = self._key(event.task_id)
+        if key is None:
+            return
+        if not self.store.transition(key.uuid, models.CANCEL, self.clock()):
+            return
+        self._stopped(key.uuid)
+        if key.is_container:
+            self._cancel_children(key.uuid, terminate=event.terminate)
+        if key.parent_uuid is not None:
+            self._after_child_ended(key.parent_uuid, State.CANCELED)
+
+    def _cancel_children(self, uuid: UUID, *, terminate: bool) -> None:
+        for child in self.store.children(uuid):
+            if not child.is_terminal:
+                # Through the hook, so queue adapters revoke each child's message too.
+                self.pm.hook.taskstatus_cancel(event=_event_for(child, terminate=terminate))
+
+    # -- containers ------------------------------------------------------------------------------
+    def _after_child_ended(
+        self, parent_uuid: UUID, outcome: State, failed_message: str | None = None
+    ) -> None:
+        parent = self.store.get(parent_uuid)
+        if parent is None:
+            return
+        if outcome is State.FAILED:
+            # The seed's rule: a failure fails the container at once, with the same message.
+            self._fail(parent_uuid, failed_message or "A task in this group failed.", None)
+        if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
+            for sibling in self.store.children(parent_uuid):
+                if sibling.state is State.PENDING:
+                    self.pm.hook.taskstatus_cancel(event=_event_for(sibling))
+        self.settle(parent_uuid)
+
+    def settle(self, uuid: UUID) -> None:
+        """End a sealed container whose children have all ended, then its own container."""
+        container = self.store.get(uuid)
+        if container is None or container.is_terminal or not container.sealed:
+            return
+        outcome = models.container_outcome(self.store.child_states(uuid))
+        if outcome is None:
+            return
+        if outcome is State.FAILED:
+            self._fail(uuid, "A task in this group failed.", None)
+            return
+        if self.store.transition(uuid, models.transition_to(outcome), self.clock()):
+            self._stopped(uuid)
+            if container.parent_uuid is not None:
+                self._after_child_ended(container.parent_uuid, outcome)
+
+    def seal(self, task_id: str) -> None:
+        """No more children will join this container: it may end once they have."""
+        key = self._key(task_id)
+        if key is not None:
+            self.store.seal(key.uuid, self.clock())
+            self.settle(key.uuid)
+
+    def _stopped(self, uuid: UUID) -> TaskStatus | None:
+        status = self.store.get(uuid)
+        if status is None:
+            return None
+        try:
+            self.pm.hook.taskstatus_stopped(status=status)
+        except Exception:
+            # A notification plugin must not undo or block the state change.
+            log.exception("a taskstatus_stopped hook failed for status %s", uuid)
+        return status
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _event_for(status: TaskStatus, *, terminate: bool = False) -> TaskEvent:
+    from .events import TaskEvent
+
+    return TaskEvent(
+        task_id=status.task_id,
+        queue=status.queue,
+        task_class=status.task_class,
+        name=status.name,
+        user_id=status.user_id,
+        is_container=status.is_container,
+        terminate=terminate,
+    )

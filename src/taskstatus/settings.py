@@ -1,0 +1,99 @@
+"""Settings: explicit arguments, then ``TASKSTATUS_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from .exceptions import ConfigurationError
+
+__all__ = ["DEFAULT_URL", "Settings"]
+
+DEFAULT_URL = "sqlite:///taskstatus.db"
+DEFAULT_MAX_AGE = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Store URL; its scheme picks the backend.
+    url: str = DEFAULT_URL
+    #: How old a finished status must be before ``purge()`` removes it.
+    max_age: timedelta = DEFAULT_MAX_AGE
+    #: fsspec URL of the folder/bucket for artifact files; derived from the store when None.
+    artifact_storage: str | None = None
+    #: Seconds between two writes of a running task's progress (and cancel checks).
+    progress_interval: float = 0.5
+    #: Rows per transaction when purging.
+    purge_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or ":" not in self.url:
+            raise ConfigurationError(
+                f"store URL must look like scheme://..., e.g. {DEFAULT_URL!r}; got {self.url!r}"
+            )
+        if not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0):
+            raise ConfigurationError(f"max_age must be a positive timedelta, got {self.max_age!r}")
+        if not self.progress_interval >= 0:
+            raise ConfigurationError(
+                f"progress_interval must be >= 0 seconds, got {self.progress_interval!r}"
+            )
+        if self.purge_batch_size < 1:
+            raise ConfigurationError(
+                f"purge_batch_size must be >= 1, got {self.purge_batch_size!r}"
+            )
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        url: str | None = None,
+        max_age: timedelta | int | float | None = None,
+        artifact_storage: str | None = None,
+        progress_interval: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        url = url or env.get("TASKSTATUS_URL") or DEFAULT_URL
+        if max_age is None and env.get("TASKSTATUS_MAX_AGE"):
+            max_age = _seconds(env["TASKSTATUS_MAX_AGE"], "TASKSTATUS_MAX_AGE")
+        if isinstance(max_age, bool) or not isinstance(max_age, (timedelta, int, float)):
+            if max_age is not None:
+                raise ConfigurationError(f"max_age must be a timedelta or seconds, got {max_age!r}")
+        elif not isinstance(max_age, timedelta):
+            max_age = timedelta(seconds=max_age)
+        if progress_interval is None and env.get("TASKSTATUS_PROGRESS_INTERVAL"):
+            progress_interval = _seconds(
+                env["TASKSTATUS_PROGRESS_INTERVAL"], "TASKSTATUS_PROGRESS_INTERVAL"
+            )
+        return cls(
+            url=url,
+            max_age=DEFAULT_MAX_AGE if max_age is None else max_age,
+            artifact_storage=artifact_storage or env.get("TASKSTATUS_ARTIFACT_STORAGE") or None,
+            progress_interval=0.5 if progress_interval is None else progress_interval,
+        )
+
+    def artifact_url(self) -> str:
+        """Where artifact files go: the setting, else a folder beside a SQLite database file,
+        else ``./taskstatus-artifacts``."""
+        if self.artifact_storage:
+            return self.artifact_storage
+        if self.url.startswith("sqlite:///") and self.url not in (
+            "sqlite:///",
+            "sqlite:///:memory:",
+        ):
+            db = Path(self.url.removeprefix("sqlite:///").partition("?")[0])
+            return str((db.parent / f"{db.name}.artifacts").resolve())
+        return str(Path("taskstatus-artifacts").resolve())
+
+
+def _seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return seconds

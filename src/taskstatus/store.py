@@ -1,0 +1,123 @@
+"""The Store protocol: what persistence a tracker needs, and nothing about queues.
+
+A store executes the model's rules; it never decides them. Each write that changes a status
+is one conditional statement so that concurrent workers cannot lose an update.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from .models import Artifact, State, TaskStatus, Transition
+
+__all__ = ["ANY", "StatusQuery", "Store"]
+
+
+class _Any(enum.Enum):
+    ANY = "ANY"
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: Filter value meaning "do not filter on this field" (``parent=None`` means top level).
+ANY = _Any.ANY
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    """Filters of :meth:`Store.query`; results are newest first."""
+
+    user_ids: Sequence[str] | None = None
+    state: State | None = None
+    search: str | None = None
+    parent: UUID | _Any | None = ANY
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int | None = 50
+    offset: int = 0
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence of statuses and artifacts. Implementations must be safe to share between
+    threads and must not carry open connections across ``fork()``."""
+
+    url: str
+
+    def open(self) -> None:
+        """Connect; create the schema on an empty database; refuse an outdated one."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- writes ------------------------------------------------------------------------------
+    def insert(self, status: TaskStatus) -> bool:
+        """Insert unless a status with this task_id exists; True when inserted."""
+
+    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
+        """Apply ``transition`` if the current state allows it (one conditional UPDATE)."""
+
+    def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
+        """Atomically add to the step counters of an active status; False if it is terminal."""
+
+    def set_stage(self, uuids: Sequence[UUID], stage: str | None, now: datetime) -> int:
+        """Set the custom stage of the active statuses among ``uuids``."""
+
+    def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
+        """Rename the statuses ``uuids``."""
+
+    def set_traceback(self, uuid: UUID, traceback: str) -> None:
+        """Keep operator-only failure detail."""
+
+    def seal(self, uuid: UUID, now: datetime) -> None:
+        """Mark a container as complete: no more children will be added."""
+
+    def add_artifact(self, artifact: Artifact) -> None: ...
+
+    def delete(self, uuid: UUID) -> list[Artifact]:
+        """Delete a status with its descendants and artifacts; return the deleted file
+        artifacts so their files can be removed."""
+
+    def purge(self, before: datetime, batch_size: int) -> Iterator[tuple[int, list[Artifact]]]:
+        """Delete finished top-level statuses created before ``before`` whose descendants are
+        all finished, one short transaction per batch; yield (statuses deleted, file
+        artifacts) per batch."""
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, uuid: UUID) -> TaskStatus | None: ...
+
+    def get_by_task_id(self, task_id: str) -> TaskStatus | None: ...
+
+    def query(self, query: StatusQuery) -> list[TaskStatus]: ...
+
+    def count(self, query: StatusQuery) -> int: ...
+
+    def children(self, uuid: UUID) -> list[TaskStatus]: ...
+
+    def ancestors(self, uuid: UUID) -> list[TaskStatus]:
+        """Parent first, then its parent, up to the root."""
+
+    def child_states(self, uuid: UUID) -> Counter[State]: ...
+
+    def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
+        """(completed, total) summed over the leaf descendants of each container."""
+
+    def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]: ...
+
+    def get_artifact(self, uuid: UUID) -> Artifact | None: ...
+
+    def artifact_query(
+        self,
+        status_uuids: Sequence[UUID] | None,
+        user_ids: Sequence[str] | None,
+        limit: int,
+        offset: int,
+    ) -> list[Artifact]:
+        """Artifacts newest first, of the given statuses and/or owners (None: no filter)."""

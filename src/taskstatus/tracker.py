@@ -1,0 +1,389 @@
+"""The Tracker: one configured store, plugin manager and artifact storage, and the API over them.
+
+Reads go straight to the store; every change goes through the lifecycle hooks, so plugins see
+API calls (``status.cancel()``) exactly like queue events. Queue adapters use
+:meth:`Tracker.publish`, :meth:`Tracker.begin` and :meth:`Tracker.end`, which hold the logic
+every queue shares (owner check, group membership, outcome of an exception).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import logging
+import traceback as traceback_module
+import uuid as uuid_module
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO
+from uuid import UUID
+
+import pluggy
+
+from .artifacts import ArtifactStorage
+from .events import TaskEvent
+from .exceptions import ConfigurationError, NotFound, TaskCanceledException
+from .models import Artifact, State, TaskStatus, check_artifact_payload, check_steps
+from .plugins import make_plugin_manager
+from .recorder import Recorder, utcnow
+from .settings import Settings
+from .store import ANY, StatusQuery, Store
+from .tracking import LiveStatus, activate, deactivate
+
+__all__ = ["Tracker"]
+
+log = logging.getLogger(__name__)
+
+_group: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "taskstatus_group", default=None
+)
+
+
+def parse_uuid(value: UUID | str, what: str = "status") -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{what} id must be a UUID or str, got {type(value).__name__}")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ValueError(f"invalid {what} id {value!r}: not a UUID") from None
+
+
+class Tracker:
+    """A configured taskstatus: store + plugins + artifact storage + settings."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pm: pluggy.PluginManager | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        self.pm = pm or make_plugin_manager()
+        self.store = store or self._store_for(self.settings.url)
+        self.recorder = Recorder(self.store, self.pm)
+        self.pm.register(self.recorder, name="taskstatus.recorder")
+        self.artifact_storage = ArtifactStorage(self.settings.artifact_url())
+
+    def _store_for(self, url: str) -> Store:
+        store = self.pm.hook.taskstatus_store(url=url)
+        if store is None:
+            scheme = url.partition(":")[0]
+            raise ConfigurationError(
+                f"unknown store URL scheme {scheme!r} in {url!r}; built in: sqlite, "
+                f"postgresql, mysql, mariadb, memory (plugins may add more)"
+            )
+        return store  # type: ignore[no-any-return]
+
+    @property
+    def hook(self) -> Any:
+        """The plugin manager's hook relay: ``tracker.hook.taskstatus_<event>(event=...)``."""
+        return self.pm.hook
+
+    def open(self) -> Tracker:
+        """Connect to the store now (creating the schema on an empty database)."""
+        self.store.open()
+        return self
+
+    def close(self) -> None:
+        self.store.close()
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin (an object or module with ``@taskstatus.hookimpl`` functions)."""
+        self.pm.register(plugin, name=name)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _bind(self, statuses: Sequence[TaskStatus]) -> list[TaskStatus]:
+        containers = [s.uuid for s in statuses if s.is_container]
+        sums = self.store.step_sums(containers) if containers else {}
+        for status in statuses:
+            if status.uuid in sums:
+                status.completed_steps, status.total_steps = sums[status.uuid]
+            status.bind(self)
+        return list(statuses)
+
+    def get(self, uuid: UUID | str) -> TaskStatus:
+        """The status with this public id; :class:`~taskstatus.NotFound` if there is none."""
+        key = parse_uuid(uuid)
+        status = self.store.get(key)
+        if status is None:
+            raise NotFound(f"no task status with uuid {key}")
+        return self._bind([status])[0]
+
+    def get_by_task_id(self, task_id: str) -> TaskStatus:
+        """The status of the queue's task id; :class:`~taskstatus.NotFound` if there is none."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"task_id must be a non-empty str, got {task_id!r}")
+        status = self.store.get_by_task_id(task_id)
+        if status is None:
+            raise NotFound(f"no task status with task_id {task_id!r}")
+        return self._bind([status])[0]
+
+    def query(
+        self,
+        *,
+        user_id: object = None,
+        state: State | str | None = None,
+        search: str | None = None,
+        parent: UUID | str | Any | None = ANY,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> StatusQuery:
+        """Validate filters into a :class:`~taskstatus.store.StatusQuery`."""
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+        if type(offset) is not int or offset < 0:
+            raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+        for name, value in (("created_after", created_after), ("created_before", created_before)):
+            if value is not None and not isinstance(value, datetime):
+                raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+        return StatusQuery(
+            user_ids=None if user_id is None else [str(user_id)],
+            state=None if state is None else State.parse(state),
+            search=search or None,
+            parent=parent if parent is ANY or parent is None else parse_uuid(parent, "parent"),
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            offset=offset,
+        )
+
+    def statuses(self, **filters: Any) -> list[TaskStatus]:
+        """Statuses matching the filters of :meth:`query`, newest first.
+
+        ``user_id`` compares as text (7 and "7" are the same owner); ``parent=None`` lists only
+        top-level statuses, ``parent=<uuid>`` the children of one container.
+        """
+        return self._bind(self.store.query(self.query(**filters)))
+
+    def count(self, **filters: Any) -> int:
+        filters.pop("limit", None)
+        filters.pop("offset", None)
+        return self.store.count(self.query(**filters))
+
+    def children(self, status: TaskStatus) -> list[TaskStatus]:
+        return self._bind(self.store.children(status.uuid))
+
+    def artifacts(self, status: TaskStatus) -> list[Artifact]:
+        return [a.bind(self) for a in self.store.artifacts([status.uuid])]
+
+    def get_artifact(self, uuid: UUID | str) -> Artifact:
+        key = parse_uuid(uuid, "artifact")
+        artifact = self.store.get_artifact(key)
+        if artifact is None:
+            raise NotFound(f"no artifact with uuid {key}")
+        return artifact.bind(self)
+
+    def open_artifact(self, artifact: Artifact) -> BinaryIO:
+        if artifact.file is None:
+            raise ValueError(f"artifact {artifact.uuid} has no file")
+        return self.artifact_storage.open(artifact.file)
+
+    def refresh(self, status: TaskStatus) -> TaskStatus:
+        return self.get(status.uuid)
+
+    # -- changes through the lifecycle hooks ---------------------------------------------------
+    def _fire(self, hook: str, status: TaskStatus, **fields: Any) -> TaskStatus:
+        event = TaskEvent(
+            task_id=status.task_id,
+            queue=status.queue,
+            task_class=status.task_class,
+            name=fields.pop("name", status.name),
+            user_id=status.user_id,
+            is_container=status.is_container,
+            **fields,
+        )
+        getattr(self.hook, hook)(event=event)
+        return self.get(status.uuid)
+
+    def start(self, status: TaskStatus) -> TaskStatus:
+        return self._fire("taskstatus_prerun", status)
+
+    def succeed(self, status: TaskStatus) -> TaskStatus:
+        return self._fire("taskstatus_succeed", status)
+
+    def fail(self, status: TaskStatus, message: str) -> TaskStatus:
+        if not isinstance(message, str):
+            raise TypeError(f"fail() takes a message str, got {type(message).__name__}")
+        return self._fire("taskstatus_fail", status, message=message)
+
+    def retry(self, status: TaskStatus) -> TaskStatus:
+        return self._fire("taskstatus_retry", status)
+
+    def cancel(self, status: TaskStatus | UUID | str, *, terminate: bool = False) -> TaskStatus:
+        """Cancel a status (and a container's children); no-op once it has ended."""
+        if not isinstance(status, TaskStatus):
+            status = self.get(status)
+        return self._fire("taskstatus_cancel", status, terminate=terminate)
+
+    def set_state(self, status: TaskStatus, text: str) -> TaskStatus:
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
+        return self._fire("taskstatus_progress", status, name=None, stage=text)
+
+    def set_name(self, status: TaskStatus, name: str) -> TaskStatus:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"set_name() takes a non-empty str, got {name!r}")
+        return self._fire("taskstatus_progress", status, name=name)
+
+    def increment_steps(self, status: TaskStatus, completed: int, total: int) -> TaskStatus:
+        check_steps(completed, "steps")
+        check_steps(total, "steps")
+        return self._fire(
+            "taskstatus_progress",
+            status,
+            name=None,
+            completed_delta=completed,
+            total_delta=total,
+        )
+
+    def add_artifact(
+        self,
+        status: TaskStatus,
+        *,
+        name: str = "Output",
+        file: bytes | BinaryIO | str | None = None,
+        filename: str | None = None,
+        url: str | None = None,
+        text: str | None = None,
+    ) -> Artifact:
+        """Attach a file (bytes, binary file object or local path), a URL or a text."""
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise ValueError(f"artifact name must be a non-empty str of at most 255, got {name!r}")
+        check_artifact_payload(file=file, url=url, text=text, filename=filename)
+        now = utcnow()
+        artifact = Artifact(
+            uuid=uuid_module.uuid4(),
+            status_uuid=status.uuid,
+            name=name,
+            url=url.strip() if url else None,
+            text=text,
+            created=now,
+            modified=now,
+        )
+        if file is not None:
+            artifact.file = self.artifact_storage.save(status.uuid, artifact.uuid, file, filename)
+        try:
+            self.store.add_artifact(artifact)
+        except BaseException:
+            if artifact.file:
+                self.artifact_storage.delete([artifact.file])
+            raise
+        return artifact.bind(self)
+
+    def delete(self, status: TaskStatus | UUID | str) -> None:
+        """Delete a status, its descendants, their artifacts and artifact files."""
+        key = status.uuid if isinstance(status, TaskStatus) else parse_uuid(status)
+        if self.store.get(key) is None:
+            raise NotFound(f"no task status with uuid {key}")
+        files = self.store.delete(key)
+        self.artifact_storage.delete(a.file for a in files if a.file)
+
+    def purge(self, older_than: timedelta | None = None) -> int:
+        """Delete finished statuses created before now - (older_than or max_age), with their
+        artifacts and files, in short batches; unfinished work is kept. Returns the count."""
+        age = self.settings.max_age if older_than is None else older_than
+        if not isinstance(age, timedelta) or age < timedelta(0):
+            raise ValueError(f"older_than must be a non-negative timedelta, got {older_than!r}")
+        deleted = 0
+        before = utcnow() - age
+        for count, files in self.store.purge(before, self.settings.purge_batch_size):
+            deleted += count
+            self.artifact_storage.delete(a.file for a in files if a.file)
+        return deleted
+
+    # -- containers ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def group(self, name: str, *, user_id: object) -> Iterator[TaskStatus]:
+        """A queue-agnostic container: tasks published inside the block become its children.
+
+        The group ends when the block has exited and all its children have ended.
+        """
+        if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
+            raise TypeError("taskstatus.group() needs the owner: user_id=...")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"group name must be a non-empty str, got {name!r}")
+        task_id = f"taskstatus.group:{uuid_module.uuid4()}"
+        self.publish(
+            TaskEvent(
+                task_id=task_id,
+                queue="taskstatus",
+                task_class="taskstatus.group",
+                name=name,
+                user_id=str(user_id),
+                is_container=True,
+                sealed=False,
+                total_steps=0,
+            )
+        )
+        token = _group.set(task_id)
+        try:
+            yield self.get_by_task_id(task_id)
+        except BaseException:
+            if not self.store.children(self.get_by_task_id(task_id).uuid):
+                self.hook.taskstatus_cancel(
+                    event=TaskEvent(task_id=task_id, task_class="taskstatus.group")
+                )
+            raise
+        finally:
+            _group.reset(token)
+            self.recorder.seal(task_id)
+
+    # -- for queue adapters --------------------------------------------------------------------
+    def publish(self, event: TaskEvent) -> None:
+        """Record a task about to be sent (inside an open ``group`` it joins the group)."""
+        if event.parent_task_id is None and (group := _group.get()) is not None:
+            event = _replace(event, parent_task_id=group)
+        self.hook.taskstatus_publish(event=event)
+
+    def begin(self, event: TaskEvent) -> LiveStatus:
+        """A worker starts the task: record it and make ``current()`` return its handle.
+
+        Raises :class:`~taskstatus.TaskCanceledException` when the status was canceled: the
+        adapter must then skip the task body (and call :meth:`end` with that exception).
+        """
+        self.hook.taskstatus_prerun(event=event)
+        status = self.store.get_by_task_id(event.task_id)
+        assert status is not None
+        live = LiveStatus(self, status)
+        live.token = activate(live)
+        return live
+
+    def end(
+        self,
+        task: LiveStatus | TaskEvent,
+        *,
+        exception: BaseException | None = None,
+        retrying: bool = False,
+        message: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
+        retried (``retrying``) or failed; pending progress is written first."""
+        event = task._event() if isinstance(task, LiveStatus) else task
+        try:
+            if isinstance(task, LiveStatus):
+                task.flush(final=True)
+        finally:
+            if isinstance(task, LiveStatus) and task.token is not None:
+                deactivate(task.token)
+                task.token = None
+        if exception is None:
+            self.hook.taskstatus_succeed(event=event)
+            return
+        if isinstance(exception, TaskCanceledException):
+            self.hook.taskstatus_cancel(event=_replace(event, exception=exception))
+            return
+        if traceback is None:
+            traceback = "".join(traceback_module.format_exception(exception))
+        hook = self.hook.taskstatus_retry if retrying else self.hook.taskstatus_fail
+        hook(event=_replace(event, exception=exception, message=message, traceback=traceback))
+
+
+def _replace(event: TaskEvent, **changes: Any) -> TaskEvent:
+    return dataclasses.replace(event, **changes)

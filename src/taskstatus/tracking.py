@@ -1,0 +1,303 @@
+"""The task side: ``@track``, the running task's live handle and ``current()``.
+
+``track`` only attaches a :class:`TrackSpec` to the task; queue adapters find it at publish
+and at run time. While a tracked task runs, :func:`current` returns its :class:`LiveStatus`,
+which coalesces progress in memory and writes it at most every ``progress_interval`` seconds
+(and always before the task ends), checking for a cancel request at the same cadence.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from .events import TaskEvent
+from .exceptions import StoreError, TaskCanceledException
+from .models import Artifact, TaskStatus, check_steps
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+__all__ = ["LiveStatus", "PublishInfo", "TrackSpec", "current", "find_spec", "track"]
+
+log = logging.getLogger(__name__)
+
+SPEC_ATTRIBUTE = "__taskstatus__"
+T = TypeVar("T")
+
+NameSpec = str | Callable[[dict[str, Any]], str] | None
+StepsSpec = int | Callable[[dict[str, Any]], int]
+
+
+@dataclass(frozen=True)
+class PublishInfo:
+    """What a tracked call looks like to taskstatus: computed once, at publish."""
+
+    name: str
+    total_steps: int
+    user_id: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """How to name, size and attribute one tracked task."""
+
+    name: NameSpec = None
+    total_steps: StepsSpec = 1
+    user_arg: str = "user_id"
+
+    def arguments(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        skip_first: bool = False,
+    ) -> dict[str, Any]:
+        """The call's arguments by parameter name (the seed's ``arguments_as_dict``)."""
+        signature = inspect.signature(func)
+        if skip_first:
+            params = list(signature.parameters.values())[1:]
+            signature = signature.replace(parameters=params)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{_qualname(func)}(): {exc}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        for param in signature.parameters.values():
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(arguments.pop(param.name, {}))
+        return arguments
+
+    def describe(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        skip_first: bool = False,
+        task_name: str | None = None,
+    ) -> PublishInfo:
+        """Name, total steps and owner of a call; ``TypeError`` when the owner is missing."""
+        arguments = self.arguments(func, args, kwargs, skip_first=skip_first)
+        task_name = task_name or _qualname(func)
+        owner = arguments.get(self.user_arg)
+        if owner is None or (isinstance(owner, str) and not owner.strip()):
+            raise TypeError(
+                f"{task_name}: the owner argument {self.user_arg!r} is missing or empty; a "
+                f"tracked task must be called with it (or name another one with "
+                f"track(user_arg=...)); nothing was sent"
+            )
+        return PublishInfo(
+            name=self.render_name(arguments, task_name),
+            total_steps=self.render_total_steps(arguments),
+            user_id=str(owner),
+            arguments=arguments,
+        )
+
+    def render_name(self, arguments: dict[str, Any], default: str) -> str:
+        if self.name is None:
+            return default
+        if callable(self.name):
+            name = self.name(arguments)
+        else:
+            try:
+                name = self.name.format(**arguments)
+            except (KeyError, IndexError) as exc:
+                raise ValueError(
+                    f"name template {self.name!r} uses {exc} which is not an argument of the "
+                    f"task (arguments: {', '.join(arguments) or 'none'})"
+                ) from None
+        if not isinstance(name, str):
+            raise TypeError(f"task name must be a str, got {type(name).__name__}")
+        return name[:255]
+
+    def render_total_steps(self, arguments: dict[str, Any]) -> int:
+        total = self.total_steps(arguments) if callable(self.total_steps) else self.total_steps
+        return check_steps(total, "total_steps")
+
+
+def track(
+    name: NameSpec = None, *, total_steps: StepsSpec = 1, user_arg: str = "user_id"
+) -> Callable[[T], T]:
+    """Mark a task as tracked; works above or below the queue's own decorator.
+
+    ``name`` is a ``str.format`` template over the call's arguments or a callable taking the
+    arguments dict; ``total_steps`` an int or such a callable; ``user_arg`` the argument that
+    names the owner, required at publish.
+    """
+    if name is not None and not (isinstance(name, str) or callable(name)):
+        raise TypeError(f"track(name=...) takes a str template or a callable, got {name!r}")
+    if not (callable(total_steps) or isinstance(total_steps, int)):
+        raise TypeError(f"track(total_steps=...) takes an int or a callable, got {total_steps!r}")
+    if isinstance(total_steps, int):
+        check_steps(total_steps, "total_steps")
+    if not isinstance(user_arg, str) or not user_arg.isidentifier():
+        raise ValueError(f"track(user_arg=...) must name an argument, got {user_arg!r}")
+    spec = TrackSpec(name=name, total_steps=total_steps, user_arg=user_arg)
+
+    def mark(task: T) -> T:
+        setattr(task, SPEC_ATTRIBUTE, spec)
+        return task
+
+    return mark
+
+
+def find_spec(*candidates: object) -> TrackSpec | None:
+    """The TrackSpec attached to any of ``candidates`` (a task object, its function...)."""
+    for candidate in candidates:
+        spec = getattr(candidate, SPEC_ATTRIBUTE, None)
+        if isinstance(spec, TrackSpec):
+            return spec
+    return None
+
+
+def _qualname(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    return f"{module}.{name}" if module else str(name)
+
+
+# -- the running task ----------------------------------------------------------------------------
+_current: contextvars.ContextVar[LiveStatus | None] = contextvars.ContextVar(
+    "taskstatus_current", default=None
+)
+
+
+def current() -> LiveStatus:
+    """The live status of the tracked task running in this thread/context."""
+    live = _current.get()
+    if live is None:
+        raise RuntimeError("taskstatus.current() is only available inside a running tracked task")
+    return live
+
+
+class LiveStatus:
+    """Handle of a running task's status with coalesced, cancel-aware progress.
+
+    ``increment_completed_steps`` costs a counter addition and a clock read; the database sees
+    at most one write per ``progress_interval``. Once cancel was requested, the next write
+    raises :class:`~taskstatus.TaskCanceledException` and so does every later call.
+    """
+
+    def __init__(self, tracker: Tracker, status: TaskStatus) -> None:
+        self.tracker = tracker
+        self.uuid = status.uuid
+        self.task_id = status.task_id
+        self.queue = status.queue
+        self.task_class = status.task_class
+        self._interval = tracker.settings.progress_interval
+        self._deadline = time.monotonic() + self._interval
+        self._completed = 0
+        self._total = 0
+        self._stage: str | None = None
+        self._canceled = False
+        #: Set while this handle is what ``current()`` returns.
+        self.token: contextvars.Token[LiveStatus | None] | None = None
+
+    # -- hot path ------------------------------------------------------------------------------
+    def increment_completed_steps(self, steps: int = 1) -> None:
+        if type(steps) is not int or steps < 0:
+            check_steps(steps, "steps")
+        self._completed += steps
+        if time.monotonic() >= self._deadline:
+            self.flush(final=False)
+
+    def increment_total_steps(self, steps: int) -> None:
+        if type(steps) is not int or steps < 0:
+            check_steps(steps, "steps")
+        self._total += steps
+        if time.monotonic() >= self._deadline:
+            self.flush(final=False)
+
+    def set_state(self, text: str) -> None:
+        """Show a custom stage ("Sending emails"); the state stays In Progress."""
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
+        self._stage = text
+        if time.monotonic() >= self._deadline:
+            self.flush(final=False)
+
+    def check_canceled(self) -> None:
+        """Raise TaskCanceledException now if cancel was requested (one read)."""
+        self.flush(final=False, force=True)
+
+    # -- writes --------------------------------------------------------------------------------
+    def set_name(self, name: str) -> None:
+        """Rename the task and its containers (written at once)."""
+        self.flush(final=False, force=True)
+        self.tracker.hook.taskstatus_progress(event=self._event(name=name))
+
+    def add_artifact(
+        self,
+        *,
+        name: str = "Output",
+        file: bytes | BinaryIO | str | None = None,
+        filename: str | None = None,
+        url: str | None = None,
+        text: str | None = None,
+    ) -> Artifact:
+        return self.tracker.add_artifact(
+            self.status, name=name, file=file, filename=filename, url=url, text=text
+        )
+
+    def flush(self, *, final: bool = True, force: bool = False) -> None:
+        """Write what was counted since the last write. ``final`` re-raises store errors."""
+        if self._canceled and not final:
+            raise TaskCanceledException(f"task {self.task_id} was canceled")
+        self._deadline = time.monotonic() + self._interval
+        completed, total, stage = self._completed, self._total, self._stage
+        if not (completed or total or stage or force):
+            return
+        self._completed = self._total = 0
+        self._stage = None
+        try:
+            self.tracker.hook.taskstatus_progress(
+                event=self._event(completed_delta=completed, total_delta=total, stage=stage)
+            )
+        except TaskCanceledException:
+            self._canceled = True
+            if not final:
+                raise
+        except StoreError:
+            # Keep the counts for the next write; a lost status must be loud at the end.
+            self._completed += completed
+            self._total += total
+            self._stage = self._stage or stage
+            if final:
+                raise
+            log.warning(
+                "could not write progress of task %s; will retry", self.task_id, exc_info=True
+            )
+
+    def _event(self, **fields: Any) -> TaskEvent:
+        return TaskEvent(
+            task_id=self.task_id, queue=self.queue, task_class=self.task_class, **fields
+        )
+
+    @property
+    def status(self) -> TaskStatus:
+        """A fresh read of the status (one query)."""
+        return self.tracker.get(self.uuid)
+
+    def __repr__(self) -> str:
+        return f"<LiveStatus {self.task_id} uuid={self.uuid}>"
+
+
+def activate(live: LiveStatus | None) -> contextvars.Token[LiveStatus | None]:
+    return _current.set(live)
+
+
+def deactivate(token: contextvars.Token[LiveStatus | None]) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:
+        # Reset from another context (a queue calling the end hook elsewhere): just clear.
+        _current.set(None)
