@@ -135,3 +135,13 @@ def sql_tracker(sql_url: str, make_tracker: Callable[..., Tracker]) -> Tracker:
 @pytest.fixture
 def memory_tracker(make_tracker: Callable[..., Tracker]) -> Tracker:
     return make_tracker("memory://")
+
+
+@pytest.fixture(autouse=True)
+def _no_running_task() -> Iterator[None]:
+    """Tests that begin a task without ending it must not leak it into the next test."""
+    from taskstatus.tracking import activate, deactivate
+
+    token = activate(None)
+    yield
+    deactivate(token)

@@ -36,8 +36,15 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def new_status(**fields: object) -> TaskStatus:
     values: dict[str, object] = {
-        "uuid": uuid4(), "task_id": "t", "queue": "q", "task_class": "c", "name": "n",
-        "created": T0, "modified": T0, "total_steps": 10, "planned_steps": 10,
+        "uuid": uuid4(),
+        "task_id": "t",
+        "queue": "q",
+        "task_class": "c",
+        "name": "n",
+        "created": T0,
+        "modified": T0,
+        "total_steps": 10,
+        "planned_steps": 10,
     }
     values.update(fields)
     return TaskStatus(**values)  # type: ignore[arg-type]
@@ -45,15 +52,24 @@ def new_status(**fields: object) -> TaskStatus:
 
 def test_state_strings_are_the_seeds():
     assert [s.value for s in State] == [
-        "Pending", "In Progress", "Retrying", "Succeeded", "Failed", "Canceled"
+        "Pending",
+        "In Progress",
+        "Retrying",
+        "Succeeded",
+        "Failed",
+        "Canceled",
     ]
     assert State.IN_PROGRESS == "In Progress" and str(State.FAILED) == "Failed"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("In Progress", State.IN_PROGRESS), ("in_progress", State.IN_PROGRESS),
-     ("CANCELED", State.CANCELED), (State.FAILED, State.FAILED)],
+    [
+        ("In Progress", State.IN_PROGRESS),
+        ("in_progress", State.IN_PROGRESS),
+        ("CANCELED", State.CANCELED),
+        (State.FAILED, State.FAILED),
+    ],
 )
 def test_state_parse(text, expected):
     assert State.parse(text) is expected
@@ -130,8 +146,16 @@ def test_step_counters_are_64_bit():
 
 
 @pytest.mark.parametrize(
-    "url", ["javascript:alert(1)", "JAVASCRIPT:alert(1)", "ftp://x/y", "data:text/html,x",
-            "//example.com/x", "/relative", "http://"]
+    "url",
+    [
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "ftp://x/y",
+        "data:text/html,x",
+        "//example.com/x",
+        "/relative",
+        "http://",
+    ],
 )
 def test_only_http_urls(url):
     with pytest.raises(ValueError, match="http or https"):

@@ -35,7 +35,11 @@ def test_publish_creates_pending_with_fields(tracker):
     assert s.state is State.PENDING
     assert s.state_text == "Pending"
     assert (s.task_id, s.queue, s.task_class, s.name, s.user_id) == (
-        "t1", "test", "tests.task", "Export 3", "7"
+        "t1",
+        "test",
+        "tests.task",
+        "Export 3",
+        "7",
     )
     assert (s.completed_steps, s.total_steps, s.attempts) == (0, 5, 1)
     assert s.created is not None and s.created.tzinfo is not None
@@ -292,7 +296,10 @@ def test_chain_failure_cancels_later_steps(tracker, stopped):
     tracker.end(tracker.begin(event("s1")))
     tracker.end(tracker.begin(event("s2")), exception=ValueError("no"))
     assert [state(tracker, t) for t in ("s1", "s2", "s3", "c")] == [
-        "Succeeded", "Failed", "Canceled", "Failed"
+        "Succeeded",
+        "Failed",
+        "Canceled",
+        "Failed",
     ]
     assert tracker.get_by_task_id("c").artifacts[0].text == "ValueError: no"
     # The step that never runs is skipped if its message still arrives.
@@ -323,7 +330,10 @@ def test_cancel_container_cancels_children_recursively(tracker, stopped):
     tracker.end(tracker.begin(event("b")))
     tracker.cancel(tracker.get_by_task_id("outer").uuid)
     assert [state(tracker, t) for t in ("outer", "chain", "a", "b")] == [
-        "Canceled", "Canceled", "Canceled", "Succeeded"
+        "Canceled",
+        "Canceled",
+        "Canceled",
+        "Succeeded",
     ]
     assert sorted(t for t, _ in stopped.calls) == ["a", "b", "chain", "outer"]
 
@@ -351,7 +361,10 @@ def test_chord_header_failure_cancels_body(tracker):
     publish(tracker, "body", parent="chord")
     tracker.end(tracker.begin(event("h1")), exception=RuntimeError("x"))
     assert [state(tracker, t) for t in ("h1", "header", "body", "chord")] == [
-        "Failed", "Failed", "Canceled", "Failed"
+        "Failed",
+        "Failed",
+        "Canceled",
+        "Failed",
     ]
 
 
@@ -397,7 +410,10 @@ def test_group_context_collects_children_and_ends_after_the_block(tracker):
         publish(tracker, "c")
     g = tracker.get(g.uuid)
     assert (g.queue, g.task_class, g.is_container, g.user_id) == (
-        "taskstatus", "taskstatus.group", True, "7"
+        "taskstatus",
+        "taskstatus.group",
+        True,
+        "7",
     )
     assert [c.task_id for c in g.children()] == ["a", inner.task_id, "c"]
     assert tracker.get_by_task_id("b").parent_uuid == inner.uuid

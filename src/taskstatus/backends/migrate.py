@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, inspect
 from sqlalchemy import exc as sa_exc
 
@@ -45,6 +46,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def ensure_schema(engine: Engine) -> None:
     revision = current_revision(engine)
     head = head_revision()
@@ -63,8 +71,7 @@ def ensure_schema(engine: Engine) -> None:
             if current_revision(engine) != head:
                 raise
         return
-    script = ScriptDirectory.from_config(alembic_config())
-    if script.get_revision(revision) is None:
+    if not _known(revision):
         raise SchemaOutdated(
             f"the database schema is at revision {revision}, which this version of taskstatus "
             f"does not know (newer than {head}); upgrade taskstatus"

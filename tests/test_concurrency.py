@@ -1,0 +1,93 @@
+"""Concurrent writers in several processes: no lost updates, no connection shared across fork."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+
+from taskstatus import State
+
+from .helpers import event, publish
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKERS = 4
+TICKS = 300
+
+
+def _work(tracker, task_id: str, shared_id: str, ticks: int, barrier) -> None:
+    """Runs in a forked child, using the tracker (and pool) the parent already used."""
+    barrier.wait(timeout=30)
+    live = tracker.begin(event(task_id))
+    for _ in range(ticks):
+        live.increment_completed_steps()
+        # Write every tick: the worst case for lost updates.
+        live.flush(final=False, force=True)
+        tracker.increment_steps(tracker.get_by_task_id(shared_id), 1, 0)
+    tracker.end(live)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "sqlite"])
+def test_processes_incrementing_one_container(backend, make_url, make_tracker):
+    tracker = make_tracker(make_url(backend))
+    publish(tracker, "box", container="taskstatus.group")
+    for i in range(WORKERS):
+        publish(tracker, f"w{i}", parent="box", total_steps=TICKS)
+    publish(tracker, "shared", total_steps=WORKERS * TICKS)
+    tracker.begin(event("shared"))
+
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(WORKERS)
+    procs = [
+        ctx.Process(target=_work, args=(tracker, f"w{i}", "shared", TICKS, barrier))
+        for i in range(WORKERS)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=90)
+    assert [p.exitcode for p in procs] == [0] * WORKERS
+
+    box = tracker.get_by_task_id("box")
+    assert box.state is State.SUCCEEDED
+    assert (box.completed_steps, box.total_steps) == (WORKERS * TICKS, WORKERS * TICKS)
+    # Every increment of the shared status landed: atomic SQL increments, no lost update.
+    assert tracker.get_by_task_id("shared").completed_steps == WORKERS * TICKS
+
+
+def test_racing_terminal_events_fire_stopped_once(sql_tracker):
+    """Many threads race to end the same statuses: exactly one transition wins each."""
+    import taskstatus
+
+    calls: list[str] = []
+
+    class Count:
+        @taskstatus.hookimpl
+        def taskstatus_stopped(self, status):
+            calls.append(status.task_id)
+
+    sql_tracker.register(Count())
+    ids = [f"r{i}" for i in range(10)]
+    for task_id in ids:
+        publish(sql_tracker, task_id)
+        sql_tracker.begin(event(task_id))
+
+    def end(hook: str) -> None:
+        for task_id in ids:
+            getattr(sql_tracker.hook, hook)(event=event(task_id))
+
+    threads = [
+        threading.Thread(target=end, args=(h,))
+        for h in ("taskstatus_succeed", "taskstatus_fail", "taskstatus_cancel") * 2
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(calls) == sorted(ids)
+    for task_id in ids:
+        s = sql_tracker.get_by_task_id(task_id)
+        assert s.is_terminal
+        assert len([a for a in s.artifacts if a.name == "Error"]) == (s.state is State.FAILED)

@@ -1,0 +1,126 @@
+"""Settings, store selection, schema handling and their errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+import taskstatus
+from taskstatus import ConfigurationError, SchemaOutdated, Settings, StoreUnavailable, Tracker
+from taskstatus.backends import migrate
+
+
+def test_unknown_scheme_is_named():
+    with pytest.raises(ConfigurationError, match=r"unknown store URL scheme 'redis'"):
+        Tracker(Settings(url="redis://localhost/0"))
+
+
+def test_url_must_have_a_scheme():
+    with pytest.raises(ConfigurationError, match="scheme://"):
+        Settings(url="taskstatus.db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"],
+)
+def test_unreachable_database_is_named(url):
+    tracker = Tracker(Settings(url=url))
+    with pytest.raises(StoreUnavailable, match=r"cannot reach the database at .*127\.0\.0\.1:1"):
+        tracker.open()
+
+
+def test_unreachable_database_at_configure():
+    with pytest.raises(StoreUnavailable, match="cannot reach"):
+        taskstatus.configure(url="postgresql://postgres@127.0.0.1:1/test")
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TASKSTATUS_URL", "memory://")
+    monkeypatch.setenv("TASKSTATUS_MAX_AGE", "3600")
+    monkeypatch.setenv("TASKSTATUS_ARTIFACT_STORAGE", str(tmp_path))
+    s = Settings.load()
+    assert (s.url, s.max_age, s.artifact_storage) == (
+        "memory://",
+        timedelta(hours=1),
+        str(tmp_path),
+    )
+    assert Settings.load(url="sqlite:///x.db", max_age=60).max_age == timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("TASKSTATUS_MAX_AGE", "a month", "TASKSTATUS_MAX_AGE must be a number of seconds"),
+        ("TASKSTATUS_MAX_AGE", "-5", "must not be negative"),
+        ("TASKSTATUS_PROGRESS_INTERVAL", "fast", "TASKSTATUS_PROGRESS_INTERVAL"),
+    ],
+)
+def test_bad_environment_is_named(monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.load()
+
+
+def test_bad_max_age():
+    with pytest.raises(ConfigurationError, match="max_age"):
+        Settings.load(max_age="30 days")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_age"):
+        Settings(max_age=timedelta(0))
+
+
+def test_artifact_storage_defaults_beside_sqlite_file(tmp_path):
+    s = Settings(url=f"sqlite:///{tmp_path}/app.db")
+    assert s.artifact_url() == str(tmp_path / "app.db.artifacts")
+
+
+def test_schema_created_on_first_use_and_versioned(sql_url, make_tracker):
+    tracker = make_tracker(sql_url)
+    engine = tracker.store.engine
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert {"taskstatus_status", "taskstatus_artifact"} <= set(sa.inspect(engine).get_table_names())
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("taskstatus_status")}
+    assert {
+        "ix_taskstatus_status_user_id_created",
+        "ix_taskstatus_status_parent_uuid",
+        "ix_taskstatus_status_state_created",
+    } <= indexes
+
+
+def test_unknown_revision_is_refused(sql_url, make_tracker):
+    tracker = make_tracker(sql_url)
+    with tracker.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE taskstatus_alembic_version SET version_num = 'ffff'"))
+    fresh = Tracker(Settings(url=sql_url))
+    with pytest.raises(SchemaOutdated, match=r"revision ffff.*upgrade taskstatus"):
+        fresh.open()
+
+
+def test_older_schema_is_not_upgraded_silently(sql_url, make_tracker, monkeypatch):
+    make_tracker(sql_url)
+    # This package pretends to need a newer revision than the database holds.
+    monkeypatch.setattr(migrate, "head_revision", lambda: "9999")
+    with pytest.raises(SchemaOutdated, match="run `taskstatus db upgrade`"):
+        Tracker(Settings(url=sql_url)).open()
+
+
+def test_foreign_table_is_not_touched(make_url):
+    url = make_url("sqlite")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE taskstatus_status (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(SchemaOutdated, match="not created by taskstatus"):
+        Tracker(Settings(url=url)).open()
+
+
+def test_postgres_url_alias_and_driver(make_url):
+    from taskstatus.backends.sqlalchemy import normalize_url
+
+    assert normalize_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("mariadb://u@h/db").drivername == "mariadb+pymysql"
+    assert normalize_url("postgresql+psycopg2://u@h/db").drivername == "postgresql+psycopg2"
+    with pytest.raises(ConfigurationError, match="invalid store URL"):
+        normalize_url("::::")

@@ -1,0 +1,112 @@
+"""Plugins: lifecycle hooks, third-party stores by URL scheme and by entry point."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+import taskstatus
+from taskstatus import Settings, Tracker
+from taskstatus.backends.memory import MemoryStore
+
+from .helpers import event, publish
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    @taskstatus.hookimpl
+    def taskstatus_publish(self, event):
+        self.seen.append(("publish", event.task_id))
+
+    @taskstatus.hookimpl
+    def taskstatus_prerun(self, event):
+        self.seen.append(("prerun", event.task_id))
+
+    @taskstatus.hookimpl
+    def taskstatus_stopped(self, status):
+        self.seen.append((status.state.value, status.task_id))
+
+
+def test_plugins_see_api_calls_like_queue_events(memory_tracker):
+    notifier = Notifier()
+    memory_tracker.register(notifier)
+    s = publish(memory_tracker, "t")
+    memory_tracker.begin(event("t"))
+    s.cancel()
+    assert notifier.seen == [("publish", "t"), ("prerun", "t"), ("Canceled", "t")]
+
+
+def test_failing_stopped_hook_does_not_undo_the_change(memory_tracker, caplog):
+    class Broken:
+        @taskstatus.hookimpl
+        def taskstatus_stopped(self, status):
+            raise RuntimeError("mail server down")
+
+    memory_tracker.register(Broken())
+    publish(memory_tracker, "t")
+    memory_tracker.end(memory_tracker.begin(event("t")))
+    assert memory_tracker.get_by_task_id("t").state.value == "Succeeded"
+    assert "taskstatus_stopped hook failed" in caplog.text
+
+
+def test_plugin_can_veto_a_publish(memory_tracker):
+    class Quota:
+        @taskstatus.hookimpl(tryfirst=True)
+        def taskstatus_publish(self, event):
+            raise PermissionError(f"user {event.user_id} has too many tasks")
+
+    memory_tracker.register(Quota())
+    with pytest.raises(PermissionError, match="too many tasks"):
+        publish(memory_tracker, "t")
+    assert memory_tracker.count() == 0
+
+
+class Scheme:
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    @taskstatus.hookimpl
+    def taskstatus_store(self, url):
+        if url.startswith("custom://"):
+            self.urls.append(url)
+            return MemoryStore(url)
+        return None
+
+
+def test_store_for_a_new_scheme_from_a_plugin(tmp_path):
+    from taskstatus.plugins import make_plugin_manager
+
+    pm = make_plugin_manager()
+    scheme = Scheme()
+    pm.register(scheme)
+    tracker = Tracker(Settings(url="custom://x", artifact_storage=str(tmp_path)), pm=pm)
+    assert isinstance(tracker.store, MemoryStore) and scheme.urls == ["custom://x"]
+    publish(tracker, "t")
+    assert tracker.get_by_task_id("t").user_id == "7"
+
+
+def test_store_plugin_from_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "acme_store.py").write_text(
+        textwrap.dedent("""
+        import taskstatus
+        from taskstatus.backends.memory import MemoryStore
+
+        @taskstatus.hookimpl
+        def taskstatus_store(url):
+            return MemoryStore(url) if url.startswith("acme://") else None
+    """)
+    )
+    dist = tmp_path / "acme_store-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-store\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[taskstatus]\nacme = acme_store\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        tracker = Tracker(Settings(url="acme://bucket", artifact_storage=str(tmp_path / "a")))
+        assert isinstance(tracker.store, MemoryStore)
+    finally:
+        sys.modules.pop("acme_store", None)

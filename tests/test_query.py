@@ -1,0 +1,115 @@
+"""The query API: filters, ordering, pagination, ids."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from taskstatus import NotFound, State
+
+from .helpers import event, publish
+
+
+@pytest.fixture
+def filled(tracker):
+    publish(tracker, "e1", user_id="7", name="Export course 1")
+    publish(tracker, "i1", user_id="7", name="Import grades")
+    publish(tracker, "e2", user_id="8", name="export 100%_done")
+    publish(tracker, "g", user_id="7", name="Nightly", container="taskstatus.group")
+    publish(tracker, "g1", user_id="7", name="Nightly part", parent="g")
+    tracker.begin(event("i1"))
+    return tracker
+
+
+def ids(statuses):
+    return [s.task_id for s in statuses]
+
+
+def test_newest_first(filled):
+    assert ids(filled.statuses()) == ["g1", "g", "e2", "i1", "e1"]
+
+
+def test_owner_ids_are_text(filled):
+    assert ids(filled.statuses(user_id=7)) == ids(filled.statuses(user_id="7"))
+    assert ids(filled.statuses(user_id=8)) == ["e2"]
+    assert filled.statuses(user_id=99) == []
+
+
+def test_state_filter_accepts_member_value_or_name(filled):
+    for value in (State.IN_PROGRESS, "In Progress", "in_progress"):
+        assert ids(filled.statuses(state=value)) == ["i1"]
+    with pytest.raises(ValueError, match="unknown state"):
+        filled.statuses(state="Running")
+
+
+def test_search_is_case_insensitive_and_literal(filled):
+    assert ids(filled.statuses(search="EXPORT")) == ["e2", "e1"]
+    assert ids(filled.statuses(search="100%_")) == ["e2"]
+    assert ids(filled.statuses(search="%")) == ["e2"]
+
+
+def test_parent_filter(filled):
+    g = filled.get_by_task_id("g")
+    assert ids(filled.statuses(parent=None)) == ["g", "e2", "i1", "e1"]
+    assert ids(filled.statuses(parent=g.uuid)) == ["g1"]
+    assert ids(filled.statuses(parent=str(g.uuid))) == ["g1"]
+    with pytest.raises(ValueError, match="invalid parent id"):
+        filled.statuses(parent="nope")
+
+
+def test_created_range(filled):
+    now = datetime.now(timezone.utc)
+    assert len(filled.statuses(created_after=now - timedelta(minutes=5))) == 5
+    assert filled.statuses(created_after=now + timedelta(minutes=5)) == []
+    assert filled.statuses(created_before=now - timedelta(minutes=5)) == []
+    with pytest.raises(TypeError, match="created_after must be a datetime"):
+        filled.statuses(created_after="yesterday")
+
+
+def test_pagination(filled):
+    assert ids(filled.statuses(limit=2)) == ["g1", "g"]
+    assert ids(filled.statuses(limit=2, offset=2)) == ["e2", "i1"]
+    assert ids(filled.statuses(limit=2, offset=4)) == ["e1"]
+    assert len(filled.statuses(limit=None)) == 5
+    assert filled.count(user_id=7) == 4
+    with pytest.raises(ValueError, match="limit"):
+        filled.statuses(limit=-1)
+    with pytest.raises(ValueError, match="offset"):
+        filled.statuses(offset=-3)
+
+
+def test_get_by_uuid_str_and_errors(filled):
+    s = filled.get_by_task_id("e1")
+    assert filled.get(s.uuid) == s
+    assert filled.get(str(s.uuid)) == s
+    with pytest.raises(ValueError, match="invalid status id 'not-a-uuid'"):
+        filled.get("not-a-uuid")
+    with pytest.raises(NotFound, match="no task status with uuid"):
+        filled.get("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(NotFound, match="task_id 'missing'"):
+        filled.get_by_task_id("missing")
+    with pytest.raises(NotFound, match="no artifact"):
+        filled.get_artifact("00000000-0000-0000-0000-000000000000")
+
+
+def test_module_level_api(make_url, tmp_path, monkeypatch):
+    import taskstatus
+
+    url = make_url("sqlite")
+    tracker = taskstatus.configure(url=url, artifact_storage=str(tmp_path / "files"))
+    try:
+        assert taskstatus.get_tracker() is tracker
+        with taskstatus.group("Batch", user_id=5) as g:
+            publish(tracker, "x", user_id="5")
+        assert taskstatus.get_by_task_id("x").parent_uuid == g.uuid
+        assert taskstatus.get(g.uuid).name == "Batch"
+        assert ids(taskstatus.statuses(user_id=5, parent=None)) == [g.task_id]
+        taskstatus.cancel(g.uuid)
+        assert taskstatus.get_by_task_id("x").state is State.CANCELED
+        assert taskstatus.purge(older_than=timedelta(0)) == 2
+        publish(tracker, "y")
+        taskstatus.delete(taskstatus.get_by_task_id("y").uuid)
+        assert taskstatus.statuses() == []
+    finally:
+        tracker.close()

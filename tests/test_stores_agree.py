@@ -1,0 +1,79 @@
+"""Differential test: random lifecycle sequences give the same statuses on every SQL store as
+on the in-memory store, which applies the model's rules directly."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskstatus import TaskCanceledException
+
+from .helpers import event, publish
+
+pytestmark = pytest.mark.timeout(300)
+
+CHILDREN = ["a", "b", "c"]
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["begin", "progress", "stage", "retry", "succeed", "fail", "cancel"]),
+        st.sampled_from([*CHILDREN, "box"]),
+        st.integers(min_value=0, max_value=3),
+    ),
+    max_size=14,
+)
+
+
+def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
+    prefix = uuid.uuid4().hex[:8]
+
+    def tid(name: str) -> str:
+        return f"{prefix}-{name}"
+
+    publish(tracker, tid("box"), container=kind)
+    for child in CHILDREN:
+        publish(tracker, tid(child), parent=tid("box"), total_steps=3)
+    for action, who, n in steps:
+        e = event(tid(who))
+        try:
+            if action == "begin":
+                tracker.hook.taskstatus_prerun(event=e)
+            elif action == "progress":
+                tracker.hook.taskstatus_progress(event=event(tid(who), completed_delta=n))
+            elif action == "stage":
+                tracker.hook.taskstatus_progress(event=event(tid(who), stage=f"stage {n}"))
+            else:
+                getattr(tracker.hook, f"taskstatus_{action}")(event=e)
+        except TaskCanceledException:
+            pass
+    result = []
+    for name in ["box", *CHILDREN]:
+        s = tracker.get_by_task_id(tid(name))
+        result.append(
+            (
+                name,
+                s.state.value,
+                s.state_text,
+                s.completed_steps,
+                s.total_steps,
+                s.attempts,
+                [a.name for a in s.artifacts],
+            )
+        )
+    return result
+
+
+@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+def test_sql_store_matches_model(kind, sql_tracker, memory_tracker):
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(steps=EVENTS)
+    def check(steps):
+        assert play(sql_tracker, kind, steps) == play(memory_tracker, kind, steps)
+
+    check()
