@@ -110,3 +110,35 @@ def test_store_plugin_from_entry_point(tmp_path, monkeypatch):
         assert isinstance(tracker.store, MemoryStore)
     finally:
         sys.modules.pop("acme_store", None)
+
+
+def test_stopped_hook_gets_a_full_status(memory_tracker):
+    seen = []
+
+    class Inspect:
+        @taskstatus.hookimpl
+        def taskstatus_stopped(self, status):
+            if status.is_container:
+                seen.append(
+                    (
+                        status.completed_steps,
+                        status.total_steps,
+                        [c.task_id for c in status.children()],
+                    )
+                )
+
+    memory_tracker.register(Inspect())
+    publish(memory_tracker, "g", container="celery.group")
+    publish(memory_tracker, "a", parent="g", total_steps=4)
+    memory_tracker.end(memory_tracker.begin(event("a")))
+    assert seen == [(4, 4, ["a"])]
+
+
+def test_store_plugin_through_configure(tmp_path):
+    tracker = taskstatus.configure(
+        url="custom://y", artifact_storage=str(tmp_path), plugins=[Scheme()]
+    )
+    try:
+        assert isinstance(tracker.store, MemoryStore)
+    finally:
+        tracker.close()

@@ -140,3 +140,18 @@ def test_store_failure_during_progress_keeps_the_counts(sql_url, make_tracker, m
     monkeypatch.setattr(tracker.store, "add_steps", real)
     live.flush()
     assert tracker.get_by_task_id("t").completed_steps == 7
+
+
+def test_every_call_after_a_noticed_cancel_raises(memory_tracker):
+    publish(memory_tracker, "t")
+    live = memory_tracker.begin(event("t"))
+    memory_tracker.cancel(memory_tracker.get_by_task_id("t").uuid)
+    with pytest.raises(TaskCanceledException):
+        live.check_canceled()
+    for call in (
+        live.increment_completed_steps,
+        lambda: live.set_state("x"),
+        lambda: live.increment_total_steps(1),
+    ):
+        with pytest.raises(TaskCanceledException):
+            call()

@@ -77,6 +77,7 @@ def configure(
     max_age: timedelta | int | float | None = None,
     artifact_storage: str | None = None,
     progress_interval: float | None = None,
+    purge_batch_size: int | None = None,
     plugins: Iterable[object] = (),
 ) -> Tracker:
     """Set up the default tracker and connect to its store; returns the Tracker.
@@ -90,10 +91,9 @@ def configure(
         max_age=max_age,
         artifact_storage=artifact_storage,
         progress_interval=progress_interval,
+        purge_batch_size=purge_batch_size,
     )
-    tracker = Tracker(settings)
-    for plugin in plugins:
-        tracker.register(plugin)
+    tracker = Tracker(settings, plugins=plugins)
     tracker.open()
     with _default_lock:
         previous, _default = _default, tracker

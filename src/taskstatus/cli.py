@@ -210,7 +210,7 @@ def _field_table(status: TaskStatus) -> Table:
         if name == "state_text":
             table.add_row(name, _state(status))
         elif isinstance(value, datetime):
-            table.add_row(name, _when(value))
+            table.add_row(name, f"{_when(value)} UTC")
         else:
             table.add_row(name, Text("-" if value is None else str(value)))
     return table
@@ -379,10 +379,8 @@ def upgrade() -> None:
         before = migrate.current_revision(store.engine)
         migrate.upgrade(store.engine)
         after = migrate.current_revision(store.engine)
-    if before == after:
-        click.echo(f"Already at the newest revision {after}.")
-    else:
-        click.echo(f"Upgraded {store.url}: {before or '(empty)'} -> {after}")
+    note = " (already the newest)" if before == after else ""
+    click.echo(f"Schema of {store.url}: {before or '(empty)'} -> {after}{note}")
 
 
 @db.command()

@@ -53,10 +53,17 @@ class Recorder:
     """Lifecycle hooks -> transitions, for one store."""
 
     def __init__(
-        self, store: Store, pm: pluggy.PluginManager, clock: Callable[[], datetime] = utcnow
+        self,
+        store: Store,
+        pm: pluggy.PluginManager,
+        *,
+        bind: Callable[[TaskStatus], TaskStatus] = lambda status: status,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         self.pm = pm
+        #: Makes the status handed to ``taskstatus_stopped`` a full API object.
+        self.bind = bind
         self.clock = clock
         self._keys: OrderedDict[str, _Key] = OrderedDict()
         self._keys_lock = threading.Lock()
@@ -282,7 +289,7 @@ class Recorder:
         if status is None:
             return None
         try:
-            self.pm.hook.taskstatus_stopped(status=status)
+            self.pm.hook.taskstatus_stopped(status=self.bind(status))
         except Exception:
             # A notification plugin must not undo or block the state change.
             log.exception("a taskstatus_stopped hook failed for status %s", uuid)

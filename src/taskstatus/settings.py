@@ -34,6 +34,8 @@ class Settings:
             raise ConfigurationError(
                 f"store URL must look like scheme://..., e.g. {DEFAULT_URL!r}; got {self.url!r}"
             )
+        if isinstance(self.max_age, (int, float)) and not isinstance(self.max_age, bool):
+            object.__setattr__(self, "max_age", timedelta(seconds=self.max_age))
         if not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0):
             raise ConfigurationError(f"max_age must be a positive timedelta, got {self.max_age!r}")
         if not self.progress_interval >= 0:
@@ -53,6 +55,7 @@ class Settings:
         max_age: timedelta | int | float | None = None,
         artifact_storage: str | None = None,
         progress_interval: float | None = None,
+        purge_batch_size: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -68,11 +71,16 @@ class Settings:
             progress_interval = _seconds(
                 env["TASKSTATUS_PROGRESS_INTERVAL"], "TASKSTATUS_PROGRESS_INTERVAL"
             )
+        if purge_batch_size is None and env.get("TASKSTATUS_PURGE_BATCH_SIZE"):
+            purge_batch_size = _count(
+                env["TASKSTATUS_PURGE_BATCH_SIZE"], "TASKSTATUS_PURGE_BATCH_SIZE"
+            )
         return cls(
             url=url,
             max_age=DEFAULT_MAX_AGE if max_age is None else max_age,
             artifact_storage=artifact_storage or env.get("TASKSTATUS_ARTIFACT_STORAGE") or None,
             progress_interval=0.5 if progress_interval is None else progress_interval,
+            purge_batch_size=1000 if purge_batch_size is None else purge_batch_size,
         )
 
     def artifact_url(self) -> str:
@@ -80,11 +88,10 @@ class Settings:
         else ``./taskstatus-artifacts``."""
         if self.artifact_storage:
             return self.artifact_storage
-        if self.url.startswith("sqlite:///") and self.url not in (
-            "sqlite:///",
-            "sqlite:///:memory:",
-        ):
-            db = Path(self.url.removeprefix("sqlite:///").partition("?")[0])
+        scheme, _, rest = self.url.partition(":///")
+        database = rest.partition("?")[0]
+        if scheme.partition("+")[0] == "sqlite" and database and database != ":memory:":
+            db = Path(database)
             return str((db.parent / f"{db.name}.artifacts").resolve())
         return str(Path("taskstatus-artifacts").resolve())
 
@@ -97,3 +104,10 @@ def _seconds(value: str, name: str) -> float:
     if seconds < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value!r}")
     return seconds
+
+
+def _count(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}") from None

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import traceback as traceback_module
 import uuid as uuid_module
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 from uuid import UUID
@@ -60,11 +60,15 @@ class Tracker:
         *,
         pm: pluggy.PluginManager | None = None,
         store: Store | None = None,
+        plugins: Iterable[object] = (),
     ) -> None:
         self.settings = settings or Settings.load()
         self.pm = pm or make_plugin_manager()
+        # Before the store is chosen, so that a plugin may provide it.
+        for plugin in plugins:
+            self.pm.register(plugin)
         self.store = store or self._store_for(self.settings.url)
-        self.recorder = Recorder(self.store, self.pm)
+        self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
         self.pm.register(self.recorder, name="taskstatus.recorder")
         self.artifact_storage = ArtifactStorage(self.settings.artifact_url())
 

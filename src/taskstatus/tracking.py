@@ -264,6 +264,7 @@ class LiveStatus:
             )
         except TaskCanceledException:
             self._canceled = True
+            self._deadline = float("-inf")  # every later call raises without a query
             if not final:
                 raise
         except StoreError:

@@ -127,7 +127,14 @@ class SQLAlchemyStore:
             else:
                 options["connect_args"] = {"connect_timeout": 10, "charset": "utf8mb4"}
         options.update(self._engine_options)
-        engine = create_engine(self.sa_url, **options)
+        try:
+            engine = create_engine(self.sa_url, **options)
+        except ModuleNotFoundError as exc:
+            extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+            raise ConfigurationError(
+                f"the {self.dialect} store needs the driver {exc.name!r}: "
+                f"pip install 'taskstatus[{extra.get(self.dialect, 'all')}]'"
+            ) from exc
         if self.dialect == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         return engine
