@@ -124,3 +124,18 @@ def test_postgres_url_alias_and_driver(make_url):
     assert normalize_url("postgresql+psycopg2://u@h/db").drivername == "postgresql+psycopg2"
     with pytest.raises(ConfigurationError, match="invalid store URL"):
         normalize_url("::::")
+
+
+def test_artifact_storage_needing_a_missing_package():
+    with pytest.raises(ConfigurationError, match="cannot use artifact storage 'nosuchfs://"):
+        Tracker(Settings(url="memory://", artifact_storage="nosuchfs://bucket/x"))
+
+
+def test_huge_max_age_is_named(monkeypatch):
+    monkeypatch.setenv("TASKSTATUS_MAX_AGE", "1e15")
+    with pytest.raises(ConfigurationError, match="too large"):
+        Settings.load()
+
+
+def test_purge_older_than_any_date(memory_tracker):
+    assert memory_tracker.purge(older_than=timedelta(days=900_000)) == 0

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import fsspec
 
+from .exceptions import ConfigurationError
 from .models import check_filename
 
 __all__ = ["ArtifactStorage"]
@@ -31,7 +32,10 @@ class ArtifactStorage:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        fs, root = fsspec.core.url_to_fs(url)
+        try:
+            fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise ConfigurationError(f"cannot use artifact storage {url!r}: {exc}") from exc
         self.fs: Any = fs
         self.root: str = str(root).rstrip("/")
 

@@ -31,7 +31,15 @@ from .settings import DEFAULT_URL, Settings
 from .store import ANY
 from .tracker import Tracker
 
-__all__ = ["cli", "main"]
+__all__ = [
+    "Failure",
+    "artifact_dict",
+    "cli",
+    "format_duration",
+    "main",
+    "parse_duration",
+    "status_dict",
+]
 
 #: The public fields of a status, in display order (the contract's field list).
 STATUS_FIELDS = (

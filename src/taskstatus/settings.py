@@ -66,7 +66,10 @@ class Settings:
             if max_age is not None:
                 raise ConfigurationError(f"max_age must be a timedelta or seconds, got {max_age!r}")
         elif not isinstance(max_age, timedelta):
-            max_age = timedelta(seconds=max_age)
+            try:
+                max_age = timedelta(seconds=max_age)
+            except OverflowError:
+                raise ConfigurationError(f"max_age of {max_age} seconds is too large") from None
         if progress_interval is None and env.get("TASKSTATUS_PROGRESS_INTERVAL"):
             progress_interval = _seconds(
                 env["TASKSTATUS_PROGRESS_INTERVAL"], "TASKSTATUS_PROGRESS_INTERVAL"

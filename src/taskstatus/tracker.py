@@ -295,7 +295,10 @@ class Tracker:
         if not isinstance(age, timedelta) or age < timedelta(0):
             raise ValueError(f"older_than must be a non-negative timedelta, got {older_than!r}")
         deleted = 0
-        before = utcnow() - age
+        try:
+            before = utcnow() - age
+        except OverflowError:
+            return 0  # older than any date: nothing qualifies
         for count, files in self.store.purge(before, self.settings.purge_batch_size):
             deleted += count
             self.artifact_storage.delete(a.file for a in files if a.file)
