@@ -339,9 +339,17 @@ class Tracker:
             raise
         finally:
             _group.reset(token)
-            self.recorder.seal(task_id)
+            self.seal(task_id)
 
     # -- for queue adapters --------------------------------------------------------------------
+    def seal(self, task_id: str) -> None:
+        """No more children will join the container ``task_id``; it ends once they have."""
+        self.recorder.seal(task_id)
+
+    def current_group(self) -> str | None:
+        """Task id of the innermost open ``taskstatus.group`` block, if any."""
+        return _group.get()
+
     def publish(self, event: TaskEvent) -> None:
         """Record a task about to be sent (inside an open ``group`` it joins the group)."""
         if event.parent_task_id is None and (group := _group.get()) is not None:
@@ -361,6 +369,16 @@ class Tracker:
         live.token = activate(live)
         return live
 
+    def release(self, live: LiveStatus) -> None:
+        """The run stopped without an outcome (its message goes back to the queue): write
+        its progress and clear ``current()``; the next delivery counts a new attempt."""
+        try:
+            live.flush(final=True)
+        finally:
+            if live.token is not None:
+                deactivate(live.token)
+                live.token = None
+
     def end(
         self,
         task: LiveStatus | TaskEvent,
@@ -372,14 +390,11 @@ class Tracker:
     ) -> None:
         """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
         retried (``retrying``) or failed; pending progress is written first."""
-        event = task._event() if isinstance(task, LiveStatus) else task
-        try:
-            if isinstance(task, LiveStatus):
-                task.flush(final=True)
-        finally:
-            if isinstance(task, LiveStatus) and task.token is not None:
-                deactivate(task.token)
-                task.token = None
+        if isinstance(task, LiveStatus):
+            self.release(task)
+            event = task._event()
+        else:
+            event = task
         if exception is None:
             self.hook.taskstatus_succeed(event=event)
             return

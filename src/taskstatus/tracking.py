@@ -40,7 +40,7 @@ class PublishInfo:
 
     name: str
     total_steps: int
-    user_id: str
+    user_id: str | None
     arguments: dict[str, Any]
 
 
@@ -59,14 +59,23 @@ class TrackSpec:
         kwargs: Mapping[str, Any],
         *,
         skip_first: bool = False,
+        partial: bool = False,
     ) -> dict[str, Any]:
-        """The call's arguments by parameter name (the seed's ``arguments_as_dict``)."""
+        """The call's arguments by parameter name (the seed's ``arguments_as_dict``).
+
+        ``partial`` accepts a call that still lacks arguments (a chain step whose first
+        argument is the previous step's result).
+        """
         signature = inspect.signature(func)
         if skip_first:
             params = list(signature.parameters.values())[1:]
             signature = signature.replace(parameters=params)
         try:
-            bound = signature.bind(*args, **kwargs)
+            bound = (
+                signature.bind_partial(*args, **kwargs)
+                if partial
+                else signature.bind(*args, **kwargs)
+            )
         except TypeError as exc:
             raise TypeError(f"{_qualname(func)}(): {exc}") from None
         bound.apply_defaults()
@@ -84,21 +93,36 @@ class TrackSpec:
         *,
         skip_first: bool = False,
         task_name: str | None = None,
+        partial: bool = False,
+        default_owner: str | None = None,
     ) -> PublishInfo:
-        """Name, total steps and owner of a call; ``TypeError`` when the owner is missing."""
-        arguments = self.arguments(func, args, kwargs, skip_first=skip_first)
+        """Name, total steps and owner of a call; ``TypeError`` when the owner is missing.
+
+        With ``partial`` (a call whose arguments are not all known yet) nothing is required:
+        the owner falls back to ``default_owner`` and name and steps to their defaults.
+        """
+        arguments = self.arguments(func, args, kwargs, skip_first=skip_first, partial=partial)
         task_name = task_name or _qualname(func)
         owner = arguments.get(self.user_arg)
         if owner is None or (isinstance(owner, str) and not owner.strip()):
+            owner = default_owner
+        if owner is None and not partial:
             raise TypeError(
                 f"{task_name}: the owner argument {self.user_arg!r} is missing or empty; a "
                 f"tracked task must be called with it (or name another one with "
                 f"track(user_arg=...)); nothing was sent"
             )
+        try:
+            name = self.render_name(arguments, task_name)
+            total = self.render_total_steps(arguments)
+        except (KeyError, IndexError, TypeError, ValueError):
+            if not partial:
+                raise
+            name, total = task_name, 1
         return PublishInfo(
-            name=self.render_name(arguments, task_name),
-            total_steps=self.render_total_steps(arguments),
-            user_id=str(owner),
+            name=name,
+            total_steps=total,
+            user_id=None if owner is None else str(owner),
             arguments=arguments,
         )
 

@@ -1,0 +1,600 @@
+"""Celery adapter: Celery's own events -> taskstatus lifecycle hooks.
+
+``install(app)`` hooks three places, each Celery's narrowest point for its job:
+
+* **publish** — the app's ``amqp.send_task_message``, the one function every message passes
+  through (``delay``, ``apply_async``, canvas, retries, chain steps sent by workers). Running in
+  the call path, it can refuse a tracked task without its owner (``TypeError``, nothing sent);
+  a ``before_task_publish`` receiver could not, as Celery only logs receiver errors. The
+  message (protocol 2) says which chain, group or chord a task belongs to.
+* **run** — tracked tasks' ``run`` is wrapped when Celery builds the task's tracer (as
+  ``build_tracer`` is the one place every pool and ``apply()`` go through), so a canceled task is
+  skipped before its body runs and every outcome is recorded in the process that ran it.
+* **signals** in the worker's main process for what the pool child cannot report:
+  ``task_failure`` for a lost worker or hard time limit, ``task_revoked``.
+
+``group.apply_async`` is wrapped too, only to learn when a group has published all its
+children, so that its container may end. Untracked tasks are left untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import celery
+import celery.app.trace as celery_trace
+import celery.worker.consumer.consumer as celery_consumer
+from celery import Celery, Task, signals
+from celery.canvas import group as celery_group
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
+
+from ..events import TaskEvent
+from ..exceptions import TaskCanceledException
+from ..hookspecs import hookimpl
+from ..plugins import register_default
+from ..tracker import Tracker
+from ..tracking import LiveStatus, TrackSpec, current, find_spec
+
+__all__ = ["CeleryAdapter", "UserTask", "UserTaskMixin", "install"]
+
+log = logging.getLogger(__name__)
+
+QUEUE = "celery"
+#: Message header naming a canvas's container (``apply_async(headers={...: "Nightly"})``).
+NAME_HEADER = "taskstatus_name"
+#: The seed's way to name a container: a keyword argument of the first task.
+SEED_NAME_KWARG = "user_task_name"
+
+_adapters: dict[int, CeleryAdapter] = {}
+_patch_lock = threading.Lock()
+
+
+def install(app: Celery, tracker: Tracker | None = None) -> CeleryAdapter:
+    """Track this app's ``@taskstatus.track`` tasks (and ``UserTask`` subclasses).
+
+    Call it where the app is created, in producers and workers alike. ``tracker`` defaults to
+    the one made by ``taskstatus.configure()`` (looked up at each event, so configuring after
+    ``install`` is fine). Installing twice returns the same adapter.
+    """
+    if not isinstance(app, Celery):
+        raise TypeError(f"install() takes a Celery app, got {type(app).__name__}")
+    existing = _adapters.get(id(app))
+    if existing is not None:
+        return existing
+    adapter = CeleryAdapter(app, tracker)
+    _adapters[id(app)] = adapter
+    _patch_celery()
+    adapter.connect()
+    return adapter
+
+
+def _adapter_for(app: Any) -> CeleryAdapter | None:
+    return _adapters.get(id(app)) if app is not None else None
+
+
+# -- the seed-compatible task API ----------------------------------------------------------------
+class UserTaskMixin:
+    """django-user-tasks' mixin: subclasses are tracked without ``@taskstatus.track``.
+
+    Override :meth:`generate_name` and :meth:`calculate_total_steps`; the owner is the
+    ``user_id`` argument; ``self.status`` is the running task's live status.
+    """
+
+    name: str
+
+    @property
+    def status(self) -> LiveStatus:
+        return current()
+
+    @classmethod
+    def generate_name(cls, arguments_dict: dict[str, Any]) -> str:
+        """The status name for a call; by default the task's name."""
+        return str(getattr(cls, "name", None) or cls.__name__)
+
+    @classmethod
+    def calculate_total_steps(cls, arguments_dict: dict[str, Any]) -> int:
+        """The total steps for a call; by default 1."""
+        return 1
+
+    def arguments_as_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The call's arguments by parameter name."""
+        return TrackSpec().arguments(_signature_target(self), args, kwargs)
+
+
+class UserTask(UserTaskMixin, Task):  # type: ignore[misc]
+    """Base class for tracked tasks: ``@app.task(base=UserTask, bind=True)``."""
+
+    abstract = True
+
+
+def _spec_of(task: Any) -> TrackSpec | None:
+    if isinstance(task, UserTaskMixin):
+        return TrackSpec(
+            name=task.generate_name,
+            total_steps=task.calculate_total_steps,
+            user_arg="user_id",
+        )
+    wrapped = getattr(task, "__wrapped__", None)
+    return find_spec(task, wrapped, getattr(task, "_orig_run", None), getattr(task, "run", None))
+
+
+def _signature_target(task: Task) -> Callable[..., Any]:
+    """The task's own function as a callable with the call's signature (no ``self``)."""
+    run = inspect.getattr_static(type(task), "run")
+    return run.__get__(task, type(task))  # type: ignore[no-any-return]
+
+
+# -- containers in flight --------------------------------------------------------------------------
+@dataclass
+class _GroupScope:
+    """A ``group.apply_async`` call in progress: its messages join one container."""
+
+    outer: _GroupScope | None
+    name: str | None = None
+    container: str | None = None
+    headers_group: str | None = None
+    chord_body: str | None = None
+    members: list[str] = field(default_factory=list)
+
+
+_scope: contextvars.ContextVar[_GroupScope | None] = contextvars.ContextVar(
+    "taskstatus_celery_group", default=None
+)
+
+
+def _patch_celery() -> None:
+    """Wrap ``build_tracer`` and ``group.apply_async`` once per process."""
+    with _patch_lock:
+        if getattr(celery_trace.build_tracer, "taskstatus_patched", False):
+            return
+        original_build = celery_trace.build_tracer
+
+        @functools.wraps(original_build)
+        def build_tracer(name: str, task: Task, *args: Any, **kwargs: Any) -> Any:
+            adapter = _adapter_for(getattr(task, "_app", None) or getattr(task, "app", None))
+            if adapter is not None:
+                adapter.instrument(task)
+            return original_build(name, task, *args, **kwargs)
+
+        build_tracer.taskstatus_patched = True  # type: ignore[attr-defined]
+        celery_trace.build_tracer = build_tracer
+        celery_consumer.build_tracer = build_tracer  # imported by name there
+
+        original_apply = celery_group.apply_async
+
+        @functools.wraps(original_apply)
+        def apply_async(self: celery_group, *args: Any, **kwargs: Any) -> Any:
+            adapter = _adapter_for(self._app or celery.current_app)
+            if adapter is None:
+                return original_apply(self, *args, **kwargs)
+            with adapter.group_scope(kwargs.get("headers")):
+                return original_apply(self, *args, **kwargs)
+
+        celery_group.apply_async = apply_async
+
+
+class CeleryAdapter:
+    """The Celery side of one app; also a taskstatus plugin (revokes canceled tasks)."""
+
+    def __init__(self, app: Celery, tracker: Tracker | None) -> None:
+        self.app = app
+        self._tracker = tracker
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is not None:
+            return self._tracker
+        import taskstatus
+
+        return taskstatus.get_tracker()
+
+    def connect(self) -> None:
+        amqp = self.app.amqp
+        original_send = amqp.send_task_message
+
+        @functools.wraps(original_send)
+        def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            self.before_send(name, message, options.get("headers"))
+            return original_send(producer, name, message, **options)
+
+        amqp.send_task_message = send_task_message
+        signals.task_failure.connect(self._on_failure, weak=False)
+        signals.task_revoked.connect(self._on_revoked, weak=False)
+        if self._tracker is not None:
+            self._tracker.register(self)
+        else:
+            register_default(self)
+
+    # -- publish -----------------------------------------------------------------------------
+    def _task(self, name: str) -> Task | None:
+        return self.app.tasks.get(name)
+
+    def before_send(self, name: str, message: Any, extra_headers: Mapping[str, Any] | None) -> None:
+        headers, _properties, body, _sent_event = message
+        if not isinstance(body, tuple):
+            log.warning("taskstatus does not track Celery message protocol 1 (task %s)", name)
+            return
+        args, kwargs, embed = body
+        embed = embed or {}
+        task_id = headers["id"]
+        steps = list(reversed(embed.get("chain") or []))
+        chord_body = embed.get("chord")
+        scope = _scope.get()
+        task = self._task(name)
+        spec = _spec_of(task) if task is not None else None
+        tracked_steps = [s for s in steps if self._is_tracked_sig(s)]
+        if spec is None and not tracked_steps and chord_body is None and scope is None:
+            return  # untracked and no tracked canvas around it: untouched
+        if task is not None:
+            self.instrument(task)
+        tracker = self.tracker
+        if headers.get("retries"):
+            return  # a retry re-sends a recorded task
+        known = bool(steps or chord_body or scope) and (
+            tracker.store.get_by_task_id(task_id) is not None
+        )
+        if known:
+            return  # a chain step recorded when its chain was published
+        info = None
+        if spec is not None and task is not None:
+            try:
+                info = spec.describe(
+                    _signature_target(task), tuple(args), kwargs, task_name=task.name
+                )
+            except TypeError:
+                # A later chain step or chord body may get its owner from the canvas: it was
+                # recorded (and checked) when the canvas was published.
+                if tracker.store.get_by_task_id(task_id) is not None:
+                    return
+                raise
+        name_hint = (
+            (extra_headers or {}).get(NAME_HEADER)
+            or headers.get(NAME_HEADER)
+            or kwargs.get(SEED_NAME_KWARG)
+        )
+        owner = info.user_id if info else self._first_owner(steps)
+        parent = self._parent_for(tracker, headers, chord_body, scope, owner, name_hint)
+        if steps:
+            chain_id = f"celery.chain:{task_id}"
+            self._container(
+                tracker,
+                chain_id,
+                "celery.chain",
+                name_hint or (info.name if info else None),
+                owner,
+                parent,
+            )
+            parent = chain_id
+        if info is not None and task is not None:
+            tracker.publish(
+                TaskEvent(
+                    task_id=task_id,
+                    queue=QUEUE,
+                    task_class=task.name,
+                    name=info.name,
+                    arguments=info.arguments,
+                    user_id=info.user_id,
+                    parent_task_id=parent,
+                    total_steps=info.total_steps,
+                )
+            )
+        for step in steps:
+            self._record_step(tracker, step, parent, owner)
+
+    def _is_tracked_sig(self, sig: Mapping[str, Any]) -> bool:
+        if sig.get("task") in ("celery.chord", "celery.group"):
+            return True
+        task = self._task(sig.get("task", ""))
+        return task is not None and _spec_of(task) is not None
+
+    def _first_owner(self, steps: Sequence[Mapping[str, Any]]) -> str | None:
+        for sig in steps:
+            task = self._task(sig.get("task", ""))
+            spec = _spec_of(task) if task is not None else None
+            if spec is not None and task is not None:
+                info = spec.describe(
+                    _signature_target(task),
+                    tuple(sig.get("args") or ()),
+                    sig.get("kwargs") or {},
+                    partial=True,
+                )
+                if info.user_id is not None:
+                    return info.user_id
+        return None
+
+    def _container(
+        self,
+        tracker: Tracker,
+        task_id: str,
+        kind: str,
+        name: str | None,
+        owner: str | None,
+        parent: str | None,
+        *,
+        sealed: bool = True,
+    ) -> None:
+        tracker.publish(
+            TaskEvent(
+                task_id=task_id,
+                queue=QUEUE,
+                task_class=kind,
+                name=name or kind,
+                user_id=owner,
+                parent_task_id=parent,
+                is_container=True,
+                sealed=sealed,
+                total_steps=0,
+            )
+        )
+
+    def _parent_for(
+        self,
+        tracker: Tracker,
+        headers: Mapping[str, Any],
+        chord_body: Mapping[str, Any] | None,
+        scope: _GroupScope | None,
+        owner: str | None,
+        name_hint: str | None,
+    ) -> str | None:
+        """The container of a message's top node: its group (inside a chord), or none."""
+        if scope is None and headers.get("group") is None:
+            return None
+        if scope is None:
+            scope = _GroupScope(outer=None)
+            scope.headers_group = headers.get("group")
+            gid = f"celery.group:{headers['group']}"
+            self._container(tracker, gid, "celery.group", name_hint, owner, None)
+            return gid
+        return self._open_scope(tracker, scope, headers, chord_body, owner, name_hint)
+
+    def _open_scope(
+        self,
+        tracker: Tracker,
+        scope: _GroupScope,
+        headers: Mapping[str, Any],
+        chord_body: Mapping[str, Any] | None,
+        owner: str | None,
+        name_hint: str | None,
+    ) -> str:
+        if scope.container is not None:
+            return scope.container
+        outer = (
+            self._open_scope(tracker, scope.outer, {}, None, owner, None) if scope.outer else None
+        )
+        gid = headers.get("group") or scope.headers_group or uuid.uuid4().hex
+        scope.container = f"celery.group:{gid}"
+        parent = outer
+        if chord_body is not None:
+            body_id = chord_body["options"]["task_id"]
+            chord_id = f"celery.chord:{body_id}"
+            self._container(
+                tracker, chord_id, "celery.chord", scope.name or name_hint, owner, outer
+            )
+            parent = chord_id
+            self._container(
+                tracker,
+                scope.container,
+                "celery.group",
+                "celery.group",
+                owner,
+                parent,
+                sealed=False,
+            )
+            self._record_step(tracker, chord_body, chord_id, owner)
+        else:
+            self._container(
+                tracker,
+                scope.container,
+                "celery.group",
+                scope.name or name_hint,
+                owner,
+                parent,
+                sealed=False,
+            )
+        return scope.container
+
+    def _record_step(
+        self, tracker: Tracker, sig: Mapping[str, Any], parent: str | None, owner: str | None
+    ) -> None:
+        """A canvas step that will be sent later (by a worker): record it as Pending now."""
+        kind = sig.get("task", "")
+        options = sig.get("options") or {}
+        if kind == "celery.chord":
+            body = (sig.get("kwargs") or {}).get("body") or {}
+            body_id = (body.get("options") or {}).get("task_id")
+            if body_id:
+                self._container(
+                    tracker, f"celery.chord:{body_id}", "celery.chord", None, owner, parent
+                )
+            return
+        if kind == "celery.group":
+            if options.get("task_id"):
+                self._container(
+                    tracker,
+                    f"celery.group:{options['task_id']}",
+                    "celery.group",
+                    None,
+                    owner,
+                    parent,
+                    sealed=False,
+                )
+            return
+        task = self._task(kind)
+        spec = _spec_of(task) if task is not None else None
+        if spec is None or task is None or not options.get("task_id"):
+            return
+        info = spec.describe(
+            _signature_target(task),
+            tuple(sig.get("args") or ()),
+            sig.get("kwargs") or {},
+            task_name=task.name,
+            partial=True,
+            default_owner=owner,
+        )
+        tracker.publish(
+            TaskEvent(
+                task_id=options["task_id"],
+                queue=QUEUE,
+                task_class=task.name,
+                name=info.name,
+                arguments=info.arguments,
+                user_id=info.user_id,
+                parent_task_id=parent,
+                total_steps=info.total_steps,
+            )
+        )
+
+    @contextmanager
+    def group_scope(self, headers: Mapping[str, Any] | None) -> Iterator[None]:
+        scope = _GroupScope(outer=_scope.get(), name=(headers or {}).get(NAME_HEADER))
+        token = _scope.set(scope)
+        try:
+            yield
+        finally:
+            _scope.reset(token)
+            if scope.container is not None:
+                self.tracker.seal(scope.container)
+
+    # -- run ---------------------------------------------------------------------------------
+    def instrument(self, task: Task) -> None:
+        """Wrap a tracked task's ``run`` (once) so its runs are recorded."""
+        if getattr(task, "_taskstatus_instrumented", False):
+            return
+        spec = _spec_of(task)
+        if spec is None:
+            return
+        original = task.run
+        adapter = self
+
+        @functools.wraps(original)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return adapter.run(task, spec, original, args, kwargs)
+
+        task.run = run
+        task._taskstatus_instrumented = True
+
+    def run(
+        self,
+        task: Task,
+        spec: TrackSpec,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        request = task.request
+        info = spec.describe(
+            _signature_target(task),
+            args,
+            kwargs,
+            task_name=task.name,
+            partial=not request.is_eager,
+        )
+        tracker = self.tracker
+        event = TaskEvent(
+            task_id=request.id,
+            queue=QUEUE,
+            task_class=task.name,
+            name=info.name,
+            arguments=info.arguments,
+            user_id=info.user_id,
+            total_steps=info.total_steps,
+            attempt=(request.retries or 0) + 1,
+        )
+        try:
+            live = tracker.begin(event)
+        except TaskCanceledException:
+            tracker.end(event, exception=TaskCanceledException("canceled before it started"))
+            raise Ignore() from None
+        try:
+            result = original(*args, **kwargs)
+        except Retry as exc:
+            cause = exc.exc if isinstance(exc.exc, BaseException) else exc
+            tracker.end(live, exception=cause, retrying=True)
+            raise
+        except TaskCanceledException as exc:
+            tracker.end(live, exception=exc)
+            raise Ignore() from exc
+        except Reject as exc:
+            if exc.requeue:
+                tracker.release(live)  # redelivered: the next run counts an attempt
+            else:
+                tracker.end(live, exception=exc, message="The task was rejected.")
+            raise
+        except Ignore:
+            tracker.end(live, exception=TaskCanceledException("the task ignored itself"))
+            raise
+        except BaseException as exc:
+            tracker.end(live, exception=exc)
+            raise
+        tracker.end(live)
+        return result
+
+    # -- main-process signals ----------------------------------------------------------------
+    def _owns(self, sender: Any) -> bool:
+        app = getattr(sender, "_app", None) or getattr(sender, "app", None)
+        return app is self.app and _spec_of(sender) is not None
+
+    def _on_failure(
+        self,
+        sender: Any = None,
+        task_id: str | None = None,
+        exception: BaseException | None = None,
+        **_: Any,
+    ) -> None:
+        """The pool child died (lost worker, hard time limit): it could not report itself."""
+        if task_id is None or not self._owns(sender):
+            return
+        if not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
+            return
+        event = TaskEvent(task_id=task_id, queue=QUEUE, task_class=sender.name)
+        redelivered = (
+            isinstance(exception, WorkerLostError)
+            and (sender.acks_late or self.app.conf.task_acks_late)
+            and (sender.reject_on_worker_lost or self.app.conf.task_reject_on_worker_lost)
+        )
+        if redelivered:
+            self.tracker.hook.taskstatus_retry(event=event)
+        elif isinstance(exception, TimeLimitExceeded):
+            self.tracker.end(
+                event, exception=exception, message="The task took too long and was stopped."
+            )
+        else:
+            self.tracker.end(
+                event, exception=exception, message="The worker running this task was lost."
+            )
+
+    def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        task_id = getattr(request, "id", None)
+        if task_id is None or not self._owns(sender):
+            return
+        self.tracker.hook.taskstatus_cancel(
+            event=TaskEvent(
+                task_id=task_id,
+                queue=QUEUE,
+                task_class=sender.name,
+                exception=TaskCanceledException("revoked"),
+            )
+        )
+
+    # -- plugin --------------------------------------------------------------------------------
+    @hookimpl
+    def taskstatus_cancel(self, event: TaskEvent) -> None:
+        """Revoke a canceled Celery task so workers discard it (and stop it if asked)."""
+        if event.queue != QUEUE or event.is_container or event.exception is not None:
+            return
+        if event.task_class not in self.app.tasks:
+            return
+        try:
+            self.app.control.revoke(event.task_id, terminate=event.terminate)
+        except Exception:
+            # The status is canceled anyway; a worker skips the task when it arrives.
+            log.warning("could not revoke Celery task %s", event.task_id, exc_info=True)

@@ -1,0 +1,147 @@
+"""The Celery app the integration tests run in a real ``celery worker`` process.
+
+Configured from the environment so that each test module gets its own broker, queue and store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+import taskstatus
+import taskstatus.queues.celery as ts_celery
+
+app = Celery(
+    "taskstatus_tests",
+    broker=os.environ.get("TS_TEST_BROKER", "redis://127.0.0.1:6379/0"),
+    backend=os.environ.get("TS_TEST_BACKEND", "redis://127.0.0.1:6379/0"),
+)
+app.conf.update(
+    task_default_queue=os.environ.get("TS_TEST_QUEUE", "taskstatus-tests"),
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={
+        "visibility_timeout": 8,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
+    result_expires=600,
+)
+if os.environ.get("TS_TEST_STORE"):
+    taskstatus.configure(
+        url=os.environ["TS_TEST_STORE"],
+        artifact_storage=os.environ.get("TS_TEST_ARTIFACTS"),
+        progress_interval=float(os.environ.get("TS_TEST_PROGRESS_INTERVAL", "0.1")),
+    )
+ts_celery.install(app)
+
+
+@taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])
+@app.task(bind=True)
+def count(self, user_id, n, delay=0.0):
+    status = taskstatus.current()
+    for _ in range(n):
+        time.sleep(delay)
+        status.increment_completed_steps()
+    return n
+
+
+@app.task
+@taskstatus.track(name="Add {x}+{y}")
+def add(x, y, user_id=None):
+    return x + y
+
+
+@taskstatus.track()
+@app.task
+def total(values, user_id=None):
+    return sum(values)
+
+
+@taskstatus.track(name="Explode")
+@app.task
+def explode(user_id, message="the file has no header"):
+    raise ValueError(message)
+
+
+@taskstatus.track()
+@app.task(bind=True, max_retries=3, default_retry_delay=0)
+def flaky(self, user_id, fail_times=1):
+    if self.request.retries < fail_times:
+        raise self.retry(exc=OSError("temporary failure"), countdown=0)
+    return self.request.retries
+
+
+@taskstatus.track()
+@app.task(bind=True)
+def staged(self, user_id):
+    status = taskstatus.current()
+    status.set_state("Sending emails")
+    status.check_canceled()
+    time.sleep(0.5)
+    return "done"
+
+
+@taskstatus.track()
+@app.task
+def produce(user_id):
+    status = taskstatus.current()
+    status.add_artifact(name="Output", file=b"id,name\n1,x\n", filename="export.csv")
+    status.add_artifact(name="Link", url="https://example.com/report/1")
+    status.add_artifact(name="Summary", text="1 row")
+
+
+@taskstatus.track()
+@app.task(bind=True)
+def sleepy(self, user_id, seconds=30.0, marker=None):
+    """Runs until canceled (checks often) or ``seconds`` pass."""
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{self.request.id}\n")
+    status = taskstatus.current()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        status.increment_completed_steps(0)
+        status.set_state("Working")
+    return "slept"
+
+
+@app.task
+def untracked(x):
+    return x * 2
+
+
+@taskstatus.track(total_steps=10)
+@app.task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def fragile(self, user_id, marker, seconds=4.0):
+    """Writes a line per attempt to ``marker``; the test kills the worker during the first."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    status = taskstatus.current()
+    for _ in range(10):
+        time.sleep(seconds / 10)
+        status.increment_completed_steps()
+    return "survived"
+
+
+class Export(ts_celery.UserTask):
+    name = "taskstatus_tests.Export"
+
+    @classmethod
+    def generate_name(cls, arguments_dict):
+        return f"Export {arguments_dict['course']}"
+
+    @classmethod
+    def calculate_total_steps(cls, arguments_dict):
+        return 3
+
+    def run(self, user_id, course):
+        for _ in range(3):
+            self.status.increment_completed_steps()
+        return course
+
+
+export = app.register_task(Export())
