@@ -78,6 +78,10 @@ class Recorder:
                 self._keys.popitem(last=False)
         return key
 
+    def key(self, task_id: str) -> _Key | None:
+        """Identity of the status of ``task_id`` (cached: it never changes)."""
+        return self._key(task_id)
+
     def _key(self, task_id: str) -> _Key | None:
         with self._keys_lock:
             key = self._keys.get(task_id)
@@ -194,9 +198,11 @@ class Recorder:
         if key is None:
             return
         message = event.message or _describe(event.exception) or "The task failed."
-        self._fail(key.uuid, message, event.traceback)
+        self._fail(key.uuid, key.parent_uuid, message, event.traceback)
 
-    def _fail(self, uuid: UUID, message: str, traceback: str | None) -> None:
+    def _fail(
+        self, uuid: UUID, parent_uuid: UUID | None, message: str, traceback: str | None
+    ) -> None:
         now = self.clock()
         if not self.store.transition(uuid, models.FAIL, now):
             return
@@ -212,9 +218,9 @@ class Recorder:
         )
         if traceback:
             self.store.set_traceback(uuid, traceback)
-        status = self._stopped(uuid)
-        if status is not None and status.parent_uuid is not None:
-            self._after_child_ended(status.parent_uuid, State.FAILED, message)
+        self._stopped(uuid)
+        if parent_uuid is not None:
+            self._after_child_ended(parent_uuid, State.FAILED, message)
 
     @hookimpl
     def taskstatus_succeed(self, event: TaskEvent) -> None:
@@ -254,7 +260,12 @@ class Recorder:
             return
         if outcome is State.FAILED:
             # The seed's rule: a failure fails the container at once, with the same message.
-            self._fail(parent_uuid, failed_message or "A task in this group failed.", None)
+            self._fail(
+                parent_uuid,
+                parent.parent_uuid,
+                failed_message or "A task in this group failed.",
+                None,
+            )
         if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
             for sibling in self.store.children(parent_uuid):
                 if sibling.state is State.PENDING:
@@ -270,7 +281,7 @@ class Recorder:
         if outcome is None:
             return
         if outcome is State.FAILED:
-            self._fail(uuid, "A task in this group failed.", None)
+            self._fail(uuid, container.parent_uuid, "A task in this group failed.", None)
             return
         if self.store.transition(uuid, models.transition_to(outcome), self.clock()):
             self._stopped(uuid)
@@ -284,16 +295,18 @@ class Recorder:
             self.store.seal(key.uuid, self.clock())
             self.settle(key.uuid)
 
-    def _stopped(self, uuid: UUID) -> TaskStatus | None:
+    def _stopped(self, uuid: UUID) -> None:
+        """Fire ``taskstatus_stopped`` for a status that just reached a terminal state."""
+        if not self.pm.hook.taskstatus_stopped.get_hookimpls():
+            return  # nobody listens: spare the read
         status = self.store.get(uuid)
         if status is None:
-            return None
+            return
         try:
             self.pm.hook.taskstatus_stopped(status=self.bind(status))
         except Exception:
             # A notification plugin must not undo or block the state change.
             log.exception("a taskstatus_stopped hook failed for status %s", uuid)
-        return status
 
 
 def _describe(exc: BaseException | None) -> str | None:

@@ -363,9 +363,10 @@ class Tracker:
         adapter must then skip the task body (and call :meth:`end` with that exception).
         """
         self.hook.taskstatus_prerun(event=event)
-        status = self.store.get_by_task_id(event.task_id)
-        assert status is not None
-        live = LiveStatus(self, status)
+        key = self.recorder.key(event.task_id)
+        if key is None:
+            raise NotFound(f"task {event.task_id!r} was not recorded at prerun")
+        live = LiveStatus(self, key.uuid, event)
         live.token = activate(live)
         return live
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from uuid import UUID
 
 from .events import TaskEvent
 from .exceptions import StoreError, TaskCanceledException
@@ -211,12 +212,12 @@ class LiveStatus:
     raises :class:`~taskstatus.TaskCanceledException` and so does every later call.
     """
 
-    def __init__(self, tracker: Tracker, status: TaskStatus) -> None:
+    def __init__(self, tracker: Tracker, uuid: UUID, event: TaskEvent) -> None:
         self.tracker = tracker
-        self.uuid = status.uuid
-        self.task_id = status.task_id
-        self.queue = status.queue
-        self.task_class = status.task_class
+        self.uuid = uuid
+        self.task_id = event.task_id
+        self.queue = event.queue
+        self.task_class = event.task_class
         self._interval = tracker.settings.progress_interval
         self._deadline = time.monotonic() + self._interval
         self._completed = 0
