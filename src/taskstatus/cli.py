@@ -25,8 +25,9 @@ from sqlalchemy import exc as sa_exc
 from . import __version__
 from .backends import migrate
 from .backends.sqlalchemy import SQLAlchemyStore
+from .display import STATE_STYLES
 from .exceptions import StoreError, StoreUnavailable, TaskStatusError
-from .models import Artifact, State, TaskStatus
+from .models import Artifact, TaskStatus
 from .settings import DEFAULT_URL, Settings
 from .store import ANY
 from .tracker import Tracker
@@ -62,14 +63,6 @@ STATUS_FIELDS = (
     "finished_at",
 )
 
-STATE_STYLES = {
-    State.PENDING: "yellow",
-    State.IN_PROGRESS: "cyan",
-    State.RETRYING: "bright_yellow",
-    State.SUCCEEDED: "green",
-    State.FAILED: "bold red",
-    State.CANCELED: "magenta",
-}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNBOUNDED = 10_000
@@ -403,6 +396,30 @@ def current() -> None:
         return
     click.echo("The schema is not at the newest revision: run `taskstatus db upgrade`.")
     raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--user", default="demo", show_default=True, help="Owner of the sample tasks.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Scale the sample tasks' sleeps (0.2 runs five times faster).",
+)
+def demo(user: str, speed: float) -> None:
+    """Run sample tasks on an in-process Celery worker with live progress (no server needed).
+
+    Uses Celery's in-memory broker and the configured store (by default sqlite:///taskstatus.db):
+    a task with progress, a chain, a failing task and a task canceled while it runs.
+    """
+    try:
+        from .demo import run_demo
+    except ImportError as exc:
+        raise Failure(f"the demo needs Celery: pip install 'taskstatus[celery]' ({exc})") from exc
+    tracker = _tracker()
+    tracker.open()
+    run_demo(tracker, user_id=user, speed=speed)
 
 
 def main() -> None:

@@ -54,6 +54,18 @@ NAME_HEADER = "taskstatus_name"
 #: The seed's way to name a container: a keyword argument of the first task.
 SEED_NAME_KWARG = "user_task_name"
 
+
+class _PreviousResult:
+    """Stands for the argument a chain step or chord body receives from before it."""
+
+    def __repr__(self) -> str:
+        return "<previous result>"
+
+    __str__ = __repr__
+
+
+PREVIOUS_RESULT = _PreviousResult()
+
 _adapters: dict[int, CeleryAdapter] = {}
 _patch_lock = threading.Lock()
 
@@ -432,9 +444,13 @@ class CeleryAdapter:
         spec = _spec_of(task) if task is not None else None
         if spec is None or task is None or not options.get("task_id"):
             return
+        args = tuple(sig.get("args") or ())
+        if not sig.get("immutable"):
+            # Celery will call the step with the previous result first.
+            args = (PREVIOUS_RESULT, *args)
         info = spec.describe(
             _signature_target(task),
-            tuple(sig.get("args") or ()),
+            args,
             sig.get("kwargs") or {},
             task_name=task.name,
             partial=True,
