@@ -139,3 +139,20 @@ def test_huge_max_age_is_named(monkeypatch):
 
 def test_purge_older_than_any_date(memory_tracker):
     assert memory_tracker.purge(older_than=timedelta(days=900_000)) == 0
+
+
+def test_dropped_connection_is_replaced(make_url, make_tracker):
+    """A server-side disconnect of a pooled connection costs a retry, not an error."""
+    from tests.helpers import publish
+
+    url = make_url("postgresql")
+    tracker = make_tracker(url)
+    publish(tracker, "before")
+    with tracker.store.engine.connect() as conn:  # the pooled connection the store reuses
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    admin = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg"))
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+    publish(tracker, "after")
+    assert tracker.get_by_task_id("after").task_id == "after"

@@ -128,7 +128,9 @@ class SQLAlchemyStore:
             else:
                 options["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
-            options.update(pool_pre_ping=True, pool_recycle=3600)
+            # No pre-ping (a round trip per checkout): a dropped connection is detected when
+            # used, invalidated by the pool and the statement retried once (see _run).
+            options.update(pool_recycle=3600)
             if self.dialect == "postgresql":
                 options["connect_args"] = {
                     "connect_timeout": 10,
@@ -198,11 +200,17 @@ class SQLAlchemyStore:
     def _run(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
         """One statement on its own, autocommitted: no BEGIN/COMMIT round trips."""
         self.open()
-        try:
-            with self._autocommit.connect() as conn:
-                return conn.execute(stmt, params)
-        except sa_exc.OperationalError as exc:
-            raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
+        for attempt in (1, 2):
+            try:
+                with self._autocommit.connect() as conn:
+                    return conn.execute(stmt, params)
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated and attempt == 1:
+                    continue  # the server dropped a pooled connection: once more, fresh
+                if isinstance(exc, sa_exc.OperationalError):
+                    raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
+                raise
+        raise AssertionError("unreachable")
 
     @property
     def _autocommit(self) -> Engine:
