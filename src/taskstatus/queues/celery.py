@@ -42,7 +42,7 @@ from ..exceptions import TaskCanceledException
 from ..hookspecs import hookimpl
 from ..plugins import register_default
 from ..tracker import Tracker
-from ..tracking import LiveStatus, TrackSpec, current, find_spec
+from ..tracking import LiveStatus, PublishInfo, TrackSpec, current, find_spec
 
 __all__ = ["CeleryAdapter", "UserTask", "UserTaskMixin", "install"]
 
@@ -137,6 +137,19 @@ def _spec_of(task: Any) -> TrackSpec | None:
         )
     wrapped = getattr(task, "__wrapped__", None)
     return find_spec(task, wrapped, getattr(task, "_orig_run", None), getattr(task, "run", None))
+
+
+def _task_event(task_id: str, task: Task, info: PublishInfo, parent: str | None) -> TaskEvent:
+    return TaskEvent(
+        task_id=task_id,
+        queue=QUEUE,
+        task_class=task.name,
+        name=info.name,
+        arguments=info.arguments,
+        user_id=info.user_id,
+        parent_task_id=parent,
+        total_steps=info.total_steps,
+    )
 
 
 def _signature_target(task: Task) -> Callable[..., Any]:
@@ -287,18 +300,7 @@ class CeleryAdapter:
             )
             parent = chain_id
         if info is not None and task is not None:
-            tracker.publish(
-                TaskEvent(
-                    task_id=task_id,
-                    queue=QUEUE,
-                    task_class=task.name,
-                    name=info.name,
-                    arguments=info.arguments,
-                    user_id=info.user_id,
-                    parent_task_id=parent,
-                    total_steps=info.total_steps,
-                )
-            )
+            tracker.publish(_task_event(task_id, task, info, parent))
         for step in steps:
             self._record_step(tracker, step, parent, owner)
 
@@ -456,18 +458,7 @@ class CeleryAdapter:
             partial=True,
             default_owner=owner,
         )
-        tracker.publish(
-            TaskEvent(
-                task_id=options["task_id"],
-                queue=QUEUE,
-                task_class=task.name,
-                name=info.name,
-                arguments=info.arguments,
-                user_id=info.user_id,
-                parent_task_id=parent,
-                total_steps=info.total_steps,
-            )
-        )
+        tracker.publish(_task_event(options["task_id"], task, info, parent))
 
     @contextmanager
     def group_scope(self, headers: Mapping[str, Any] | None) -> Iterator[None]:
