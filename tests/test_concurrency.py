@@ -91,3 +91,33 @@ def test_racing_terminal_events_fire_stopped_once(sql_tracker):
         s = sql_tracker.get_by_task_id(task_id)
         assert s.is_terminal
         assert len([a for a in s.artifacts if a.name == "Error"]) == (s.state is State.FAILED)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"])
+def test_threads_sharing_one_tracker(backend, make_url, make_tracker):
+    """Worker threads share a tracker: no result read on another thread's connection, no
+    'database is locked' from SQLite under concurrent writers."""
+    tracker = make_tracker(make_url(backend))
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        for i in range(40):
+            task_id = f"th{n}-{i}"
+            try:
+                publish(tracker, task_id)
+                live = tracker.begin(event(task_id))
+                live.set_state("working")
+                live.flush(final=False)
+                tracker.end(live, exception=ValueError("x") if i % 3 == 0 else None)
+                assert tracker.get_by_task_id(task_id).is_terminal
+            except BaseException as exc:  # collected and reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert errors == []
+    assert tracker.count(state=State.FAILED) == 6 * 14
+    assert tracker.count(state=State.SUCCEEDED) == 6 * 26

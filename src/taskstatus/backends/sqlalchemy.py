@@ -14,10 +14,10 @@ import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -26,6 +26,7 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Executable,
+    Row,
     Update,
     and_,
     bindparam,
@@ -71,6 +72,7 @@ _DRIVERS = {
 SCHEMES = frozenset({"sqlite", *_DRIVERS})
 
 _TERMINAL = [s.value for s in TERMINAL_STATES]
+T = TypeVar("T")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 
 
@@ -197,13 +199,19 @@ class SQLAlchemyStore:
         except sa_exc.OperationalError as exc:
             raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
 
-    def _run(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
-        """One statement on its own, autocommitted: no BEGIN/COMMIT round trips."""
+    def _run(
+        self,
+        stmt: Executable,
+        params: Mapping[str, Any] | None,
+        use: Callable[[CursorResult[Any]], T],
+    ) -> T:
+        """One statement on its own, autocommitted (no BEGIN/COMMIT round trips); ``use``
+        reads the result while the connection is still this thread's."""
         self.open()
         for attempt in (1, 2):
             try:
                 with self._autocommit.connect() as conn:
-                    return conn.execute(stmt, params)
+                    return use(conn.execute(stmt, params))
             except sa_exc.DBAPIError as exc:
                 if exc.connection_invalidated and attempt == 1:
                     continue  # the server dropped a pooled connection: once more, fresh
@@ -224,7 +232,7 @@ class SQLAlchemyStore:
     # -- writes ------------------------------------------------------------------------------
     def insert(self, status: TaskStatus) -> bool:
         try:
-            self._run(_INSERT_STATUS, _status_values(status))
+            self._run(_INSERT_STATUS, _status_values(status), _rowcount)
         except sa_exc.IntegrityError as exc:
             if self.get_by_task_id(status.task_id) is not None:
                 return False
@@ -235,12 +243,12 @@ class SQLAlchemyStore:
         stmt = self._transitions.get(transition)
         if stmt is None:
             stmt = self._transitions[transition] = _transition_statement(transition)
-        return self._run(stmt, {"p_uuid": uuid, "p_now": now}).rowcount > 0
+        return self._run(stmt, {"p_uuid": uuid, "p_now": now}, _rowcount) > 0
 
     def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
         stmt = _ADD_STEPS[(bool(completed), bool(total))]
         params = {"p_uuid": uuid, "p_now": now, "p_completed": completed, "p_total": total}
-        return self._run(stmt, params).rowcount > 0
+        return self._run(stmt, params, _rowcount) > 0
 
     def set_stage(self, uuids: Sequence[UUID], stage: str | None, now: datetime) -> int:
         c = statuses.c
@@ -360,11 +368,11 @@ class SQLAlchemyStore:
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, uuid: UUID) -> TaskStatus | None:
-        row = self._run(_BY_UUID, {"p_uuid": uuid}).first()
+        row = self._run(_BY_UUID, {"p_uuid": uuid}, _first)
         return _status(row._mapping) if row else None
 
     def get_by_task_id(self, task_id: str) -> TaskStatus | None:
-        row = self._run(_BY_TASK_ID, {"p_task_id": task_id}).first()
+        row = self._run(_BY_TASK_ID, {"p_task_id": task_id}, _first)
         return _status(row._mapping) if row else None
 
     def _filtered(self, query: StatusQuery) -> list[ColumnElement[bool]]:
@@ -505,6 +513,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return result.rowcount
+
+
+def _first(result: CursorResult[Any]) -> Row[Any] | None:
+    return result.first()
 
 
 def _clamped_add(column: Any, delta: Any) -> Any:
