@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 QUEUE = "celery"
 #: Message header naming a canvas's container (``apply_async(headers={...: "Nightly"})``).
 NAME_HEADER = "taskstatus_name"
+#: What Celery's ``Task.replace()`` raises ``Ignore`` with.
+REPLACED = "Replaced by new task"
 #: The seed's way to name a container: a keyword argument of the first task.
 SEED_NAME_KWARG = "user_task_name"
 
@@ -312,18 +314,32 @@ class CeleryAdapter:
 
     def _first_owner(self, steps: Sequence[Mapping[str, Any]]) -> str | None:
         for sig in steps:
-            task = self._task(sig.get("task", ""))
-            spec = _spec_of(task) if task is not None else None
-            if spec is not None and task is not None:
-                info = spec.describe(
-                    _signature_target(task),
-                    tuple(sig.get("args") or ()),
-                    sig.get("kwargs") or {},
-                    partial=True,
-                )
-                if info.user_id is not None:
-                    return info.user_id
+            described = self._describe_step(sig, None)
+            if described is not None and described[1].user_id is not None:
+                return described[1].user_id
         return None
+
+    def _describe_step(
+        self, sig: Mapping[str, Any], owner: str | None
+    ) -> tuple[Task, PublishInfo] | None:
+        """A tracked step that a worker will send later, described from its signature."""
+        task = self._task(sig.get("task", ""))
+        spec = _spec_of(task) if task is not None else None
+        if spec is None or task is None:
+            return None
+        args = tuple(sig.get("args") or ())
+        if not sig.get("immutable"):
+            # Celery will call the step with the previous result first.
+            args = (PREVIOUS_RESULT, *args)
+        info = spec.describe(
+            _signature_target(task),
+            args,
+            sig.get("kwargs") or {},
+            task_name=task.name,
+            partial=True,
+            default_owner=owner,
+        )
+        return task, info
 
     def _container(
         self,
@@ -442,23 +458,10 @@ class CeleryAdapter:
                     sealed=False,
                 )
             return
-        task = self._task(kind)
-        spec = _spec_of(task) if task is not None else None
-        if spec is None or task is None or not options.get("task_id"):
-            return
-        args = tuple(sig.get("args") or ())
-        if not sig.get("immutable"):
-            # Celery will call the step with the previous result first.
-            args = (PREVIOUS_RESULT, *args)
-        info = spec.describe(
-            _signature_target(task),
-            args,
-            sig.get("kwargs") or {},
-            task_name=task.name,
-            partial=True,
-            default_owner=owner,
-        )
-        tracker.publish(_task_event(options["task_id"], task, info, parent))
+        described = self._describe_step(sig, owner)
+        if described is not None and options.get("task_id"):
+            task, info = described
+            tracker.publish(_task_event(options["task_id"], task, info, parent))
 
     @contextmanager
     def group_scope(self, headers: Mapping[str, Any] | None) -> Iterator[None]:
@@ -536,8 +539,12 @@ class CeleryAdapter:
             else:
                 tracker.end(live, exception=exc, message="The task was rejected.")
             raise
-        except Ignore:
-            tracker.end(live, exception=TaskCanceledException("the task ignored itself"))
+        except Ignore as exc:
+            if str(exc) == REPLACED:
+                # self.replace(): the replacement runs under the same task id.
+                tracker.release(live)
+            else:
+                tracker.end(live, exception=TaskCanceledException("the task ignored itself"))
             raise
         except BaseException as exc:
             tracker.end(live, exception=exc)
