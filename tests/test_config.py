@@ -156,3 +156,35 @@ def test_dropped_connection_is_replaced(make_url, make_tracker):
     admin.dispose()
     publish(tracker, "after")
     assert tracker.get_by_task_id("after").task_id == "after"
+
+
+def test_upgrade_from_the_first_schema_keeps_rows(sql_url):
+    """A database at 0001 is refused until `db upgrade`, which keeps its rows."""
+    from click.testing import CliRunner
+
+    from taskstatus.backends.sqlalchemy import SQLAlchemyStore
+    from taskstatus.cli import cli
+
+    store = SQLAlchemyStore(sql_url)
+    migrate.upgrade(store.engine, "0001")
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO taskstatus_status (uuid, task_id, queue, task_class, name, "
+                "is_container, sealed, state, completed_steps, total_steps, planned_steps, "
+                "attempts, created, modified) VALUES (:uuid, 'old', 'celery', 'x', 'Old', "
+                ":f, :t, 'Succeeded', 1, 1, 1, 1, :now, :now)"
+            ),
+            {"uuid": "0" * 32, "f": False, "t": True, "now": "2026-01-01 00:00:00"},
+        )
+    store.close()
+    with pytest.raises(SchemaOutdated, match="db upgrade"):
+        Tracker(Settings(url=sql_url)).open()
+    result = CliRunner().invoke(cli, ["--url", sql_url, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    tracker = Tracker(Settings(url=sql_url)).open()
+    try:
+        old = tracker.get_by_task_id("old")
+        assert (old.name, old.redeliver_on_loss, old.heartbeat_at) == ("Old", False, None)
+    finally:
+        tracker.close()

@@ -52,3 +52,5 @@ class TaskEvent:
     stage: str | None = None
     #: Cancel: ask the queue for a hard stop of running work.
     terminate: bool = False
+    #: Publish: the queue delivers the task again if its worker dies while running it.
+    redeliver_on_loss: bool = False

@@ -101,6 +101,8 @@ class Transition:
     attempts: Attempts = Attempts.KEEP
     steps: Steps = Steps.KEEP
     clear_stage: bool = True
+    #: The running worker's proof of life starts now.
+    set_heartbeat: bool = False
 
 
 START = Transition(
@@ -110,6 +112,7 @@ START = Transition(
     set_started=True,
     attempts=Attempts.INCREMENT_IF_RUNNING,
     steps=Steps.RESTART,
+    set_heartbeat=True,
 )
 #: A container starts when its first child does; later children change nothing.
 START_CONTAINER = Transition(
@@ -228,7 +231,11 @@ class TaskStatus:
     #: False while a container may still receive children (``taskstatus.group`` block open).
     sealed: bool = True
     #: Operator-only detail of a failure (never shown to the owner by default).
-    traceback: str | None = None
+    traceback: str | None = field(default=None, repr=False)
+    #: Last proof of life of the worker running it (refreshed every heartbeat_interval).
+    heartbeat_at: datetime | None = None
+    #: Whether the queue runs it again if its worker dies (Retrying then, not Failed).
+    redeliver_on_loss: bool = False
     _manager: StatusManager | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -364,7 +371,19 @@ def apply(status: TaskStatus, transition: Transition, now: datetime) -> TaskStat
         changes["completed_steps"] = status.total_steps
     if transition.clear_stage:
         changes["stage"] = None
+    if transition.set_heartbeat:
+        changes["heartbeat_at"] = now
     return replace(status, **changes)
+
+
+def is_lost(status: TaskStatus, before: datetime) -> bool:
+    """A running task whose worker has not shown a sign of life since ``before``."""
+    return (
+        status.state is State.IN_PROGRESS
+        and not status.is_container
+        and status.heartbeat_at is not None
+        and status.heartbeat_at < before
+    )
 
 
 def add_steps(value: int, delta: int) -> int:

@@ -121,6 +121,7 @@ class Recorder:
             sealed=event.sealed,
             total_steps=total,
             planned_steps=total,
+            redeliver_on_loss=event.redeliver_on_loss,
             created=now,
             modified=now,
         )

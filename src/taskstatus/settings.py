@@ -28,6 +28,10 @@ class Settings:
     progress_interval: float = 0.5
     #: Rows per transaction when purging.
     purge_batch_size: int = 1000
+    #: Seconds between two proofs of life of a worker's running tasks.
+    heartbeat_interval: float = 15.0
+    #: Seconds without a proof of life after which a running task's worker counts as lost.
+    lost_after: float = 120.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or ":" not in self.url:
@@ -41,6 +45,11 @@ class Settings:
         if not self.progress_interval >= 0:
             raise ConfigurationError(
                 f"progress_interval must be >= 0 seconds, got {self.progress_interval!r}"
+            )
+        if not 0 < self.heartbeat_interval < self.lost_after:
+            raise ConfigurationError(
+                f"heartbeat_interval ({self.heartbeat_interval}) must be positive and shorter "
+                f"than lost_after ({self.lost_after})"
             )
         if self.purge_batch_size < 1:
             raise ConfigurationError(
@@ -56,6 +65,8 @@ class Settings:
         artifact_storage: str | None = None,
         progress_interval: float | None = None,
         purge_batch_size: int | None = None,
+        heartbeat_interval: float | None = None,
+        lost_after: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -78,12 +89,20 @@ class Settings:
             purge_batch_size = _count(
                 env["TASKSTATUS_PURGE_BATCH_SIZE"], "TASKSTATUS_PURGE_BATCH_SIZE"
             )
+        if heartbeat_interval is None and env.get("TASKSTATUS_HEARTBEAT_INTERVAL"):
+            heartbeat_interval = _seconds(
+                env["TASKSTATUS_HEARTBEAT_INTERVAL"], "TASKSTATUS_HEARTBEAT_INTERVAL"
+            )
+        if lost_after is None and env.get("TASKSTATUS_LOST_AFTER"):
+            lost_after = _seconds(env["TASKSTATUS_LOST_AFTER"], "TASKSTATUS_LOST_AFTER")
         return cls(
             url=url,
             max_age=DEFAULT_MAX_AGE if max_age is None else max_age,
             artifact_storage=artifact_storage or env.get("TASKSTATUS_ARTIFACT_STORAGE") or None,
             progress_interval=0.5 if progress_interval is None else progress_interval,
             purge_batch_size=1000 if purge_batch_size is None else purge_batch_size,
+            heartbeat_interval=15.0 if heartbeat_interval is None else heartbeat_interval,
+            lost_after=120.0 if lost_after is None else lost_after,
         )
 
     def artifact_url(self) -> str:

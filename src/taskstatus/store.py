@@ -73,6 +73,12 @@ class Store(Protocol):
     def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
         """Rename the statuses ``uuids``."""
 
+    def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
+        """Record that the workers running ``uuids`` are alive (In Progress ones only)."""
+
+    def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
+        """Running tasks (not containers) with no heartbeat since ``before``, oldest first."""
+
     def set_traceback(self, uuid: UUID, traceback: str) -> None:
         """Keep operator-only failure detail."""
 

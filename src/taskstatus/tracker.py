@@ -24,6 +24,7 @@ import pluggy
 from .artifacts import ArtifactStorage
 from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
+from .heartbeat import Heartbeat, reap_lost
 from .models import Artifact, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
@@ -69,6 +70,7 @@ class Tracker:
             self.pm.register(plugin)
         self.store = store or self._store_for(self.settings.url)
         self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
+        self.heartbeat = Heartbeat(self)
         self.pm.register(self.recorder, name="taskstatus.recorder")
         self.artifact_storage = ArtifactStorage(self.settings.artifact_url())
 
@@ -93,6 +95,7 @@ class Tracker:
         return self
 
     def close(self) -> None:
+        self.heartbeat.stop()
         self.store.close()
 
     def register(self, plugin: object, name: str | None = None) -> None:
@@ -288,6 +291,14 @@ class Tracker:
         files = self.store.delete(key)
         self.artifact_storage.delete(a.file for a in files if a.file)
 
+    def reap_lost(self) -> int:
+        """End running tasks whose worker stopped sending heartbeats for ``lost_after``
+        seconds (Retrying if their queue redelivers them, else Failed); returns how many.
+
+        Every process running tasks does this on its own; call it from a scheduler too if
+        all workers of a queue may be gone for long."""
+        return reap_lost(self)
+
     def purge(self, older_than: timedelta | None = None) -> int:
         """Delete finished statuses created before now - (older_than or max_age), with their
         artifacts and files, in short batches; unfinished work is kept. Returns the count."""
@@ -368,6 +379,7 @@ class Tracker:
             raise NotFound(f"task {event.task_id!r} was not recorded at prerun")
         live = LiveStatus(self, key.uuid, event)
         live.token = activate(live)
+        self.heartbeat.add(key.uuid)
         return live
 
     def release(self, live: LiveStatus) -> None:
@@ -376,6 +388,7 @@ class Tracker:
         try:
             live.flush(final=True)
         finally:
+            self.heartbeat.discard(live.uuid)
             if live.token is not None:
                 deactivate(live.token)
                 live.token = None

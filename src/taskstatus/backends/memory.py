@@ -13,7 +13,16 @@ from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
-from ..models import TERMINAL_STATES, Artifact, State, TaskStatus, Transition, add_steps, apply
+from ..models import (
+    TERMINAL_STATES,
+    Artifact,
+    State,
+    TaskStatus,
+    Transition,
+    add_steps,
+    apply,
+    is_lost,
+)
 from ..store import ANY, StatusQuery
 
 __all__ = ["MemoryStore"]
@@ -81,6 +90,17 @@ class MemoryStore:
 
     def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
         return sum(self._update(u, lambda s: replace(s, name=name, modified=now)) for u in uuids)
+
+    def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
+        def change(s: TaskStatus) -> TaskStatus | None:
+            return replace(s, heartbeat_at=now) if s.state is State.IN_PROGRESS else None
+
+        return sum(self._update(u, change) for u in uuids)
+
+    def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
+        with self._lock:
+            found = [s for s in self._statuses.values() if is_lost(s, before)]
+        return sorted(found, key=lambda s: s.heartbeat_at or before)[:limit]
 
     def set_traceback(self, uuid: UUID, traceback: str) -> None:
         self._update(uuid, lambda s: replace(s, traceback=traceback))

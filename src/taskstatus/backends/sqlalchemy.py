@@ -270,6 +270,24 @@ class SQLAlchemyStore:
                 count += conn.execute(stmt).rowcount
         return count
 
+    def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
+        c = statuses.c
+        return self._update_many(uuids, {c.heartbeat_at: now}, c.state == State.IN_PROGRESS.value)
+
+    def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
+        c = statuses.c
+        stmt = (
+            select(statuses)
+            .where(
+                c.state == State.IN_PROGRESS.value,
+                c.is_container.is_(False),
+                c.heartbeat_at < before,
+            )
+            .order_by(c.heartbeat_at)
+            .limit(limit)
+        )
+        return self._run(stmt, None, lambda result: [_status(r._mapping) for r in result])
+
     def set_traceback(self, uuid: UUID, traceback: str) -> None:
         with self._begin() as conn:
             conn.execute(
@@ -594,6 +612,8 @@ def _transition_statement(transition: Transition) -> Update:
         values.append((_c.finished_at, _NOW))
     if transition.clear_stage:
         values.append((_c.stage, None))
+    if transition.set_heartbeat:
+        values.append((_c.heartbeat_at, _NOW))
     values += [(_c.modified, _NOW), (_c.state, transition.target.value)]
     return (
         update(statuses)

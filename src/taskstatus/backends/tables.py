@@ -91,6 +91,8 @@ statuses = Table(
     Column("modified", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
+    Column("heartbeat_at", UTCDateTime(), nullable=True),
+    Column("redeliver_on_loss", Boolean(), nullable=False, default=False),
     Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
     Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
     Index("ix_taskstatus_status_state_created", "state", "created"),

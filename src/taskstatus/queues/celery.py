@@ -151,6 +151,8 @@ def _task_event(task_id: str, task: Task, info: PublishInfo, parent: str | None)
         user_id=info.user_id,
         parent_task_id=parent,
         total_steps=info.total_steps,
+        # acks_late: a message whose worker died goes back to the queue.
+        redeliver_on_loss=bool(task.acks_late or task.app.conf.task_acks_late),
     )
 
 

@@ -1,0 +1,113 @@
+"""Worker heartbeats: how a task whose worker died is found and ended.
+
+A process running tracked tasks keeps one daemon thread per tracker. Every
+``heartbeat_interval`` it writes one statement stamping ``heartbeat_at`` on the tasks running in
+this process, then looks for running tasks whose stamp is older than ``lost_after`` — their
+worker was killed, lost its machine or hung — and ends them: Retrying when the queue will deliver
+them again, otherwise Failed with an ``Error`` artifact saying the worker was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from .events import TaskEvent
+from .recorder import utcnow
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+__all__ = ["LOST_MESSAGE", "Heartbeat"]
+
+log = logging.getLogger(__name__)
+
+LOST_MESSAGE = "The worker running this task was lost."
+
+
+class Heartbeat:
+    """The running tasks of this process, and the thread that vouches for them."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = weakref.ref(tracker)
+        self._running: set[UUID] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        ref = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            beat = ref()
+            if beat is not None:
+                beat._forget_parent()
+
+        # Threads do not survive fork; neither do the parent's running tasks.
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _forget_parent(self) -> None:
+        self._lock = threading.Lock()
+        self._running = set()
+        self._thread = None
+        self._wake = threading.Event()
+
+    def add(self, uuid: UUID) -> None:
+        with self._lock:
+            self._running.add(uuid)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="taskstatus-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, uuid: UUID) -> None:
+        with self._lock:
+            self._running.discard(uuid)
+
+    def stop(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            tracker = self._tracker()
+            if tracker is None:
+                return
+            interval = tracker.settings.heartbeat_interval
+            try:
+                self.beat(tracker)
+                reap_lost(tracker)
+            except Exception:
+                log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
+            del tracker
+            if self._wake.wait(interval):
+                return
+
+    def beat(self, tracker: Tracker) -> None:
+        with self._lock:
+            running = list(self._running)
+        if running:
+            tracker.store.beat(running, utcnow())
+
+
+def reap_lost(tracker: Tracker, limit: int = 500) -> int:
+    """End the running tasks whose worker has not been heard of for ``lost_after``."""
+    before = utcnow() - timedelta(seconds=tracker.settings.lost_after)
+    lost = tracker.store.lost(before, limit)
+    for status in lost:
+        event = TaskEvent(
+            task_id=status.task_id,
+            queue=status.queue,
+            task_class=status.task_class,
+            message=LOST_MESSAGE,
+        )
+        if status.redeliver_on_loss:
+            log.warning("task %s: worker lost; the queue will deliver it again", status.task_id)
+            tracker.hook.taskstatus_retry(event=event)
+        else:
+            log.warning("task %s: worker lost; marking it failed", status.task_id)
+            tracker.hook.taskstatus_fail(event=event)
+    return len(lost)
