@@ -78,6 +78,8 @@ def configure(
     artifact_storage: str | None = None,
     progress_interval: float | None = None,
     purge_batch_size: int | None = None,
+    heartbeat_interval: float | None = None,
+    lost_after: float | None = None,
     plugins: Iterable[object] = (),
 ) -> Tracker:
     """Set up the default tracker and connect to its store; returns the Tracker.
@@ -92,6 +94,8 @@ def configure(
         artifact_storage=artifact_storage,
         progress_interval=progress_interval,
         purge_batch_size=purge_batch_size,
+        heartbeat_interval=heartbeat_interval,
+        lost_after=lost_after,
     )
     tracker = Tracker(settings, plugins=plugins)
     tracker.open()
