@@ -32,7 +32,9 @@ def test_demo_runs_every_kind_of_outcome(tmp_path):
         assert chain.task_class == "celery.chain"
         assert (chain.completed_steps, chain.total_steps) == (35, 35)
         assert [c.name for c in chain.children()] == [
-            "Extract catalog", "Transform catalog", "Load catalog"
+            "Extract catalog",
+            "Transform catalog",
+            "Load catalog",
         ]
         [output] = top["Export course math-101"].artifacts
         with output.open() as f:
