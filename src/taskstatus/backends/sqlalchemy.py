@@ -27,6 +27,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Row,
+    Select,
     Update,
     and_,
     bindparam,
@@ -108,6 +109,7 @@ class SQLAlchemyStore:
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
+        self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
         ref = weakref.ref(self)
@@ -393,42 +395,79 @@ class SQLAlchemyStore:
         row = self._run(_BY_TASK_ID, {"p_task_id": task_id}, _first)
         return _status(row._mapping) if row else None
 
-    def _filtered(self, query: StatusQuery) -> list[ColumnElement[bool]]:
+    def _filtered(
+        self, query: StatusQuery
+    ) -> tuple[tuple[object, ...], list[ColumnElement[bool]], dict[str, Any]]:
+        """The query's shape (cache key), its conditions and their parameters.
+
+        Conditions take bound parameters, so one statement per shape is built and compiled
+        once; a single owner (the common case) is an equality, not an IN list.
+        """
         c = statuses.c
         where: list[ColumnElement[bool]] = []
-        if query.user_ids is not None:
-            where.append(c.user_id.in_(list(query.user_ids)))
+        params: dict[str, Any] = {}
+        owners = None if query.user_ids is None else list(query.user_ids)
+        if owners is not None and len(owners) == 1:
+            where.append(c.user_id == bindparam("p_owner"))
+            params["p_owner"] = owners[0]
+        elif owners is not None:
+            where.append(c.user_id.in_(bindparam("p_owners", expanding=True)))
+            params["p_owners"] = owners
         if query.state is not None:
-            where.append(c.state == query.state.value)
+            where.append(c.state == bindparam("p_state"))
+            params["p_state"] = query.state.value
         if query.search:
-            where.append(c.name.icontains(query.search, autoescape=True))
+            # Searched literally: the LIKE wildcards in the text are escaped.
+            where.append(c.name.icontains(bindparam("p_search"), escape="/"))
+            params["p_search"] = (
+                query.search.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            )
         if query.parent is None:
             where.append(c.parent_uuid.is_(None))
         elif query.parent is not ANY:
-            where.append(c.parent_uuid == query.parent)
+            where.append(c.parent_uuid == bindparam("p_parent"))
+            params["p_parent"] = query.parent
         if query.created_after is not None:
-            where.append(c.created >= query.created_after)
+            where.append(c.created >= bindparam("p_after", type_=UTCDateTime()))
+            params["p_after"] = query.created_after
         if query.created_before is not None:
-            where.append(c.created < query.created_before)
-        return where
+            where.append(c.created < bindparam("p_before", type_=UTCDateTime()))
+            params["p_before"] = query.created_before
+        shape = (
+            None if owners is None else len(owners) == 1,
+            *(name in params for name in ("p_state", "p_search", "p_parent", "p_after")),
+            "p_before" in params,
+            query.parent is None,
+        )
+        return shape, where, params
 
     def query(self, query: StatusQuery) -> list[TaskStatus]:
-        c = statuses.c
-        stmt = (
-            select(statuses)
-            .where(and_(True, *self._filtered(query)))
-            .order_by(c.created.desc(), c.id.desc())
-            .offset(query.offset)
-        )
-        if query.limit is not None:
-            stmt = stmt.limit(query.limit)
-        with self._begin() as conn:
-            return [_status(row._mapping) for row in conn.execute(stmt)]
+        shape, where, params = self._filtered(query)
+        key = ("query", query.limit is not None, *shape)
+        stmt = self._queries.get(key)
+        if stmt is None:
+            c = statuses.c
+            stmt = (
+                select(statuses)
+                .where(and_(True, *where))
+                .order_by(c.created.desc(), c.id.desc())
+                .offset(bindparam("p_offset"))
+            )
+            if query.limit is not None:
+                stmt = stmt.limit(bindparam("p_limit"))
+            self._queries[key] = stmt
+        params.update(p_offset=query.offset, p_limit=query.limit)
+        return self._run(stmt, params, lambda rows: [_status(row._mapping) for row in rows])
 
     def count(self, query: StatusQuery) -> int:
-        stmt = select(func.count()).select_from(statuses).where(and_(True, *self._filtered(query)))
-        with self._begin() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        shape, where, params = self._filtered(query)
+        key = ("count", *shape)
+        stmt = self._queries.get(key)
+        if stmt is None:
+            stmt = self._queries[key] = (
+                select(func.count()).select_from(statuses).where(and_(True, *where))
+            )
+        return int(self._run(stmt, params, lambda result: result.scalar_one()))
 
     def children(self, uuid: UUID) -> list[TaskStatus]:
         c = statuses.c
