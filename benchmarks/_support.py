@@ -1,0 +1,232 @@
+"""Shared pieces of the benchmark scripts: private databases, statement counting, tables.
+
+Every benchmark run gets its own empty database: a temporary file for SQLite, a dedicated
+schema for PostgreSQL and a dedicated database for MariaDB/MySQL, dropped at the end (also on
+Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from taskstatus import Settings, Tracker
+
+PG_URL = os.environ.get("TASKSTATUS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("TASKSTATUS_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/test")
+BACKENDS = ("sqlite", "postgresql", "mysql")
+DEFAULT_BACKENDS = "sqlite,postgresql"
+
+
+def backends_arg(text: str) -> list[str]:
+    """``--backends sqlite,postgresql`` -> ["sqlite", "postgresql"]."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    names = ["postgresql" if name in ("pg", "postgres") else name for name in names]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {BACKENDS}"
+        )
+    return names
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backends",
+        type=backends_arg,
+        default=backends_arg(DEFAULT_BACKENDS),
+        help=f"comma-separated, from {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small smoke run (well under a minute)"
+    )
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so that private databases are still dropped."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    exit_on_sigterm()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: private databases were dropped", file=sys.stderr)
+        sys.exit(130)
+
+
+# -- private databases ---------------------------------------------------------------------------
+def _admin_engine(url: str, driver: str) -> sa.Engine:
+    return sa.create_engine(sa.engine.make_url(url).set(drivername=driver))
+
+
+@contextmanager
+def private_database(backend: str, folder: Path) -> Iterator[str]:
+    """URL of a new, empty database of ``backend``; dropped when the block exits."""
+    name = f"ts_bench_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / f'{name}.db'}"
+        return
+    if backend == "postgresql":
+        admin = _admin_engine(PG_URL, "postgresql+psycopg")
+        create, drop = f'CREATE SCHEMA "{name}"', f'DROP SCHEMA IF EXISTS "{name}" CASCADE'
+        url = f"{PG_URL}?options=-csearch_path%3D{name}"
+    else:
+        admin = _admin_engine(MYSQL_URL, "mysql+pymysql")
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        drop = f"DROP DATABASE IF EXISTS `{name}`"
+        url = str(sa.engine.make_url(MYSQL_URL).set(database=name))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(create)
+    try:
+        yield url
+    finally:
+        try:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(drop)
+        except BaseException as exc:
+            print(f"could not drop {backend} {name}: {exc!r}; drop it by hand", file=sys.stderr)
+            raise
+        finally:
+            admin.dispose()
+
+
+@contextmanager
+def bench_tracker(backend: str, **settings: Any) -> Iterator[Tracker]:
+    """An opened Tracker on a private database, artifacts in a temporary folder."""
+    with (
+        tempfile.TemporaryDirectory(prefix="taskstatus-bench-") as tmp,
+        private_database(backend, Path(tmp)) as url,
+    ):
+        tracker = Tracker(
+            Settings(url=url, artifact_storage=str(Path(tmp) / "artifacts"), **settings)
+        )
+        try:
+            tracker.open()
+            yield tracker
+        finally:
+            tracker.close()
+
+
+# -- what reaches the database -------------------------------------------------------------------
+@dataclass
+class Counts:
+    statements: int = 0
+    commits: int = 0
+    rollbacks: int = 0
+    pings: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def round_trips(self) -> int:
+        """What a client/server database receives: statements, BEGIN + COMMIT/ROLLBACK of
+        each transaction (none on autocommit connections), and the pool's pre-ping if on
+        (checked against a libpq trace with psycopg)."""
+        return self.statements + 2 * (self.commits + self.rollbacks) + self.pings
+
+
+class StatementCounter:
+    """Counts SQL statements (``before_cursor_execute``), transactions and pool pre-pings.
+
+    The pre-ping (on every pool checkout when ``pool_pre_ping`` is on) runs on a raw DBAPI
+    cursor, so SQLAlchemy's statement events do not see it; it is counted from the pool's
+    checkout event instead.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.counts = Counts()
+        self._pre_ping = bool(getattr(engine.pool, "_pre_ping", False))
+        self._listeners: list[tuple[str, Callable[..., None]]] = [
+            ("before_cursor_execute", self._statement),
+            ("commit", self._commit),
+            ("rollback", self._rollback),
+            ("checkout", self._checkout),
+        ]
+
+    def _statement(self, *_args: Any) -> None:
+        self.counts.statements += 1
+
+    def _commit(self, conn: sa.Connection) -> None:
+        if not _autocommit(conn):
+            self.counts.commits += 1
+
+    def _rollback(self, conn: sa.Connection) -> None:
+        if not _autocommit(conn):
+            self.counts.rollbacks += 1
+
+    def _checkout(self, *_args: Any) -> None:
+        if self._pre_ping:
+            self.counts.pings += 1
+
+    def snapshot(self) -> Counts:
+        return Counts(*astuple(self.counts))
+
+    def __enter__(self) -> StatementCounter:
+        for name, listener in self._listeners:
+            sa.event.listen(self.engine, name, listener)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for name, listener in self._listeners:
+            sa.event.remove(self.engine, name, listener)
+
+
+def _autocommit(conn: sa.Connection) -> bool:
+    """An autocommit connection sends no BEGIN/COMMIT/ROLLBACK."""
+    return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+
+def machine() -> str:
+    """CPU count and load average: the numbers are only as steady as the machine."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) / {five:.2f} (5 min)"
+
+
+# -- output --------------------------------------------------------------------------------------
+def verdict(met: bool) -> str:
+    return "meets target" if met else "MISSES target"
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of unsorted ``values``."""
+    ordered = sorted(values)
+    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]

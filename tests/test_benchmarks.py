@@ -1,0 +1,26 @@
+"""The benchmark scripts keep running (their numbers are read by people, not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.mark.parametrize("script", ["progress.py", "query.py"])
+def test_benchmark_quick_run(script):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--backends", "sqlite"],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Overall:" in result.stdout
