@@ -1,6 +1,8 @@
 """The Celery app the integration tests run in a real ``celery worker`` process.
 
-Configured from the environment so that each test module gets its own broker, queue and store.
+Configured from the environment (TS_TEST_BROKER, TS_TEST_BACKEND, TS_TEST_QUEUE, TS_TEST_STORE,
+TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER) so that each worker the
+tests start gets its own broker, queue and store.
 """
 
 from __future__ import annotations
@@ -29,11 +31,24 @@ app.conf.update(
     },
     result_expires=600,
 )
+
+
+class SlowFailureNotifier:
+    """A ``taskstatus_stopped`` plugin that takes a second over each failed task (as one
+    sending an e-mail would); enabled in workers started with TS_TEST_SLOW_NOTIFIER=1."""
+
+    @taskstatus.hookimpl
+    def taskstatus_stopped(self, status):
+        if status.state is taskstatus.State.FAILED and not status.is_container:
+            time.sleep(1.0)
+
+
 if os.environ.get("TS_TEST_STORE"):
     taskstatus.configure(
         url=os.environ["TS_TEST_STORE"],
         artifact_storage=os.environ.get("TS_TEST_ARTIFACTS"),
         progress_interval=float(os.environ.get("TS_TEST_PROGRESS_INTERVAL", "0.1")),
+        plugins=[SlowFailureNotifier()] if os.environ.get("TS_TEST_SLOW_NOTIFIER") else [],
     )
 ts_celery.install(app)
 
@@ -68,9 +83,9 @@ def explode(user_id, message="the file has no header"):
 
 @taskstatus.track()
 @app.task(bind=True, max_retries=3, default_retry_delay=0)
-def flaky(self, user_id, fail_times=1):
+def flaky(self, user_id, fail_times=1, countdown=0):
     if self.request.retries < fail_times:
-        raise self.retry(exc=OSError("temporary failure"), countdown=0)
+        raise self.retry(exc=OSError("temporary failure"), countdown=countdown)
     return self.request.retries
 
 
@@ -145,3 +160,66 @@ class Export(ts_celery.UserTask):
 
 
 export = app.register_task(Export())
+
+
+@taskstatus.track()
+@app.task
+def gated(user_id, gate, stage=None, timeout=30.0):
+    """Runs until the file ``gate`` exists (or it is canceled), showing ``stage`` meanwhile."""
+    status = taskstatus.current()
+    if stage:
+        status.set_state(stage)
+    status.check_canceled()
+    end = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{gate} was not created within {timeout}s")
+        time.sleep(0.05)
+        status.check_canceled()
+    return "opened"
+
+
+@taskstatus.track()
+@app.task
+def stubborn(user_id, seconds=30.0):
+    """Sleeps without ever looking at its status: only a hard stop ends it early."""
+    time.sleep(seconds)
+    return "woke up"
+
+
+def _slow_name(arguments):
+    time.sleep(arguments["pause"])
+    return f"Slow {arguments['pause']}"
+
+
+@taskstatus.track(name=_slow_name)
+@app.task
+def slow_named(user_id, pause=2.0):
+    """A task whose name takes ``pause`` seconds to compute (in the producer too)."""
+    return pause
+
+
+class HeldError(OSError):
+    """An error whose message can only be built once the file ``path`` exists (at most 10 s)."""
+
+    def __init__(self, path=None):
+        super().__init__("temporary failure")
+        self.path = path
+
+    def __str__(self):
+        end = time.monotonic() + 10
+        while self.path and not os.path.exists(self.path) and time.monotonic() < end:
+            time.sleep(0.05)
+        return "temporary failure"
+
+
+@taskstatus.track()
+@app.task(bind=True, max_retries=3)
+def retry_at_once(self, user_id, marker, run_for=2.0):
+    """Retries once without delay. Describing the first run's error waits for the second run,
+    which creates ``marker`` when it starts and then takes ``run_for`` seconds."""
+    if not self.request.retries:
+        raise self.retry(exc=HeldError(marker), countdown=0)
+    open(marker, "w").close()
+    time.sleep(run_for)
+    return self.request.retries
