@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Name of the artifact that carries a failure's message.
 ERROR_ARTIFACT = "Error"
+GROUP_FAILED = "A task in this group failed."
 
 
 def utcnow() -> datetime:
@@ -261,12 +262,7 @@ class Recorder:
             return
         if outcome is State.FAILED:
             # The seed's rule: a failure fails the container at once, with the same message.
-            self._fail(
-                parent_uuid,
-                parent.parent_uuid,
-                failed_message or "A task in this group failed.",
-                None,
-            )
+            self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None)
         if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
             for sibling in self.store.children(parent_uuid):
                 if sibling.state is State.PENDING:
@@ -282,12 +278,20 @@ class Recorder:
         if outcome is None:
             return
         if outcome is State.FAILED:
-            self._fail(uuid, container.parent_uuid, "A task in this group failed.", None)
+            self._fail(uuid, container.parent_uuid, self._child_error(uuid), None)
             return
         if self.store.transition(uuid, models.transition_to(outcome), self.clock()):
             self._stopped(uuid)
             if container.parent_uuid is not None:
                 self._after_child_ended(container.parent_uuid, outcome)
+
+    def _child_error(self, uuid: UUID) -> str:
+        """The Error text of a failed child, for its container."""
+        failed = [c.uuid for c in self.store.children(uuid) if c.state is State.FAILED]
+        for artifact in self.store.artifacts(failed):
+            if artifact.name == ERROR_ARTIFACT and artifact.text:
+                return artifact.text
+        return GROUP_FAILED
 
     def seal(self, task_id: str) -> None:
         """No more children will join this container: it may end once they have."""

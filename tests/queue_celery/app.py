@@ -85,7 +85,10 @@ def explode(user_id, message="the file has no header"):
 @app.task(bind=True, max_retries=3, default_retry_delay=0)
 def flaky(self, user_id, fail_times=1, countdown=0):
     if self.request.retries < fail_times:
-        raise self.retry(exc=OSError("temporary failure"), countdown=countdown)
+        try:
+            raise OSError("temporary failure")
+        except OSError as exc:
+            raise self.retry(exc=exc, countdown=countdown) from exc
     return self.request.retries
 
 

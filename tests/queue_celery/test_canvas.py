@@ -196,11 +196,6 @@ def test_taskstatus_group_ends_with_its_last_child(cell: Cell, uid: int, tmp_pat
 
 
 # -- known adapter bugs (one cell: they do not depend on the broker or the store) --------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="the group.apply_async wrapper (queues/celery.py _patch_celery) looks the adapter up "
-    "by id(celery.current_app), a Proxy: no group scope, so a chain member is not joined to it",
-)
 def test_chain_inside_a_group_is_a_child_of_the_group(one_cell: Cell, uid: int) -> None:
     result = group(
         chain(tasks.add.s(1, 2, user_id=uid), tasks.add.s(3)), tasks.add.s(5, 5, user_id=uid)
@@ -216,11 +211,6 @@ def test_chain_inside_a_group_is_a_child_of_the_group(one_cell: Cell, uid: int) 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="without a group scope (queues/celery.py _patch_celery) the group container is "
-    "created sealed by its first member's message and ends before later members are published",
-)
 def test_group_ends_after_its_last_member(one_cell: Cell, uid: int) -> None:
     result = group(tasks.add.s(1, 2, user_id=uid), tasks.slow_named.s(uid, pause=2.0)).apply_async()
     assert result.get(timeout=TIMEOUT) == [3, 2.0]
@@ -267,12 +257,6 @@ def test_group_step_of_a_chain_takes_its_owner_from_the_chain(one_cell: Cell, ui
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Recorder.settle fails a container whose children have all ended with the generic "
-    "'A task in this group failed.' (recorder.py settle): when a sibling ends while the failed "
-    "child is between its own transition and failing its parent, the child's message is lost",
-)
 def test_group_failure_message_does_not_depend_on_timing(make_cell, uid: int) -> None:  # type: ignore[no-untyped-def]
     cell: Cell = make_cell("redis", "sqlite")
     # Its taskstatus_stopped plugin takes a second over the failed member before the group

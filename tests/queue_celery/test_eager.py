@@ -85,11 +85,6 @@ def test_missing_owner_raises_at_the_call(eager: None) -> None:
         tasks.add.delay(1, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an eager task is first recorded at prerun (Recorder.taskstatus_prerun -> _create) "
-    "without the open taskstatus.group: it becomes a top-level status",
-)
 def test_task_inside_taskstatus_group_is_its_child(eager: None, uid: int) -> None:
     with taskstatus.group("Nightly", user_id=uid) as container:
         assert tasks.add.delay(1, 2, user_id=uid).get() == 3

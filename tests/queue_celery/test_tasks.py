@@ -220,12 +220,6 @@ def test_user_task_base_class(cell: Cell, uid: int) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Task.retry() sends the retry message before the adapter records the retry "
-    "(queues/celery.py run(): except Retry -> tracker.end(retrying=True)); the second run "
-    "starts first, counts as a redelivery, then the late retry event counts again",
-)
 def test_immediate_retry_is_counted_once(one_cell: Cell, uid: int, tmp_path: Path) -> None:
     # The first run's retry is recorded only after the second run has started.
     marker = tmp_path / "second-run"

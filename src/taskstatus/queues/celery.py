@@ -23,14 +23,15 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import celery
 import celery.app.trace as celery_trace
 import celery.worker.consumer.consumer as celery_consumer
 from celery import Celery, Task, signals
@@ -92,7 +93,10 @@ def install(app: Celery, tracker: Tracker | None = None) -> CeleryAdapter:
 
 
 def _adapter_for(app: Any) -> CeleryAdapter | None:
-    return _adapters.get(id(app)) if app is not None else None
+    if app is None:
+        return None
+    unwrap = getattr(app, "_get_current_object", None)  # celery.current_app is a proxy
+    return _adapters.get(id(unwrap() if unwrap is not None else app))
 
 
 # -- the seed-compatible task API ----------------------------------------------------------------
@@ -202,7 +206,7 @@ def _patch_celery() -> None:
 
         @functools.wraps(original_apply)
         def apply_async(self: celery_group, *args: Any, **kwargs: Any) -> Any:
-            adapter = _adapter_for(self._app or celery.current_app)
+            adapter = _adapter_for(self.app)
             if adapter is None:
                 return original_apply(self, *args, **kwargs)
             with adapter.group_scope(kwargs.get("headers")):
@@ -267,7 +271,19 @@ class CeleryAdapter:
             self.instrument(task)
         tracker = self.tracker
         if headers.get("retries"):
-            return  # a retry re-sends a recorded task
+            # Task.retry() sends this before its run ends: record the retry now, before a
+            # worker can start the next attempt.
+            failure = sys.exc_info()[1]  # retry(exc=...) is called while handling it
+            tracker.hook.taskstatus_retry(
+                event=TaskEvent(
+                    task_id=task_id,
+                    queue=QUEUE,
+                    task_class=name,
+                    exception=failure,
+                    traceback="".join(traceback.format_exception(failure)) if failure else None,
+                )
+            )
+            return
         known = bool(steps or chord_body or scope) and (
             tracker.store.get_by_task_id(task_id) is not None
         )
@@ -520,6 +536,8 @@ class CeleryAdapter:
             user_id=info.user_id,
             total_steps=info.total_steps,
             attempt=(request.retries or 0) + 1,
+            # Eager tasks were never published: they join an open taskstatus.group here.
+            parent_task_id=tracker.current_group() if request.is_eager else None,
         )
         try:
             live = tracker.begin(event)
@@ -529,8 +547,11 @@ class CeleryAdapter:
         try:
             result = original(*args, **kwargs)
         except Retry as exc:
-            cause = exc.exc if isinstance(exc.exc, BaseException) else exc
-            tracker.end(live, exception=cause, retrying=True)
+            if request.is_eager:  # no message was sent, so the retry is not recorded yet
+                cause = exc.exc if isinstance(exc.exc, BaseException) else exc
+                tracker.end(live, exception=cause, retrying=True)
+            else:
+                tracker.release(live)  # recorded when the retry message was sent
             raise
         except TaskCanceledException as exc:
             tracker.end(live, exception=exc)
@@ -572,21 +593,14 @@ class CeleryAdapter:
         if not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
             return
         event = TaskEvent(task_id=task_id, queue=QUEUE, task_class=sender.name)
-        redelivered = (
-            isinstance(exception, WorkerLostError)
-            and (sender.acks_late or self.app.conf.task_acks_late)
-            and (sender.reject_on_worker_lost or self.app.conf.task_reject_on_worker_lost)
+        # (With acks_late + reject_on_worker_lost Celery requeues without this signal; the
+        # redelivery's start counts the new attempt.)
+        message = (
+            "The task took too long and was stopped."
+            if isinstance(exception, TimeLimitExceeded)
+            else "The worker running this task was lost."
         )
-        if redelivered:
-            self.tracker.hook.taskstatus_retry(event=event)
-        elif isinstance(exception, TimeLimitExceeded):
-            self.tracker.end(
-                event, exception=exception, message="The task took too long and was stopped."
-            )
-        else:
-            self.tracker.end(
-                event, exception=exception, message="The worker running this task was lost."
-            )
+        self.tracker.end(event, exception=exception, message=message)
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         task_id = getattr(request, "id", None)
