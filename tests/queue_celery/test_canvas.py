@@ -219,11 +219,6 @@ def test_group_ends_after_its_last_member(one_cell: Cell, uid: int) -> None:
     assert root.finished_at >= last  # type: ignore[operator]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="group members are checked one by one as they are sent: members before the one "
-    "without an owner are already in the queue when TypeError is raised",
-)
 @pytest.mark.parametrize("canvas", ["group", "chord"])
 def test_group_with_a_member_missing_its_owner_sends_nothing(
     one_cell: Cell, uid: int, canvas: str

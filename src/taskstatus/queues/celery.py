@@ -35,6 +35,7 @@ from typing import Any
 import celery.app.trace as celery_trace
 import celery.worker.consumer.consumer as celery_consumer
 from celery import Celery, Task, signals
+from celery.canvas import _chord as celery_chord
 from celery.canvas import group as celery_group
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
 
@@ -209,6 +210,8 @@ def _patch_celery() -> None:
             adapter = _adapter_for(self.app)
             if adapter is None:
                 return original_apply(self, *args, **kwargs)
+            # Every member's owner before the first member is sent: all or nothing.
+            adapter.check_owners(self, tuple(args[0]) if args and args[0] else ())
             with adapter.group_scope(kwargs.get("headers")):
                 return original_apply(self, *args, **kwargs)
 
@@ -480,6 +483,21 @@ class CeleryAdapter:
         if described is not None and options.get("task_id"):
             task, info = described
             tracker.publish(_task_event(options["task_id"], task, info, parent))
+
+    def check_owners(self, sig: Any, partial_args: tuple[Any, ...]) -> None:
+        """Raise TypeError if a tracked task that ``sig`` sends first lacks its owner."""
+        tasks = getattr(sig, "tasks", None)
+        if isinstance(sig, celery_group):
+            for member in tasks or ():
+                self.check_owners(member, partial_args)
+        elif tasks:  # a chain: its first task; the later steps may take the chain's owner
+            self.check_owners(tasks[0], partial_args)
+        elif getattr(sig, "task", None) in self.app.tasks and not isinstance(sig, celery_chord):
+            task = self.app.tasks[sig.task]
+            spec = _spec_of(task)
+            if spec is not None:
+                args = tuple(sig.args) if sig.immutable else (*partial_args, *sig.args)
+                spec.describe(_signature_target(task), args, sig.kwargs, task_name=task.name)
 
     @contextmanager
     def group_scope(self, headers: Mapping[str, Any] | None) -> Iterator[None]:
