@@ -232,11 +232,6 @@ def test_group_with_a_member_missing_its_owner_sends_nothing(
     assert taskstatus.statuses(user_id=uid) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a later chain step takes its owner from the chain, but members of a group step "
-    "do not: the worker's publish raises TypeError and the chain never ends",
-)
 def test_group_step_of_a_chain_takes_its_owner_from_the_chain(one_cell: Cell, uid: int) -> None:
     result = chain(
         tasks.add.s(1, 2, user_id=uid), group(tasks.add.s(1), tasks.add.s(2))

@@ -29,7 +29,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import celery.app.trace as celery_trace
@@ -176,8 +176,8 @@ class _GroupScope:
     name: str | None = None
     container: str | None = None
     headers_group: str | None = None
-    chord_body: str | None = None
-    members: list[str] = field(default_factory=list)
+    #: Owner of the group's recorded container (a group step of a chain), for its members.
+    owner: str | None = None
 
 
 _scope: contextvars.ContextVar[_GroupScope | None] = contextvars.ContextVar(
@@ -210,9 +210,11 @@ def _patch_celery() -> None:
             adapter = _adapter_for(self.app)
             if adapter is None:
                 return original_apply(self, *args, **kwargs)
-            # Every member's owner before the first member is sent: all or nothing.
-            adapter.check_owners(self, tuple(args[0]) if args and args[0] else ())
-            with adapter.group_scope(kwargs.get("headers")):
+            recorded = adapter.recorded_owner(self)
+            if recorded is None:
+                # Every member's owner before the first member is sent: all or nothing.
+                adapter.check_owners(self, tuple(args[0]) if args and args[0] else ())
+            with adapter.group_scope(kwargs.get("headers"), recorded):
                 return original_apply(self, *args, **kwargs)
 
         celery_group.apply_async = apply_async
@@ -296,7 +298,11 @@ class CeleryAdapter:
         if spec is not None and task is not None:
             try:
                 info = spec.describe(
-                    _signature_target(task), tuple(args), kwargs, task_name=task.name
+                    _signature_target(task),
+                    tuple(args),
+                    kwargs,
+                    task_name=task.name,
+                    default_owner=scope.owner if scope is not None else None,
                 )
             except TypeError:
                 # A later chain step or chord body may get its owner from the canvas: it was
@@ -499,9 +505,19 @@ class CeleryAdapter:
                 args = tuple(sig.args) if sig.immutable else (*partial_args, *sig.args)
                 spec.describe(_signature_target(task), args, sig.kwargs, task_name=task.name)
 
+    def recorded_owner(self, sig: Any) -> str | None:
+        """The owner of a group recorded as a step of its chain (its members may take it)."""
+        group_id = sig.id or (sig.options or {}).get("task_id")
+        if not group_id:
+            return None
+        status = self.tracker.store.get_by_task_id(f"celery.group:{group_id}")
+        return status.user_id if status is not None else None
+
     @contextmanager
-    def group_scope(self, headers: Mapping[str, Any] | None) -> Iterator[None]:
-        scope = _GroupScope(outer=_scope.get(), name=(headers or {}).get(NAME_HEADER))
+    def group_scope(
+        self, headers: Mapping[str, Any] | None, owner: str | None = None
+    ) -> Iterator[None]:
+        scope = _GroupScope(outer=_scope.get(), name=(headers or {}).get(NAME_HEADER), owner=owner)
         token = _scope.set(scope)
         try:
             yield
