@@ -230,3 +230,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def server_version(engine: sa.Engine) -> str:
+    """The database server's name and version, for the report header."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return "SQLite " + str(conn.exec_driver_sql("select sqlite_version()").scalar())
+        return str(conn.exec_driver_sql("select version()").scalar()).split(" on ")[0][:60]

@@ -76,6 +76,7 @@ from _support import (
     machine,
     print_table,
     run_main,
+    server_version,
     verdict,
 )
 
@@ -361,7 +362,7 @@ def measure(
     ):
         folder = Path(tmp)
         store_url = tracker.settings.url
-        result = StoreResult(backend, _server_version(bench), tasks)
+        result = StoreResult(backend, server_version(bench.store.engine), tasks)  # type: ignore[attr-defined]
         queues: list[str] = []
         try:
             for n in range(rounds):
@@ -445,14 +446,6 @@ def _check_statuses(tracker: Tracker, user_id: int, expected: int) -> None:
             f"expected {expected} Succeeded statuses of owner {user_id}, "
             f"found {done} Succeeded of {total}"
         )
-
-
-def _server_version(tracker: Tracker) -> str:
-    engine: sa.Engine = tracker.store.engine  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return "SQLite " + str(conn.exec_driver_sql("select sqlite_version()").scalar())
-        return str(conn.exec_driver_sql("select version()").scalar()).split(" on ")[0][:60]
 
 
 # -- report --------------------------------------------------------------------------------------

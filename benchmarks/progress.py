@@ -44,6 +44,7 @@ from _support import (
     machine,
     print_table,
     run_main,
+    server_version,
     verdict,
 )
 
@@ -202,7 +203,7 @@ class BackendResult:
 def measure(backend: str, tight_repeats: int, work_repeats: int) -> BackendResult:
     with bench_tracker(backend) as tracker:
         engine = tracker.store.engine  # type: ignore[attr-defined]
-        server = _server_version(engine)
+        server = server_version(engine)
         bare_t: list[float] = []
         handle_t: list[TaskRun] = []
         current_t: list[TaskRun] = []
@@ -226,13 +227,6 @@ def measure(backend: str, tight_repeats: int, work_repeats: int) -> BackendResul
             min(bare_w),
             best(handle_w),
         )
-
-
-def _server_version(engine: sa.Engine) -> str:
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return "SQLite " + str(conn.exec_driver_sql("select sqlite_version()").scalar())
-        return str(conn.exec_driver_sql("select version()").scalar()).split(" on ")[0][:60]
 
 
 # -- report --------------------------------------------------------------------------------------
