@@ -10,7 +10,6 @@ them again, otherwise Failed with an ``Error`` artifact saying the worker was lo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from datetime import timedelta
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from .events import TaskEvent
+from .forking import reset_after_fork
 from .recorder import utcnow
 
 if TYPE_CHECKING:
@@ -39,15 +39,8 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        ref = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            beat = ref()
-            if beat is not None:
-                beat._forget_parent()
-
         # Threads do not survive fork; neither do the parent's running tasks.
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        reset_after_fork(self, Heartbeat._forget_parent)
 
     def _forget_parent(self) -> None:
         self._lock = threading.Lock()

@@ -251,7 +251,7 @@ class Tracker:
 
     def add_artifact(
         self,
-        status: TaskStatus,
+        status: TaskStatus | UUID,
         *,
         name: str = "Output",
         file: bytes | BinaryIO | str | None = None,
@@ -263,10 +263,11 @@ class Tracker:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise ValueError(f"artifact name must be a non-empty str of at most 255, got {name!r}")
         check_artifact_payload(file=file, url=url, text=text, filename=filename)
+        status_uuid = status.uuid if isinstance(status, TaskStatus) else status
         now = utcnow()
         artifact = Artifact(
             uuid=uuid_module.uuid4(),
-            status_uuid=status.uuid,
+            status_uuid=status_uuid,
             name=name,
             url=url.strip() if url else None,
             text=text,
@@ -274,7 +275,7 @@ class Tracker:
             modified=now,
         )
         if file is not None:
-            artifact.file = self.artifact_storage.save(status.uuid, artifact.uuid, file, filename)
+            artifact.file = self.artifact_storage.save(status_uuid, artifact.uuid, file, filename)
         try:
             self.store.add_artifact(artifact)
         except BaseException:

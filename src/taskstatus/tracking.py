@@ -270,7 +270,7 @@ class LiveStatus:
         text: str | None = None,
     ) -> Artifact:
         return self.tracker.add_artifact(
-            self.status, name=name, file=file, filename=filename, url=url, text=text
+            self.uuid, name=name, file=file, filename=filename, url=url, text=text
         )
 
     def flush(self, *, final: bool = True, force: bool = False) -> None:

@@ -10,9 +10,7 @@ until ``taskstatus db upgrade``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..forking import reset_after_fork
 from ..models import (
     MAX_STEPS,
     TERMINAL_STATES,
@@ -112,15 +111,8 @@ class SQLAlchemyStore:
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
-        ref = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            store = ref()
-            if store is not None:
-                store._after_fork()
-
         # A pooled connection must never be used by two processes: drop the pool in a child.
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        reset_after_fork(self, SQLAlchemyStore._after_fork)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _make_engine(self) -> Engine:

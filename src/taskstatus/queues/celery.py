@@ -175,7 +175,6 @@ class _GroupScope:
     outer: _GroupScope | None
     name: str | None = None
     container: str | None = None
-    headers_group: str | None = None
     #: Owner of the group's recorded container (a group step of a chain), for its members.
     owner: str | None = None
 
@@ -405,9 +404,7 @@ class CeleryAdapter:
         """The container of a message's top node: its group (inside a chord), or none."""
         if scope is None and headers.get("group") is None:
             return None
-        if scope is None:
-            scope = _GroupScope(outer=None)
-            scope.headers_group = headers.get("group")
+        if scope is None:  # a group sent without group.apply_async: no end of sending known
             gid = f"celery.group:{headers['group']}"
             self._container(tracker, gid, "celery.group", name_hint, owner, None)
             return gid
@@ -427,7 +424,7 @@ class CeleryAdapter:
         outer = (
             self._open_scope(tracker, scope.outer, {}, None, owner, None) if scope.outer else None
         )
-        gid = headers.get("group") or scope.headers_group or uuid.uuid4().hex
+        gid = headers.get("group") or uuid.uuid4().hex
         scope.container = f"celery.group:{gid}"
         parent = outer
         if chord_body is not None:
