@@ -121,3 +121,30 @@ def test_threads_sharing_one_tracker(backend, make_url, make_tracker):
     assert errors == []
     assert tracker.count(state=State.FAILED) == 6 * 14
     assert tracker.count(state=State.SUCCEEDED) == 6 * 26
+
+
+def _write_a_little(tracker, task_id: str) -> None:
+    live = tracker.begin(event(task_id))
+    live.increment_completed_steps()
+    live.flush(final=False, force=True)
+    tracker.end(live)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_fork_while_the_heartbeat_writes(backend, make_url, make_tracker):
+    """A fork never catches the heartbeat thread mid-statement: children start on a clean store."""
+    tracker = make_tracker(make_url(backend), heartbeat_interval=0.002, lost_after=60)
+    publish(tracker, "parent-task")
+    tracker.begin(event("parent-task"))  # the parent now runs a heartbeat thread, beating often
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        ids = [f"c{round_}-{i}" for i in range(3)]
+        for task_id in ids:
+            publish(tracker, task_id)
+        procs = [ctx.Process(target=_write_a_little, args=(tracker, task_id)) for task_id in ids]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        assert [p.exitcode for p in procs] == [0] * len(ids)
+        assert {tracker.get_by_task_id(t).state for t in ids} == {State.SUCCEEDED}

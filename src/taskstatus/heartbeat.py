@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from .events import TaskEvent
-from .forking import reset_after_fork
+from .forking import quiesce_across_fork, reset_after_fork
 from .recorder import utcnow
 
 if TYPE_CHECKING:
@@ -38,12 +38,16 @@ class Heartbeat:
         self._running: set[UUID] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        #: Held while the thread uses the store; a fork waits for it.
+        self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
+        quiesce_across_fork(self, lambda heartbeat: heartbeat._busy)
         # Threads do not survive fork; neither do the parent's running tasks.
         reset_after_fork(self, Heartbeat._forget_parent)
 
     def _forget_parent(self) -> None:
         self._lock = threading.Lock()
+        self._busy = threading.Lock()
         self._running = set()
         self._thread = None
         self._wake = threading.Event()
@@ -65,19 +69,25 @@ class Heartbeat:
         self._wake.set()
 
     def _loop(self) -> None:
+        # The first beat waits an interval: starting a task already stamped it.
         while True:
             tracker = self._tracker()
             if tracker is None:
                 return
             interval = tracker.settings.heartbeat_interval
-            try:
-                self.beat(tracker)
-                reap_lost(tracker)
-            except Exception:
-                log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
             del tracker
             if self._wake.wait(interval):
                 return
+            tracker = self._tracker()
+            if tracker is None:
+                return
+            try:
+                with self._busy:
+                    self.beat(tracker)
+                    reap_lost(tracker)
+            except Exception:
+                log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
+            del tracker
 
     def beat(self, tracker: Tracker) -> None:
         with self._lock:
