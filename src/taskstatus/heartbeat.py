@@ -14,7 +14,6 @@ import threading
 import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 from .events import TaskEvent
 from .forking import quiesce_across_fork, reset_after_fork
@@ -35,7 +34,8 @@ class Heartbeat:
 
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = weakref.ref(tracker)
-        self._running: set[UUID] = set()
+        #: Task ids of the tasks running in this process.
+        self._running: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         #: Held while the thread uses the store; a fork waits for it.
@@ -52,18 +52,18 @@ class Heartbeat:
         self._thread = None
         self._wake = threading.Event()
 
-    def add(self, uuid: UUID) -> None:
+    def add(self, task_id: str) -> None:
         with self._lock:
-            self._running.add(uuid)
+            self._running.add(task_id)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="taskstatus-heartbeat", daemon=True
                 )
                 self._thread.start()
 
-    def discard(self, uuid: UUID) -> None:
+    def discard(self, task_id: str) -> None:
         with self._lock:
-            self._running.discard(uuid)
+            self._running.discard(task_id)
 
     def stop(self) -> None:
         self._wake.set()
@@ -93,12 +93,15 @@ class Heartbeat:
         with self._lock:
             running = list(self._running)
         if running:
-            tracker.store.beat(running, utcnow())
+            tracker.recorder.drain()  # their starts first: only running tasks take a beat
+            keys = (tracker.recorder.key(task_id) for task_id in running)
+            tracker.store.beat([key.uuid for key in keys if key is not None], utcnow())
 
 
 def reap_lost(tracker: Tracker, limit: int = 500) -> int:
     """End the running tasks whose worker has not been heard of for ``lost_after``."""
     before = utcnow() - timedelta(seconds=tracker.settings.lost_after)
+    tracker.recorder.drain()
     lost = tracker.store.lost(before, limit)
     for status in lost:
         event = TaskEvent(

@@ -3,17 +3,21 @@
 It asks the model which transition an event means and which container rules follow, and the
 store to write them; it fires ``taskstatus_stopped`` exactly once per status, for the write
 that moved it into a terminal state (the store's conditional UPDATE tells which one did).
+
+In a worker process whose adapter turned on :meth:`Recorder.batch_writes`, task starts and
+successes go through a :class:`~taskstatus.writebehind.WriteBehind` and are written in
+batches; every other event first writes out what is queued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid as uuid_module
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -21,6 +25,8 @@ from . import models
 from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
+from .store import TaskKey
+from .writebehind import START, WriteBehind
 
 if TYPE_CHECKING:
     import pluggy
@@ -41,15 +47,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
-class _Key:
-    """What never changes about a status once created: safe to cache by task id."""
-
-    uuid: UUID
-    parent_uuid: UUID | None
-    is_container: bool
-
-
 class Recorder:
     """Lifecycle hooks -> transitions, for one store."""
 
@@ -66,30 +63,48 @@ class Recorder:
         #: Makes the status handed to ``taskstatus_stopped`` a full API object.
         self.bind = bind
         self.clock = clock
-        self._keys: OrderedDict[str, _Key] = OrderedDict()
+        self._keys: OrderedDict[str, TaskKey] = OrderedDict()
         self._keys_lock = threading.Lock()
+        #: Batches task starts and successes (None: each is written at once).
+        self.writer: WriteBehind | None = None
+
+    def batch_writes(self, interval: float, cancel_horizon: timedelta) -> None:
+        """From now on, queue task starts and successes and write them every ``interval``
+        seconds; ``cancel_horizon`` bounds how old a cancel a worker looks for."""
+        if self.writer is None and interval > 0:
+            self.writer = WriteBehind(
+                interval,
+                self._write_batch,
+                self.store.canceled_unstarted,
+                self.clock,
+                cancel_horizon,
+            )
+
+    def drain(self) -> None:
+        """Write the queued starts and successes now (before any other write or a read)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     # -- lookups -------------------------------------------------------------------------------
-    def _remember(self, status: TaskStatus) -> _Key:
-        key = _Key(status.uuid, status.parent_uuid, status.is_container)
+    def _remember(self, key: TaskKey) -> TaskKey:
         with self._keys_lock:
-            self._keys[status.task_id] = key
-            self._keys.move_to_end(status.task_id)
+            self._keys[key.task_id] = key
+            self._keys.move_to_end(key.task_id)
             if len(self._keys) > 10_000:
                 self._keys.popitem(last=False)
         return key
 
-    def key(self, task_id: str) -> _Key | None:
+    def key(self, task_id: str) -> TaskKey | None:
         """Identity of the status of ``task_id`` (cached: it never changes)."""
         return self._key(task_id)
 
-    def _key(self, task_id: str) -> _Key | None:
+    def _key(self, task_id: str) -> TaskKey | None:
         with self._keys_lock:
             key = self._keys.get(task_id)
         if key is not None:
             return key
         status = self.store.get_by_task_id(task_id)
-        return self._remember(status) if status is not None else None
+        return self._remember(_key_of(status)) if status is not None else None
 
     def _forget(self, task_id: str) -> None:
         with self._keys_lock:
@@ -100,7 +115,7 @@ class Recorder:
     def taskstatus_publish(self, event: TaskEvent) -> None:
         self._create(event)
 
-    def _create(self, event: TaskEvent) -> _Key:
+    def _create(self, event: TaskEvent) -> TaskKey:
         parent = self._key(event.parent_task_id) if event.parent_task_id else None
         if event.parent_task_id and parent is None:
             log.warning(
@@ -127,7 +142,7 @@ class Recorder:
             modified=now,
         )
         if self.store.insert(status):
-            return self._remember(status)
+            return self._remember(_key_of(status))
         # Re-published (a retry, a redelivery): the first record stands.
         key = self._key(event.task_id)
         assert key is not None
@@ -135,6 +150,12 @@ class Recorder:
 
     @hookimpl
     def taskstatus_prerun(self, event: TaskEvent) -> None:
+        if self.writer is not None:
+            self.writer.start(event)
+        else:
+            self._prerun(event)
+
+    def _prerun(self, event: TaskEvent) -> None:
         key = self._key(event.task_id)
         if key is None:
             # Published where no hook ran (eager mode, a producer without install()).
@@ -147,7 +168,7 @@ class Recorder:
         if current is not None and current.state is State.CANCELED and not key.is_container:
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
 
-    def _start_ancestors(self, key: _Key, now: datetime) -> None:
+    def _start_ancestors(self, key: TaskKey, now: datetime) -> None:
         parent_uuid = key.parent_uuid
         while parent_uuid is not None:
             if not self.store.transition(parent_uuid, models.START_CONTAINER, now):
@@ -157,6 +178,7 @@ class Recorder:
 
     @hookimpl
     def taskstatus_progress(self, event: TaskEvent) -> None:
+        self.drain()
         key = self._key(event.task_id)
         if key is None:
             return
@@ -177,7 +199,7 @@ class Recorder:
             if current is None or current.state is State.CANCELED:
                 raise TaskCanceledException(f"task {event.task_id} was canceled")
 
-    def _stage_chain(self, key: _Key) -> list[UUID]:
+    def _stage_chain(self, key: TaskKey) -> list[UUID]:
         """The status and its ancestors up to (not including) the nearest group."""
         chain = [key.uuid]
         for ancestor in self.store.ancestors(key.uuid):
@@ -188,6 +210,7 @@ class Recorder:
 
     @hookimpl
     def taskstatus_retry(self, event: TaskEvent) -> None:
+        self.drain()
         key = self._key(event.task_id)
         if key is None or key.is_container:
             return
@@ -196,6 +219,7 @@ class Recorder:
 
     @hookimpl
     def taskstatus_fail(self, event: TaskEvent) -> None:
+        self.drain()
         key = self._key(event.task_id)
         if key is None:
             return
@@ -226,16 +250,45 @@ class Recorder:
 
     @hookimpl
     def taskstatus_succeed(self, event: TaskEvent) -> None:
+        if self.writer is not None:
+            self.writer.succeed(event)
+            return
         key = self._key(event.task_id)
         if key is None:
             return
         if self.store.transition(key.uuid, models.SUCCEED, self.clock()):
-            self._stopped(key.uuid)
+            self._succeeded(key)
+
+    def _succeeded(self, key: TaskKey) -> None:
+        self._stopped(key.uuid)
+        if key.parent_uuid is not None:
+            self._after_child_ended(key.parent_uuid, State.SUCCEEDED)
+
+    def _write_batch(self, kind: str, events: Sequence[TaskEvent]) -> None:
+        """Write queued starts or successes: one batched transition, then what follows."""
+        now = self.clock()
+        transition = models.START if kind == START else models.SUCCEED
+        changed = self.store.transition_tasks([e.task_id for e in events], transition, now)
+        for key in changed:
+            self._remember(key)
+        if transition is models.SUCCEED:
+            for key in changed:
+                self._succeeded(key)
+            return  # the others had ended already, as they would have at once
+        for key in changed:
             if key.parent_uuid is not None:
-                self._after_child_ended(key.parent_uuid, State.SUCCEEDED)
+                self._start_ancestors(key, now)
+        started = {key.task_id for key in changed}
+        for event in events:
+            if event.task_id not in started:
+                # Never published here (eager mode), or canceled meanwhile: the task's next
+                # progress call notices the cancel.
+                with contextlib.suppress(TaskCanceledException):
+                    self._prerun(event)
 
     @hookimpl
     def taskstatus_cancel(self, event: TaskEvent) -> None:
+        self.drain()
         key = self._key(event.task_id)
         if key is None:
             return
@@ -295,6 +348,7 @@ class Recorder:
 
     def seal(self, task_id: str) -> None:
         """No more children will join this container: it may end once they have."""
+        self.drain()
         key = self._key(task_id)
         if key is not None:
             self.store.seal(key.uuid, self.clock())
@@ -312,6 +366,10 @@ class Recorder:
         except Exception:
             # A notification plugin must not undo or block the state change.
             log.exception("a taskstatus_stopped hook failed for status %s", uuid)
+
+
+def _key_of(status: TaskStatus) -> TaskKey:
+    return TaskKey(status.task_id, status.uuid, status.parent_uuid, status.is_container)
 
 
 def _describe(exc: BaseException | None) -> str | None:

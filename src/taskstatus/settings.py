@@ -32,6 +32,9 @@ class Settings:
     heartbeat_interval: float = 15.0
     #: Seconds without a proof of life after which a running task's worker counts as lost.
     lost_after: float = 120.0
+    #: Seconds a worker gathers task starts and successes before writing them in one batch
+    #: (0: write each at once).
+    write_interval: float = 0.05
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or ":" not in self.url:
@@ -45,6 +48,10 @@ class Settings:
         if not self.progress_interval >= 0:
             raise ConfigurationError(
                 f"progress_interval must be >= 0 seconds, got {self.progress_interval!r}"
+            )
+        if not 0 <= self.write_interval <= 5:
+            raise ConfigurationError(
+                f"write_interval must be between 0 and 5 seconds, got {self.write_interval!r}"
             )
         if not 0 < self.heartbeat_interval < self.lost_after:
             raise ConfigurationError(
@@ -67,6 +74,7 @@ class Settings:
         purge_batch_size: int | None = None,
         heartbeat_interval: float | None = None,
         lost_after: float | None = None,
+        write_interval: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -95,6 +103,8 @@ class Settings:
             )
         if lost_after is None and env.get("TASKSTATUS_LOST_AFTER"):
             lost_after = _seconds(env["TASKSTATUS_LOST_AFTER"], "TASKSTATUS_LOST_AFTER")
+        if write_interval is None and env.get("TASKSTATUS_WRITE_INTERVAL"):
+            write_interval = _seconds(env["TASKSTATUS_WRITE_INTERVAL"], "TASKSTATUS_WRITE_INTERVAL")
         return cls(
             url=url,
             max_age=DEFAULT_MAX_AGE if max_age is None else max_age,
@@ -103,6 +113,7 @@ class Settings:
             purge_batch_size=1000 if purge_batch_size is None else purge_batch_size,
             heartbeat_interval=15.0 if heartbeat_interval is None else heartbeat_interval,
             lost_after=120.0 if lost_after is None else lost_after,
+            write_interval=0.05 if write_interval is None else write_interval,
         )
 
     def artifact_url(self) -> str:

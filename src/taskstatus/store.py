@@ -16,7 +16,7 @@ from uuid import UUID
 
 from .models import Artifact, State, TaskStatus, Transition
 
-__all__ = ["ANY", "StatusQuery", "Store"]
+__all__ = ["ANY", "StatusQuery", "Store", "TaskKey"]
 
 
 class _Any(enum.Enum):
@@ -44,6 +44,16 @@ class StatusQuery:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class TaskKey:
+    """What never changes about a status once created: safe to cache by task id."""
+
+    task_id: str
+    uuid: UUID
+    parent_uuid: UUID | None
+    is_container: bool
+
+
 @runtime_checkable
 class Store(Protocol):
     """Persistence of statuses and artifacts. Implementations must be safe to share between
@@ -63,6 +73,17 @@ class Store(Protocol):
 
     def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
         """Apply ``transition`` if the current state allows it (one conditional UPDATE)."""
+
+    def transition_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> list[TaskKey]:
+        """Apply ``transition`` to the statuses of ``task_ids`` that allow it (one conditional
+        write per status, as :meth:`transition`, however batched); return the keys of those
+        that changed. Statuses that are missing or in another state are left out."""
+
+    def canceled_unstarted(self, since: datetime) -> list[str]:
+        """Task ids of tasks (not containers) canceled before they ever started, whose status
+        was last modified at or after ``since``: the work a worker must skip."""
 
     def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
         """Atomically add to the step counters of an active status; False if it is terminal."""

@@ -96,7 +96,21 @@ class Tracker:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        if self.recorder.writer is not None:
+            self.recorder.writer.stop()
         self.store.close()
+
+    def batch_writes(self) -> None:
+        """Queue adapters call this in worker processes: from now on task starts and
+        successes are written in batches every ``write_interval`` seconds (see
+        :mod:`taskstatus.writebehind`). The adapter must call :meth:`flush` when the process
+        shuts down."""
+        self.recorder.batch_writes(self.settings.write_interval, self.settings.max_age)
+
+    def flush(self) -> None:
+        """Write the task starts and successes this process has queued (reads through the
+        tracker do it first)."""
+        self.recorder.drain()
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin (an object or module with ``@taskstatus.hookimpl`` functions)."""
@@ -115,6 +129,7 @@ class Tracker:
     def get(self, uuid: UUID | str) -> TaskStatus:
         """The status with this public id; :class:`~taskstatus.NotFound` if there is none."""
         key = parse_uuid(uuid)
+        self.recorder.drain()
         status = self.store.get(key)
         if status is None:
             raise NotFound(f"no task status with uuid {key}")
@@ -124,6 +139,7 @@ class Tracker:
         """The status of the queue's task id; :class:`~taskstatus.NotFound` if there is none."""
         if not isinstance(task_id, str) or not task_id:
             raise ValueError(f"task_id must be a non-empty str, got {task_id!r}")
+        self.recorder.drain()
         status = self.store.get_by_task_id(task_id)
         if status is None:
             raise NotFound(f"no task status with task_id {task_id!r}")
@@ -166,14 +182,19 @@ class Tracker:
         ``user_id`` compares as text (7 and "7" are the same owner); ``parent=None`` lists only
         top-level statuses, ``parent=<uuid>`` the children of one container.
         """
-        return self._bind(self.store.query(self.query(**filters)))
+        query = self.query(**filters)
+        self.recorder.drain()
+        return self._bind(self.store.query(query))
 
     def count(self, **filters: Any) -> int:
         filters.pop("limit", None)
         filters.pop("offset", None)
-        return self.store.count(self.query(**filters))
+        query = self.query(**filters)
+        self.recorder.drain()
+        return self.store.count(query)
 
     def children(self, status: TaskStatus) -> list[TaskStatus]:
+        self.recorder.drain()
         return self._bind(self.store.children(status.uuid))
 
     def artifacts(self, status: TaskStatus) -> list[Artifact]:
@@ -287,6 +308,7 @@ class Tracker:
     def delete(self, status: TaskStatus | UUID | str) -> None:
         """Delete a status, its descendants, their artifacts and artifact files."""
         key = status.uuid if isinstance(status, TaskStatus) else parse_uuid(status)
+        self.recorder.drain()
         if self.store.get(key) is None:
             raise NotFound(f"no task status with uuid {key}")
         files = self.store.delete(key)
@@ -307,6 +329,7 @@ class Tracker:
         if not isinstance(age, timedelta) or age < timedelta(0):
             raise ValueError(f"older_than must be a non-negative timedelta, got {older_than!r}")
         deleted = 0
+        self.recorder.drain()
         try:
             before = utcnow() - age
         except OverflowError:
@@ -375,12 +398,9 @@ class Tracker:
         adapter must then skip the task body (and call :meth:`end` with that exception).
         """
         self.hook.taskstatus_prerun(event=event)
-        key = self.recorder.key(event.task_id)
-        if key is None:
-            raise NotFound(f"task {event.task_id!r} was not recorded at prerun")
-        live = LiveStatus(self, key.uuid, event)
+        live = LiveStatus(self, event)
         live.token = activate(live)
-        self.heartbeat.add(key.uuid)
+        self.heartbeat.add(event.task_id)
         return live
 
     def release(self, live: LiveStatus) -> None:
@@ -389,7 +409,7 @@ class Tracker:
         try:
             live.flush(final=True)
         finally:
-            self.heartbeat.discard(live.uuid)
+            self.heartbeat.discard(live.task_id)
             if live.token is not None:
                 deactivate(live.token)
                 live.token = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from uuid import UUID
 
 from .events import TaskEvent
-from .exceptions import StoreError, TaskCanceledException
+from .exceptions import NotFound, StoreError, TaskCanceledException
 from .models import Artifact, TaskStatus, check_steps
 
 if TYPE_CHECKING:
@@ -212,9 +212,9 @@ class LiveStatus:
     raises :class:`~taskstatus.TaskCanceledException` and so does every later call.
     """
 
-    def __init__(self, tracker: Tracker, uuid: UUID, event: TaskEvent) -> None:
+    def __init__(self, tracker: Tracker, event: TaskEvent) -> None:
         self.tracker = tracker
-        self.uuid = uuid
+        self._uuid: UUID | None = None
         self.task_id = event.task_id
         self.queue = event.queue
         self.task_class = event.task_class
@@ -309,12 +309,23 @@ class LiveStatus:
         )
 
     @property
+    def uuid(self) -> UUID:
+        """The status's public id (looked up once: the worker may not have written the
+        task's start yet)."""
+        if self._uuid is None:
+            key = self.tracker.recorder.key(self.task_id)
+            if key is None:
+                raise NotFound(f"no task status with task_id {self.task_id!r}")
+            self._uuid = key.uuid
+        return self._uuid
+
+    @property
     def status(self) -> TaskStatus:
         """A fresh read of the status (one query)."""
         return self.tracker.get(self.uuid)
 
     def __repr__(self) -> str:
-        return f"<LiveStatus {self.task_id} uuid={self.uuid}>"
+        return f"<LiveStatus {self.task_id}>"
 
 
 def activate(live: LiveStatus | None) -> contextvars.Token[LiveStatus | None]:

@@ -23,7 +23,7 @@ from ..models import (
     apply,
     is_lost,
 )
-from ..store import ANY, StatusQuery
+from ..store import ANY, StatusQuery, TaskKey
 
 __all__ = ["MemoryStore"]
 
@@ -68,6 +68,30 @@ class MemoryStore:
 
     def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
         return self._update(uuid, lambda s: apply(s, transition, now))
+
+    def transition_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> list[TaskKey]:
+        changed = []
+        with self._lock:
+            for task_id in dict.fromkeys(task_ids):
+                uuid = self._by_task_id.get(task_id)
+                if uuid is not None and self.transition(uuid, transition, now):
+                    s = self._statuses[uuid]
+                    changed.append(TaskKey(task_id, uuid, s.parent_uuid, s.is_container))
+        return changed
+
+    def canceled_unstarted(self, since: datetime) -> list[str]:
+        with self._lock:
+            return [
+                s.task_id
+                for s in self._statuses.values()
+                if s.state is State.CANCELED
+                and s.started_at is None
+                and not s.is_container
+                and s.modified is not None
+                and s.modified >= since
+            ]
 
     def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
         def change(s: TaskStatus) -> TaskStatus | None:

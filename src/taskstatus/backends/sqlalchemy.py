@@ -54,7 +54,7 @@ from ..models import (
     TaskStatus,
     Transition,
 )
-from ..store import ANY, StatusQuery
+from ..store import ANY, StatusQuery, TaskKey
 from . import migrate
 from .tables import UTCDateTime, artifacts, statuses
 
@@ -108,6 +108,7 @@ class SQLAlchemyStore:
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
+        self._task_transitions: dict[Transition, Update] = {}
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
@@ -236,8 +237,57 @@ class SQLAlchemyStore:
     def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
         stmt = self._transitions.get(transition)
         if stmt is None:
-            stmt = self._transitions[transition] = _transition_statement(transition)
+            stmt = self._transitions[transition] = _transition_statement(
+                transition, _c.uuid == bindparam("p_uuid")
+            )
         return self._run(stmt, {"p_uuid": uuid, "p_now": now}, _rowcount) > 0
+
+    def transition_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> list[TaskKey]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return []
+        if not self.engine.dialect.update_returning:
+            return self._transition_tasks_locking(ids, transition, now)
+        stmt = self._task_transitions.get(transition)
+        if stmt is None:
+            stmt = self._task_transitions[transition] = _transition_statement(
+                transition, _c.task_id.in_(bindparam("p_ids", expanding=True))
+            ).returning(*_KEY_COLUMNS)
+        changed: list[TaskKey] = []
+        for chunk in _chunks(ids):
+            changed += self._run(stmt, {"p_ids": chunk, "p_now": now}, _keys)
+        return changed
+
+    def _transition_tasks_locking(
+        self, ids: Sequence[str], transition: Transition, now: datetime
+    ) -> list[TaskKey]:
+        """Without UPDATE .. RETURNING (MySQL, MariaDB): lock the rows that can change, then
+        change them, in one transaction."""
+        sources = _c.state.in_(_states(transition.sources))
+        changed: list[TaskKey] = []
+        with self._begin() as conn:
+            for chunk in _chunks(ids):
+                keys = _keys(
+                    conn.execute(
+                        select(*_KEY_COLUMNS)
+                        .where(_c.task_id.in_(chunk), sources)
+                        .with_for_update()
+                    )
+                )
+                if keys:
+                    stmt = _transition_statement(
+                        transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
+                    )
+                    conn.execute(stmt, {"p_uuids": [k.uuid for k in keys], "p_now": now})
+                    changed += keys
+        return changed
+
+    def canceled_unstarted(self, since: datetime) -> list[str]:
+        return self._run(
+            _CANCELED_UNSTARTED, {"p_since": since}, lambda result: list(result.scalars())
+        )
 
     def add_steps(self, uuid: UUID, completed: int, total: int, now: datetime) -> bool:
         stmt = _ADD_STEPS[(bool(completed), bool(total))]
@@ -611,6 +661,17 @@ _INSERT_STATUS = statuses.insert()
 _BY_UUID = select(statuses).where(_c.uuid == bindparam("p_uuid"))
 _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
 _NOW = bindparam("p_now", type_=UTCDateTime())
+_KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
+_CANCELED_UNSTARTED = select(_c.task_id).where(
+    _c.state == State.CANCELED.value,
+    _c.modified >= bindparam("p_since", type_=UTCDateTime()),
+    _c.started_at.is_(None),
+    _c.is_container.is_(False),
+)
+
+
+def _keys(result: CursorResult[Any]) -> list[TaskKey]:
+    return [TaskKey(**row._mapping) for row in result]
 
 
 def _states(states: Iterable[State]) -> list[Any]:
@@ -619,8 +680,9 @@ def _states(states: Iterable[State]) -> list[Any]:
     return [literal_column(f"'{state.value}'") for state in sorted(states)]
 
 
-def _transition_statement(transition: Transition) -> Update:
-    """The conditional UPDATE for ``transition``, parameterized by ``p_uuid`` and ``p_now``."""
+def _transition_statement(transition: Transition, which: ColumnElement[bool]) -> Update:
+    """The conditional UPDATE for ``transition`` of the statuses ``which`` selects,
+    parameterized by ``p_now``."""
     # MySQL evaluates SET clauses left to right on the updated row: the clauses that read the
     # old state and counters come before the ones that overwrite them.
     values: list[tuple[Any, Any]] = []
@@ -648,10 +710,7 @@ def _transition_statement(transition: Transition) -> Update:
     values += [(_c.modified, _NOW), (_c.state, transition.target.value)]
     return (
         update(statuses)
-        .where(
-            _c.uuid == bindparam("p_uuid"),
-            _c.state.in_(_states(transition.sources)),
-        )
+        .where(which, _c.state.in_(_states(transition.sources)))
         .ordered_values(*values)
     )
 

@@ -96,6 +96,7 @@ statuses = Table(
     Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
     Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
     Index("ix_taskstatus_status_state_created", "state", "created"),
+    Index("ix_taskstatus_status_state_modified", "state", "modified"),
     Index("ix_taskstatus_status_created", "created"),
 )
 

@@ -246,6 +246,10 @@ class CeleryAdapter:
         amqp.send_task_message = send_task_message
         signals.task_failure.connect(self._on_failure, weak=False)
         signals.task_revoked.connect(self._on_revoked, weak=False)
+        signals.worker_init.connect(self._on_worker_init, weak=False)
+        # A prefork child leaves through os._exit right after worker_process_shutdown.
+        signals.worker_process_shutdown.connect(self._on_shutdown, weak=False)
+        signals.worker_shutdown.connect(self._on_shutdown, weak=False)
         if self._tracker is not None:
             self._tracker.register(self)
         else:
@@ -605,6 +609,20 @@ class CeleryAdapter:
             raise
         tracker.end(live)
         return result
+
+    # -- worker life cycle ---------------------------------------------------------------------
+    def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        """A worker of this app starts: batch its task starts and successes (its pool
+        children inherit this)."""
+        if getattr(sender, "app", None) is self.app:
+            self.tracker.batch_writes()
+
+    def _on_shutdown(self, **_: Any) -> None:
+        """A worker (or pool) process stops: write what it has queued."""
+        try:
+            self.tracker.flush()
+        except Exception:
+            log.exception("taskstatus could not write the task events queued by this worker")
 
     # -- main-process signals ----------------------------------------------------------------
     def _owns(self, sender: Any) -> bool:

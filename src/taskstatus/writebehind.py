@@ -1,0 +1,213 @@
+"""Write-behind for a worker's hot path: task starts and successes, written in batches.
+
+A trivial task costs a queue about a millisecond; two synchronous database writes (start and
+success) would double that. So a worker process only queues those two events, and one thread
+writes what has gathered every ``write_interval`` seconds — one statement per kind for the whole
+batch — then runs what follows from them (containers starting and ending, ``taskstatus_stopped``).
+Everything else (progress, retries, failures, cancels, reads through the tracker) first writes
+out what is queued, so a process always reads its own writes and events keep their order.
+
+Skipping work that was canceled before it started must not wait for a write: the writer keeps
+the ids of such tasks, refreshed with each batch (and at a task's start if the worker was
+idle), and ``start()`` refuses those at once.
+
+A queue adapter turns this on in its worker processes (``Tracker.batch_writes``) because it
+knows their life cycle: it writes the queue when a worker process shuts down, including the
+ones that leave through ``os._exit`` where ``atexit`` never runs. Nothing queued is dropped: a
+failed batch stays queued and is retried, and the queue is also written at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .exceptions import TaskCanceledException
+from .forking import quiesce_across_fork, reset_after_fork
+
+if TYPE_CHECKING:
+    from .events import TaskEvent
+
+__all__ = ["WriteBehind"]
+
+log = logging.getLogger(__name__)
+
+#: A cancel committed this long after its own clock reading is still seen.
+CLOCK_MARGIN = timedelta(seconds=5)
+#: Longest pause between two attempts to write a batch the store refused.
+MAX_BACKOFF = 5.0
+
+START = "start"
+SUCCEED = "succeed"
+
+
+class WriteBehind:
+    """The queued starts and successes of one process, and the thread that writes them.
+
+    ``write`` receives ``(kind, events)`` with all events of one kind that can be written
+    together, in order; ``canceled`` returns the ids of tasks canceled before they started
+    whose status changed since a given time.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        write: Callable[[str, Sequence[TaskEvent]], None],
+        canceled: Callable[[datetime], list[str]],
+        clock: Callable[[], datetime],
+        horizon: timedelta,
+    ) -> None:
+        self.interval = interval
+        self._write = write
+        self._canceled_since = canceled
+        self._clock = clock
+        self._horizon = horizon
+        self._fresh_after = max(2 * interval, 0.1)
+        self._setup()
+        quiesce_across_fork(self, lambda writer: writer._busy)
+        # A child starts empty: what the parent queued is the parent's to write.
+        reset_after_fork(self, WriteBehind._setup)
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _setup(self) -> None:
+        self._queue: list[tuple[str, TaskEvent]] = []
+        self._lock = threading.Lock()
+        #: Held while writing; one batch at a time, and a fork waits for it.
+        self._busy = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._canceled: set[str] = set()
+        self._polled_at: datetime | None = None
+        self._fresh_until = 0.0
+        self._backoff = 0.0
+
+    # -- the hot path -----------------------------------------------------------------------
+    def start(self, event: TaskEvent) -> None:
+        """Queue the start of a task; raise TaskCanceledException if it was canceled."""
+        if time.monotonic() >= self._fresh_until:
+            with self._busy:
+                self._poll_canceled()
+        if event.task_id in self._canceled:
+            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
+        self._put(START, event)
+
+    def succeed(self, event: TaskEvent) -> None:
+        """Queue the success of a task."""
+        self._put(SUCCEED, event)
+
+    def _put(self, kind: str, event: TaskEvent) -> None:
+        with self._lock:
+            self._queue.append((kind, event))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=_loop, args=(weakref.ref(self),), name="taskstatus-writer", daemon=True
+                )
+                self._thread.start()
+
+    # -- writing ----------------------------------------------------------------------------
+    def flush(self, *, final: bool = False) -> None:
+        """Write everything queued now. Raises the store's error (the events stay queued);
+        ``final`` (at exit) logs it instead, loudly, since nothing can retry later."""
+        if not self._queue:
+            return
+        with self._busy:
+            try:
+                self._write_queued()
+            except Exception:
+                if not final:
+                    raise
+                log.exception(
+                    "taskstatus could not write %d queued task events before exit",
+                    len(self._queue),
+                )
+
+    def _write_queued(self) -> None:
+        with self._lock:
+            queued, self._queue = self._queue, []
+        if not queued:
+            return
+        try:
+            for segment in _segments(queued):
+                for kind in (START, SUCCEED):
+                    events = [event for k, event in segment if k == kind]
+                    if events:
+                        self._write(kind, events)
+                    # Written: never again (a start written twice would count an attempt).
+                    queued = _without(queued, kind, events)
+            self._poll_canceled()
+        except BaseException:
+            with self._lock:
+                self._queue[:0] = queued
+            raise
+
+    def _poll_canceled(self) -> None:
+        now = self._clock()
+        since = now - self._horizon if self._polled_at is None else self._polled_at - CLOCK_MARGIN
+        self._canceled.update(self._canceled_since(since))
+        self._polled_at = now
+        self._fresh_until = time.monotonic() + self._fresh_after
+
+    def stop(self) -> None:
+        """Write what is queued and stop the thread (the tracker is closing)."""
+        self._wake.set()
+        self.flush(final=True)
+
+    def _round(self) -> bool:
+        """One pass of the thread: write what is queued; False when told to stop."""
+        if self._wake.wait(self.interval + self._backoff):
+            return False
+        if not self._queue:
+            return True
+        try:
+            with self._busy:
+                self._write_queued()
+            self._backoff = 0.0
+        except Exception:
+            self._backoff = min(MAX_BACKOFF, max(self._backoff * 2, self.interval, 0.05))
+            log.warning(
+                "taskstatus could not write %d task events; retrying in %.1f s",
+                len(self._queue),
+                self.interval + self._backoff,
+                exc_info=True,
+            )
+        return True
+
+
+def _flush_at_exit(ref: weakref.ref[WriteBehind]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer.flush(final=True)
+
+
+def _loop(ref: weakref.ref[WriteBehind]) -> None:
+    while (writer := ref()) is not None and writer._round():
+        del writer
+
+
+def _segments(queued: list[tuple[str, TaskEvent]]) -> list[list[tuple[str, TaskEvent]]]:
+    """Split the queue where writing all starts before all successes would reorder the events
+    of one task (the same task started twice, or started again after it ended)."""
+    segments: list[list[tuple[str, TaskEvent]]] = [[]]
+    started: set[str] = set()
+    ended: set[str] = set()
+    for kind, event in queued:
+        task_id = event.task_id
+        if task_id in ended or (kind == START and task_id in started):
+            segments.append([])
+            started, ended = set(), set()
+        (started if kind == START else ended).add(task_id)
+        segments[-1].append((kind, event))
+    return segments
+
+
+def _without(
+    queued: list[tuple[str, TaskEvent]], kind: str, events: list[TaskEvent]
+) -> list[tuple[str, TaskEvent]]:
+    written = {id(event) for event in events}
+    return [(k, e) for k, e in queued if not (k == kind and id(e) in written)]
