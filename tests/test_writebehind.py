@@ -1,0 +1,227 @@
+"""Batched task starts and successes in worker processes (``Tracker.batch_writes``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+import taskstatus
+from taskstatus import State, StoreUnavailable, TaskCanceledException, TaskEvent
+
+from .helpers import event, publish
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Long enough that the background thread never writes during a test that flushes itself.
+SLOW = 5.0
+
+
+def _worker(make_tracker, url: str, interval: float = SLOW):
+    tracker = make_tracker(url, write_interval=interval)
+    tracker.batch_writes()
+    return tracker
+
+
+def _run(tracker, task_id: str) -> None:
+    tracker.end(tracker.begin(event(task_id)))
+
+
+def test_starts_and_successes_wait_for_one_batch(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    ids = [f"t{i}" for i in range(25)]
+    for task_id in ids:
+        publish(tracker, task_id, total_steps=3)
+    for task_id in ids:
+        _run(tracker, task_id)
+    # Nothing written yet (read the store itself: reads through the tracker flush first).
+    assert {tracker.store.get_by_task_id(t).state for t in ids} == {State.PENDING}
+    tracker.flush()
+    for task_id in ids:
+        status = tracker.store.get_by_task_id(task_id)
+        assert status.state is State.SUCCEEDED
+        assert (status.completed_steps, status.total_steps, status.attempts) == (3, 3, 1)
+        assert status.started_at is not None and status.finished_at is not None
+
+
+def test_the_writer_thread_writes_within_the_interval(sql_url, make_tracker):
+    tracker = _worker(make_tracker, sql_url, interval=0.05)
+    publish(tracker, "quick")
+    _run(tracker, "quick")
+    deadline = time.monotonic() + 10
+    while tracker.store.get_by_task_id("quick").state is not State.SUCCEEDED:
+        assert time.monotonic() < deadline, "the batch was never written"
+        time.sleep(0.02)
+
+
+def test_reads_through_the_tracker_see_queued_writes(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    publish(tracker, "mine")
+    live = tracker.begin(event("mine"))
+    assert tracker.get_by_task_id("mine").state is State.IN_PROGRESS
+    tracker.end(live)
+    assert tracker.statuses(user_id=7)[0].state is State.SUCCEEDED
+
+
+def test_work_canceled_before_it_started_is_refused_at_once(sql_url, make_tracker):
+    web = make_tracker(sql_url)  # another process: the one where the user clicks Cancel
+    worker = _worker(make_tracker, sql_url, interval=0.05)
+    publish(web, "busy")
+    _run(worker, "busy")  # the worker has polled for cancels; its view is fresh
+    publish(web, "doomed")
+    web.cancel(web.get_by_task_id("doomed"))
+    time.sleep(0.3)  # past the freshness of the worker's last poll
+    with pytest.raises(TaskCanceledException):
+        worker.begin(event("doomed"))
+    worker.end(event("doomed"), exception=TaskCanceledException("skipped"))
+    status = worker.get_by_task_id("doomed")
+    assert status.state is State.CANCELED and status.started_at is None
+
+
+def test_a_cancel_racing_the_start_is_noticed_at_the_first_progress(sql_url, make_tracker):
+    web = make_tracker(sql_url)
+    worker = _worker(make_tracker, sql_url)
+    publish(web, "racing", total_steps=10)
+    live = worker.begin(event("racing"))  # queued, not written
+    web.cancel(web.get_by_task_id("racing"))  # lands before the start is written
+    with pytest.raises(TaskCanceledException):
+        live.increment_completed_steps()
+        live.flush(final=False, force=True)
+    worker.end(live, exception=TaskCanceledException("stopped"))
+    assert worker.get_by_task_id("racing").state is State.CANCELED
+
+
+def test_containers_end_and_stopped_fires_once_per_status(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    stopped: list[str] = []
+
+    class Listen:
+        @taskstatus.hookimpl
+        def taskstatus_stopped(self, status):
+            stopped.append(status.task_id)
+
+    tracker.register(Listen())
+    publish(tracker, "box", container="taskstatus.group", sealed=False, total_steps=0)
+    for i in range(3):
+        publish(tracker, f"child{i}", parent="box", total_steps=2)
+    tracker.seal("box")
+    for i in range(3):
+        _run(tracker, f"child{i}")
+    tracker.flush()
+    box = tracker.get_by_task_id("box")
+    assert box.state is State.SUCCEEDED
+    assert box.started_at is not None
+    assert (box.completed_steps, box.total_steps) == (6, 6)
+    assert sorted(stopped) == ["box", "child0", "child1", "child2"]
+
+
+def test_a_redelivery_in_the_same_batch_counts_one_more_attempt(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    publish(tracker, "again")
+    tracker.release(tracker.begin(event("again")))  # the worker gave the message back
+    _run(tracker, "again")
+    tracker.flush()
+    status = tracker.store.get_by_task_id("again")
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 2)
+
+
+def test_progress_is_written_after_the_queued_start(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    publish(tracker, "ticks", total_steps=10)
+    live = tracker.begin(event("ticks"))
+    live.increment_completed_steps(4)
+    live.flush(final=False, force=True)  # writes the start first, then the steps
+    status = tracker.store.get_by_task_id("ticks")
+    assert (status.state, status.completed_steps) == (State.IN_PROGRESS, 4)
+    tracker.end(live)
+
+
+def test_a_task_nobody_published_is_recorded_by_the_batch(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    tracker.end(tracker.begin(event("eager", user_id="7", name="Eager one", total_steps=2)))
+    tracker.flush()
+    status = tracker.store.get_by_task_id("eager")
+    assert (status.state, status.name, status.user_id) == (State.SUCCEEDED, "Eager one", "7")
+
+
+def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker, monkeypatch):
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "kept")
+    _run(tracker, "kept")
+    real = tracker.store.transition_tasks
+
+    def success_unavailable(task_ids, transition, now):
+        if transition.target is State.SUCCEEDED:
+            raise StoreUnavailable("database error: server closed the connection")
+        return real(task_ids, transition, now)
+
+    # The start is written, then the store fails: only the success stays queued.
+    monkeypatch.setattr(tracker.store, "transition_tasks", success_unavailable)
+    with pytest.raises(StoreUnavailable):
+        tracker.flush()
+    assert tracker.store.get_by_task_id("kept").state is State.IN_PROGRESS
+    monkeypatch.setattr(tracker.store, "transition_tasks", real)
+    tracker.flush()
+    status = tracker.store.get_by_task_id("kept")
+    # Written once each: a start written twice would count a second attempt.
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
+
+
+def _flush_in_child(tracker) -> None:
+    tracker.flush()  # the child's queue is empty: the parent's events are not its to write
+
+
+def test_a_forked_child_never_writes_its_parents_queue(sql_url, make_tracker):
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "parents")
+    live = tracker.begin(event("parents"))
+    child = multiprocessing.get_context("fork").Process(target=_flush_in_child, args=(tracker,))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert tracker.store.get_by_task_id("parents").state is State.PENDING
+    tracker.end(live)
+    tracker.flush()
+    status = tracker.store.get_by_task_id("parents")
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
+
+
+def test_write_interval_zero_writes_each_event_at_once(sql_url, make_tracker):
+    tracker = _worker(make_tracker, sql_url, interval=0)
+    assert tracker.recorder.writer is None
+    publish(tracker, "direct")
+    live = tracker.begin(event("direct"))
+    assert tracker.store.get_by_task_id("direct").state is State.IN_PROGRESS
+    tracker.end(live)
+    assert tracker.store.get_by_task_id("direct").state is State.SUCCEEDED
+
+
+def test_closing_the_tracker_writes_the_queue(sql_url, make_tracker):
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "closing")
+    _run(tracker, "closing")
+    tracker.close()
+    reader = make_tracker(sql_url)
+    assert reader.get_by_task_id("closing").state is State.SUCCEEDED
+
+
+def test_published_events_of_a_batch_keep_their_order():
+    from taskstatus.writebehind import START, SUCCEED, _segments
+
+    def ev(task_id: str) -> TaskEvent:
+        return event(task_id)
+
+    queued = [
+        (START, ev("a")),
+        (START, ev("b")),
+        (SUCCEED, ev("a")),
+        (START, ev("a")),  # started again after it ended: a new segment
+        (SUCCEED, ev("b")),
+        (SUCCEED, ev("a")),
+    ]
+    segments = _segments(queued)
+    assert [[(k, e.task_id) for k, e in s] for s in segments] == [
+        [(START, "a"), (START, "b"), (SUCCEED, "a")],
+        [(START, "a"), (SUCCEED, "b"), (SUCCEED, "a")],
+    ]
