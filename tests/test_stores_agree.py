@@ -77,3 +77,23 @@ def test_sql_store_matches_model(kind, sql_tracker, memory_tracker):
         assert play(sql_tracker, kind, steps) == play(memory_tracker, kind, steps)
 
     check()
+
+
+@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+def test_batched_writes_match_immediate_writes(kind, sql_url, make_tracker, memory_tracker):
+    """A worker's batched starts and successes end where writing each at once ends."""
+    batched = make_tracker(sql_url, write_interval=5)
+    batched.batch_writes()
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(steps=EVENTS)
+    def check(steps):
+        # Workers start and finish tasks, never containers (the recorder ends those).
+        steps = [s for s in steps if not (s[0] in ("begin", "succeed") and s[1] == "box")]
+        assert play(batched, kind, steps) == play(memory_tracker, kind, steps)
+
+    check()

@@ -147,8 +147,10 @@ def test_a_task_nobody_published_is_recorded_by_the_batch(any_url, make_tracker)
 
 def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker, monkeypatch):
     tracker = _worker(make_tracker, sql_url)
-    publish(tracker, "kept")
-    _run(tracker, "kept")
+    publish(tracker, "short")
+    publish(tracker, "long")
+    _run(tracker, "short")  # started and ended: one write
+    live = tracker.begin(event("long"))  # started only: written first
     real = tracker.store.transition_tasks
 
     def success_unavailable(task_ids, transition, now):
@@ -156,16 +158,19 @@ def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker,
             raise StoreUnavailable("database error: server closed the connection")
         return real(task_ids, transition, now)
 
-    # The start is written, then the store fails: only the success stays queued.
+    # The start is written, then the store fails: only the other write stays queued.
     monkeypatch.setattr(tracker.store, "transition_tasks", success_unavailable)
     with pytest.raises(StoreUnavailable):
         tracker.flush()
-    assert tracker.store.get_by_task_id("kept").state is State.IN_PROGRESS
+    assert tracker.store.get_by_task_id("long").state is State.IN_PROGRESS
+    assert tracker.store.get_by_task_id("short").state is State.PENDING
     monkeypatch.setattr(tracker.store, "transition_tasks", real)
     tracker.flush()
-    status = tracker.store.get_by_task_id("kept")
-    # Written once each: a start written twice would count a second attempt.
-    assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
+    short, long = (tracker.store.get_by_task_id(t) for t in ("short", "long"))
+    assert (short.state, short.attempts) == (State.SUCCEEDED, 1)
+    # Written once: a start written twice would count a second attempt.
+    assert (long.state, long.attempts) == (State.IN_PROGRESS, 1)
+    tracker.end(live)
 
 
 def _flush_in_child(tracker) -> None:
@@ -207,7 +212,7 @@ def test_closing_the_tracker_writes_the_queue(sql_url, make_tracker):
 
 
 def test_published_events_of_a_batch_keep_their_order():
-    from taskstatus.writebehind import START, SUCCEED, _segments
+    from taskstatus.writebehind import RUN, START, SUCCEED, _by_kind, _segments
 
     def ev(task_id: str) -> TaskEvent:
         return event(task_id)
@@ -224,4 +229,12 @@ def test_published_events_of_a_batch_keep_their_order():
     assert [[(k, e.task_id) for k, e in s] for s in segments] == [
         [(START, "a"), (START, "b"), (SUCCEED, "a")],
         [(START, "a"), (SUCCEED, "b"), (SUCCEED, "a")],
+    ]
+    writes = [
+        [(kind, [e.task_id for e in events], len(items)) for kind, events, items in _by_kind(s)]
+        for s in segments
+    ]
+    assert writes == [
+        [(START, ["b"], 1), (RUN, ["a"], 2)],
+        [(RUN, ["a"], 2), (SUCCEED, ["b"], 1)],
     ]

@@ -87,6 +87,8 @@ class Steps(enum.Enum):
     #: A new run starts counting from zero, so a retry or redelivery never counts steps twice.
     RESTART = "restart"
     COMPLETE = "complete"
+    #: A run that started and ended in one write: its planned steps, all done.
+    PLANNED = "planned"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,18 @@ SUCCEED = Transition(
 )
 FAIL = Transition("fail", State.FAILED, ACTIVE_STATES, set_finished=True)
 CANCEL = Transition("cancel", State.CANCELED, ACTIVE_STATES, set_finished=True)
+
+#: START then SUCCEED as one write, for a short task whose start was not written yet (a
+#: worker's batch) and which reported no progress.
+RUN = Transition(
+    "run",
+    State.SUCCEEDED,
+    START.sources,
+    set_started=True,
+    set_finished=True,
+    attempts=Attempts.INCREMENT_IF_RUNNING,
+    steps=Steps.PLANNED,
+)
 
 TRANSITIONS: Mapping[str, Transition] = {t.name: t for t in (START, RETRY, SUCCEED, FAIL, CANCEL)}
 
@@ -369,6 +383,8 @@ def apply(status: TaskStatus, transition: Transition, now: datetime) -> TaskStat
         changes["total_steps"] = status.planned_steps
     elif transition.steps is Steps.COMPLETE:
         changes["completed_steps"] = status.total_steps
+    elif transition.steps is Steps.PLANNED:
+        changes["completed_steps"] = changes["total_steps"] = status.planned_steps
     if transition.clear_stage:
         changes["stage"] = None
     if transition.set_heartbeat:

@@ -26,7 +26,7 @@ from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
 from .store import TaskKey
-from .writebehind import START, WriteBehind
+from .writebehind import RUN, START, SUCCEED, WriteBehind
 
 if TYPE_CHECKING:
     import pluggy
@@ -252,7 +252,10 @@ class Recorder:
     def taskstatus_succeed(self, event: TaskEvent) -> None:
         if self.writer is not None:
             self.writer.succeed(event)
-            return
+        else:
+            self._succeed(event)
+
+    def _succeed(self, event: TaskEvent) -> None:
         key = self._key(event.task_id)
         if key is None:
             return
@@ -265,26 +268,29 @@ class Recorder:
             self._after_child_ended(key.parent_uuid, State.SUCCEEDED)
 
     def _write_batch(self, kind: str, events: Sequence[TaskEvent]) -> None:
-        """Write queued starts or successes: one batched transition, then what follows."""
+        """Write queued starts, successes or runs (both at once): one batched transition,
+        then what follows from it."""
         now = self.clock()
-        transition = models.START if kind == START else models.SUCCEED
+        transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
         changed = self.store.transition_tasks([e.task_id for e in events], transition, now)
         for key in changed:
             self._remember(key)
-        if transition is models.SUCCEED:
-            for key in changed:
-                self._succeeded(key)
-            return  # the others had ended already, as they would have at once
-        for key in changed:
-            if key.parent_uuid is not None:
+            if kind != SUCCEED and key.parent_uuid is not None:
                 self._start_ancestors(key, now)
-        started = {key.task_id for key in changed}
+            if kind != START:
+                self._succeeded(key)
+        if kind == SUCCEED:
+            return  # the others had ended already, as they would have at once
+        done = {key.task_id for key in changed}
         for event in events:
-            if event.task_id not in started:
-                # Never published here (eager mode), or canceled meanwhile: the task's next
-                # progress call notices the cancel.
-                with contextlib.suppress(TaskCanceledException):
-                    self._prerun(event)
+            if event.task_id in done:
+                continue
+            # Never published here (eager mode), or canceled meanwhile: the task's next
+            # progress call notices the cancel.
+            with contextlib.suppress(TaskCanceledException):
+                self._prerun(event)
+                if kind == RUN:
+                    self._succeed(event)
 
     @hookimpl
     def taskstatus_cancel(self, event: TaskEvent) -> None:

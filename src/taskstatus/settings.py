@@ -34,7 +34,7 @@ class Settings:
     lost_after: float = 120.0
     #: Seconds a worker gathers task starts and successes before writing them in one batch
     #: (0: write each at once).
-    write_interval: float = 0.05
+    write_interval: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or ":" not in self.url:
@@ -113,7 +113,7 @@ class Settings:
             purge_batch_size=1000 if purge_batch_size is None else purge_batch_size,
             heartbeat_interval=15.0 if heartbeat_interval is None else heartbeat_interval,
             lost_after=120.0 if lost_after is None else lost_after,
-            write_interval=0.05 if write_interval is None else write_interval,
+            write_interval=0.1 if write_interval is None else write_interval,
         )
 
     def artifact_url(self) -> str:

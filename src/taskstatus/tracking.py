@@ -9,6 +9,7 @@ which coalesces progress in memory and writes it at most every ``progress_interv
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -67,10 +68,7 @@ class TrackSpec:
         ``partial`` accepts a call that still lacks arguments (a chain step whose first
         argument is the previous step's result).
         """
-        signature = inspect.signature(func)
-        if skip_first:
-            params = list(signature.parameters.values())[1:]
-            signature = signature.replace(parameters=params)
+        signature = _signature(func, skip_first)
         try:
             bound = (
                 signature.bind_partial(*args, **kwargs)
@@ -147,6 +145,26 @@ class TrackSpec:
     def render_total_steps(self, arguments: dict[str, Any]) -> int:
         total = self.total_steps(arguments) if callable(self.total_steps) else self.total_steps
         return check_steps(total, "total_steps")
+
+
+def _signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
+    """A callable's signature, computed once: a worker binds every call of a task to it."""
+    try:
+        hash(func)
+    except TypeError:
+        return _compute_signature(func, skip_first)
+    return _cached_signature(func, skip_first)
+
+
+def _compute_signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
+    signature = inspect.signature(func)
+    if skip_first:
+        params = list(signature.parameters.values())[1:]
+        signature = signature.replace(parameters=params)
+    return signature
+
+
+_cached_signature = functools.lru_cache(maxsize=1024)(_compute_signature)
 
 
 def track(

@@ -45,6 +45,8 @@ MAX_BACKOFF = 5.0
 
 START = "start"
 SUCCEED = "succeed"
+#: A start and the success of the same task, written as one.
+RUN = "run"
 
 
 class WriteBehind:
@@ -134,12 +136,11 @@ class WriteBehind:
             return
         try:
             for segment in _segments(queued):
-                for kind in (START, SUCCEED):
-                    events = [event for k, event in segment if k == kind]
-                    if events:
-                        self._write(kind, events)
+                for kind, events, items in _by_kind(segment):
+                    self._write(kind, events)
                     # Written: never again (a start written twice would count an attempt).
-                    queued = _without(queued, kind, events)
+                    written = {id(item) for item in items}
+                    queued = [item for item in queued if id(item) not in written]
             self._poll_canceled()
         except BaseException:
             with self._lock:
@@ -196,18 +197,39 @@ def _segments(queued: list[tuple[str, TaskEvent]]) -> list[list[tuple[str, TaskE
     segments: list[list[tuple[str, TaskEvent]]] = [[]]
     started: set[str] = set()
     ended: set[str] = set()
-    for kind, event in queued:
-        task_id = event.task_id
+    for item in queued:
+        kind, task_id = item[0], item[1].task_id
         if task_id in ended or (kind == START and task_id in started):
             segments.append([])
             started, ended = set(), set()
         (started if kind == START else ended).add(task_id)
-        segments[-1].append((kind, event))
+        segments[-1].append(item)  # the queue's own item: written items leave the queue by id
     return segments
 
 
-def _without(
-    queued: list[tuple[str, TaskEvent]], kind: str, events: list[TaskEvent]
-) -> list[tuple[str, TaskEvent]]:
-    written = {id(event) for event in events}
-    return [(k, e) for k, e in queued if not (k == kind and id(e) in written)]
+def _by_kind(
+    segment: list[tuple[str, TaskEvent]],
+) -> list[tuple[str, list[TaskEvent], list[tuple[str, TaskEvent]]]]:
+    """The writes of one segment, each as (kind, events, the queue items it covers): starts,
+    runs (a start and its success in one write, described by the start's event) and
+    successes."""
+    ends = {event.task_id: (kind, event) for kind, event in segment if kind == SUCCEED}
+    writes: dict[str, tuple[list[TaskEvent], list[tuple[str, TaskEvent]]]] = {
+        START: ([], []),
+        RUN: ([], []),
+        SUCCEED: ([], []),
+    }
+    for item in segment:
+        kind, event = item
+        if kind != START:
+            continue
+        end = ends.pop(event.task_id, None)
+        events, items = writes[START if end is None else RUN]
+        events.append(event)
+        items.append(item)
+        if end is not None:
+            items.append(end)
+    for item in ends.values():
+        writes[SUCCEED][0].append(item[1])
+        writes[SUCCEED][1].append(item)
+    return [(kind, events, items) for kind, (events, items) in writes.items() if events]

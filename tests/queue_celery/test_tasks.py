@@ -225,7 +225,8 @@ def test_immediate_retry_is_counted_once(one_cell: Cell, uid: int, tmp_path: Pat
     marker = tmp_path / "second-run"
     result = tasks.retry_at_once.delay(uid, str(marker), run_for=2.0)
     poll(marker.exists, bool, "the second run")
-    assert find(result.id).state is State.IN_PROGRESS  # type: ignore[union-attr]
+    # The second run (2 s long) shows as In Progress, once its worker has written its start.
+    assert wait_state(result.id, State.IN_PROGRESS, timeout=1.5).attempts == 2
     assert result.get(timeout=TIMEOUT) == 1
     final = wait_state(result.id, State.SUCCEEDED)
     assert final.attempts == 2

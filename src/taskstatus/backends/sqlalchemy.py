@@ -663,7 +663,8 @@ _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
 _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
 _CANCELED_UNSTARTED = select(_c.task_id).where(
-    _c.state == State.CANCELED.value,
+    # Inline, so that the planner matches the partial index's predicate.
+    _c.state == literal_column(f"'{State.CANCELED.value}'"),
     _c.modified >= bindparam("p_since", type_=UTCDateTime()),
     _c.started_at.is_(None),
     _c.is_container.is_(False),
@@ -699,6 +700,8 @@ def _transition_statement(transition: Transition, which: ColumnElement[bool]) ->
         values += [(_c.completed_steps, 0), (_c.total_steps, _c.planned_steps)]
     elif transition.steps is Steps.COMPLETE:
         values.append((_c.completed_steps, _c.total_steps))
+    elif transition.steps is Steps.PLANNED:
+        values += [(_c.completed_steps, _c.planned_steps), (_c.total_steps, _c.planned_steps)]
     if transition.set_started:
         values.append((_c.started_at, func.coalesce(_c.started_at, _NOW)))
     if transition.set_finished:

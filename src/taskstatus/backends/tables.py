@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
@@ -96,7 +97,15 @@ statuses = Table(
     Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
     Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
     Index("ix_taskstatus_status_state_created", "state", "created"),
-    Index("ix_taskstatus_status_state_modified", "state", "modified"),
+    # Workers poll for work canceled before it started: only canceled rows need this index
+    # (partial where the database can; MySQL/MariaDB index every row).
+    Index(
+        "ix_taskstatus_status_canceled",
+        "state",
+        "modified",
+        postgresql_where=text("state = 'Canceled'"),
+        sqlite_where=text("state = 'Canceled'"),
+    ),
     Index("ix_taskstatus_status_created", "created"),
 )
 

@@ -39,6 +39,7 @@ from celery.canvas import _chord as celery_chord
 from celery.canvas import group as celery_group
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
 
+from .. import get_tracker
 from ..events import TaskEvent
 from ..exceptions import TaskCanceledException
 from ..hookspecs import hookimpl
@@ -162,9 +163,13 @@ def _task_event(task_id: str, task: Task, info: PublishInfo, parent: str | None)
 
 
 def _signature_target(task: Task) -> Callable[..., Any]:
-    """The task's own function as a callable with the call's signature (no ``self``)."""
-    run = inspect.getattr_static(type(task), "run")
-    return run.__get__(task, type(task))  # type: ignore[no-any-return]
+    """The task's own function as a callable with the call's signature (no ``self``);
+    looked up once per task object."""
+    target = task.__dict__.get("_taskstatus_target")
+    if target is None:
+        run = inspect.getattr_static(type(task), "run")
+        target = task._taskstatus_target = run.__get__(task, type(task))
+    return target  # type: ignore[no-any-return]
 
 
 # -- containers in flight --------------------------------------------------------------------------
@@ -230,9 +235,7 @@ class CeleryAdapter:
     def tracker(self) -> Tracker:
         if self._tracker is not None:
             return self._tracker
-        import taskstatus
-
-        return taskstatus.get_tracker()
+        return get_tracker()
 
     def connect(self) -> None:
         amqp = self.app.amqp
