@@ -273,8 +273,10 @@ class Recorder:
         now = self.clock()
         transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
         changed = self.store.transition_tasks([e.task_id for e in events], transition, now)
+        if kind == START:
+            for key in changed:
+                self._remember(key)  # the running task's progress and artifacts need it
         for key in changed:
-            self._remember(key)
             if kind != SUCCEED and key.parent_uuid is not None:
                 self._start_ancestors(key, now)
             if kind != START:

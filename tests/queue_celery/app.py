@@ -132,6 +132,12 @@ def untracked(x):
     return x * 2
 
 
+@taskstatus.track()
+@app.task(acks_late=True)
+def acked_late(user_id, value):
+    return value
+
+
 @taskstatus.track(total_steps=10)
 @app.task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def fragile(self, user_id, marker, seconds=4.0):

@@ -200,6 +200,14 @@ def test_missing_owner_raises_and_sends_nothing(cell: Cell, send) -> None:  # ty
     assert poll(lambda: cell.queue_length(queue), bool, "the untracked message") == 1
 
 
+def test_acks_late_outcome_is_written_before_the_ack(cell: Cell, uid: int) -> None:
+    # The worker batches writes, but not past the acknowledgement of an acks_late message:
+    # a worker killed right after the ack must not lose the outcome.
+    result = tasks.acked_late.delay(uid, 5)
+    assert result.get(timeout=TIMEOUT) == 5
+    assert find(result.id).state is State.SUCCEEDED  # type: ignore[union-attr]
+
+
 def test_untracked_task_is_untouched(cell: Cell) -> None:
     result = tasks.untracked.delay(21)
     assert result.get(timeout=TIMEOUT) == 42

@@ -671,8 +671,12 @@ _CANCELED_UNSTARTED = select(_c.task_id).where(
 )
 
 
-def _keys(result: CursorResult[Any]) -> list[TaskKey]:
-    return [TaskKey(**row._mapping) for row in result]
+def _keys(result: Iterable[Any]) -> list[TaskKey]:
+    """Rows of _KEY_COLUMNS, in that order."""
+    return [
+        TaskKey(task_id, uuid, parent_uuid, is_container)
+        for task_id, uuid, parent_uuid, is_container in result
+    ]
 
 
 def _states(states: Iterable[State]) -> list[Any]:

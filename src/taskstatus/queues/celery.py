@@ -578,6 +578,28 @@ class CeleryAdapter:
             parent_task_id=tracker.current_group() if request.is_eager else None,
         )
         try:
+            return self._run(tracker, event, request, original, args, kwargs)
+        finally:
+            if task.acks_late and not request.is_eager:
+                # The message is acknowledged once this returns: write the outcome first, so
+                # that a worker killed right after the ack cannot lose it.
+                try:
+                    tracker.flush()
+                except Exception:
+                    log.warning(
+                        "could not write task %s yet; will retry", request.id, exc_info=True
+                    )
+
+    def _run(
+        self,
+        tracker: Tracker,
+        event: TaskEvent,
+        request: Any,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        try:
             live = tracker.begin(event)
         except TaskCanceledException:
             tracker.end(event, exception=TaskCanceledException("canceled before it started"))
