@@ -80,6 +80,7 @@ def configure(
     purge_batch_size: int | None = None,
     heartbeat_interval: float | None = None,
     lost_after: float | None = None,
+    write_interval: float | None = None,
     plugins: Iterable[object] = (),
 ) -> Tracker:
     """Set up the default tracker and connect to its store; returns the Tracker.
@@ -96,6 +97,7 @@ def configure(
         purge_batch_size=purge_batch_size,
         heartbeat_interval=heartbeat_interval,
         lost_after=lost_after,
+        write_interval=write_interval,
     )
     tracker = Tracker(settings, plugins=plugins)
     tracker.open()
