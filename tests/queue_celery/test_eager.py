@@ -74,12 +74,7 @@ def test_untracked_task_is_untouched(eager: None) -> None:
     assert taskstatus.statuses(limit=None) == []
 
 
-# -- known adapter bugs: eager mode bypasses the publish path -----------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="eager apply_async never reaches send_task_message: the owner check runs only in "
-    "the task body, so delay() returns a failed EagerResult instead of raising",
-)
+# -- eager runs are recorded as if they had been published ------------------------------------
 def test_missing_owner_raises_at_the_call(eager: None) -> None:
     with pytest.raises(TypeError, match="user_id"):
         tasks.add.delay(1, 2)
@@ -94,11 +89,56 @@ def test_task_inside_taskstatus_group_is_its_child(eager: None, uid: int) -> Non
     assert root.state is State.SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="eager chain steps get no owner from the chain (no publish, so no chain container "
-    "and no recorded step): a step without user_id fails with TypeError",
-)
+def test_missing_owner_raises_from_apply(eager: None) -> None:
+    with pytest.raises(TypeError, match="user_id"):
+        tasks.add.apply((1, 2))
+    assert taskstatus.statuses(limit=None) == []
+
+
 def test_chain_step_takes_its_owner_from_the_chain(eager: None, uid: int) -> None:
     result = chain(tasks.add.s(1, 2, user_id=uid), tasks.add.s(3)).apply_async()
     assert result.get() == 6
+    root = only_root(uid)
+    assert (root.task_class, root.state) == ("celery.chain", State.SUCCEEDED)
+    steps = root.children()
+    assert [(s.state, s.user_id) for s in steps] == [(State.SUCCEEDED, str(uid))] * 2
+    assert {s.task_id for s in steps} == {result.id, result.parent.id}
+
+
+def test_failed_chain_step_cancels_the_rest(eager: None, uid: int) -> None:
+    canvas = chain(tasks.add.s(1, 2, user_id=uid), tasks.explode.si(uid, "no"), tasks.add.s(3))
+    with pytest.raises(ValueError, match="no"):  # eager Celery raises when the next step reads it
+        canvas.apply_async()
+    root = only_root(uid)
+    assert (root.task_class, root.state) == ("celery.chain", State.FAILED)
+    by_class = [(s.task_class.rsplit(".", 1)[-1], s.state) for s in root.children()]
+    assert sorted(by_class) == [
+        ("add", State.CANCELED),
+        ("add", State.SUCCEEDED),
+        ("explode", State.FAILED),
+    ]
+
+
+def test_calling_apply_twice_records_two_runs(eager: None, uid: int) -> None:
+    assert tasks.add.apply((1, 2), {"user_id": uid}).get() == 3
+    assert tasks.add.apply((3, 4), {"user_id": uid}).get() == 7
+    assert [s.state for s in taskstatus.statuses(user_id=uid)] == [State.SUCCEEDED] * 2
+
+
+def test_group_is_a_container(eager: None, uid: int) -> None:
+    from celery import group
+
+    assert group(tasks.add.s(i, i, user_id=uid) for i in range(3)).apply_async().get() == [0, 2, 4]
+    root = only_root(uid)
+    assert (root.task_class, root.state) == ("celery.group", State.SUCCEEDED)
+    assert [s.state for s in root.children()] == [State.SUCCEEDED] * 3
+
+
+def test_chord_tasks_are_recorded(eager: None, uid: int) -> None:
+    from celery import chord
+
+    result = chord(
+        [tasks.add.s(i, i, user_id=uid) for i in range(2)], tasks.total.s(user_id=uid)
+    ).apply_async()
+    assert result.get() == 2
+    assert {s.state for s in taskstatus.statuses(user_id=uid, limit=None)} == {State.SUCCEEDED}

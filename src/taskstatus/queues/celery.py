@@ -35,6 +35,8 @@ from typing import Any
 import celery.app.trace as celery_trace
 import celery.worker.consumer.consumer as celery_consumer
 from celery import Celery, Task, signals
+from celery.canvas import Signature
+from celery.canvas import _chain as celery_chain
 from celery.canvas import _chord as celery_chord
 from celery.canvas import group as celery_group
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
@@ -184,6 +186,12 @@ class _GroupScope:
     owner: str | None = None
 
 
+#: An eager chain being applied: its head's task id and the later steps, as a message's
+#: ``chain`` embed would carry them.
+_eager_chain: contextvars.ContextVar[tuple[str, list[dict[str, Any]]] | None] = (
+    contextvars.ContextVar("taskstatus_celery_eager_chain", default=None)
+)
+
 _scope: contextvars.ContextVar[_GroupScope | None] = contextvars.ContextVar(
     "taskstatus_celery_group", default=None
 )
@@ -222,6 +230,44 @@ def _patch_celery() -> None:
                 return original_apply(self, *args, **kwargs)
 
         celery_group.apply_async = apply_async
+
+        # Eager runs (task_always_eager, apply()) send no message: record them as if they had.
+        original_task_apply = Task.apply
+
+        @functools.wraps(original_task_apply)
+        def task_apply(
+            self: Task, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any
+        ) -> Any:
+            adapter = _adapter_for(getattr(self, "_app", None) or getattr(self, "app", None))
+            if adapter is not None and not rest and not options.get("retries"):
+                options["task_id"] = options.get("task_id") or uuid.uuid4().hex
+                adapter.before_eager_run(self, args, kwargs, options)
+            return original_task_apply(self, args, kwargs, *rest, **options)
+
+        Task.apply = task_apply
+
+        original_chain_apply = celery_chain.apply
+
+        @functools.wraps(original_chain_apply)
+        def chain_apply(self: celery_chain, *args: Any, **kwargs: Any) -> Any:
+            if _adapter_for(self.app) is None:
+                return original_chain_apply(self, *args, **kwargs)
+            # Ids for every step now, as a published chain has them, so that the head's
+            # record can list the later steps.
+            copy = self.clone()
+            for step in copy.tasks:
+                if type(step) is Signature and not step.options.get("task_id"):
+                    step.set(task_id=uuid.uuid4().hex)
+            head, later = copy.tasks[0], copy.tasks[1:]
+            token = _eager_chain.set(
+                (head.options.get("task_id"), [dict(step) for step in reversed(later)])
+            )
+            try:
+                return original_chain_apply(copy, *args, **kwargs)
+            finally:
+                _eager_chain.reset(token)
+
+        celery_chain.apply = chain_apply
 
 
 class CeleryAdapter:
@@ -338,6 +384,20 @@ class CeleryAdapter:
             tracker.publish(_task_event(task_id, task, info, parent))
         for step in steps:
             self._record_step(tracker, step, parent, owner)
+
+    def before_eager_run(
+        self, task: Task, args: Any, kwargs: Any, options: Mapping[str, Any]
+    ) -> None:
+        """Record a task about to run in this process as if its message were being sent
+        (a missing owner raises here, from ``delay()``/``apply()``)."""
+        headers = dict(options.get("headers") or {})
+        headers["id"] = options["task_id"]
+        embed: dict[str, Any] = {}
+        chain = _eager_chain.get()
+        if chain is not None and chain[0] == headers["id"]:
+            embed["chain"] = chain[1]
+        body = (tuple(args or ()), dict(kwargs or {}), embed)
+        self.before_send(task.name, (headers, {}, body, None), options.get("headers"))
 
     def _is_tracked_sig(self, sig: Mapping[str, Any]) -> bool:
         if sig.get("task") in ("celery.chord", "celery.group"):
@@ -557,12 +617,9 @@ class CeleryAdapter:
         kwargs: dict[str, Any],
     ) -> Any:
         request = task.request
+        # Checked when the task was published (or applied eagerly); the status exists.
         info = spec.describe(
-            _signature_target(task),
-            args,
-            kwargs,
-            task_name=task.name,
-            partial=not request.is_eager,
+            _signature_target(task), args, kwargs, task_name=task.name, partial=True
         )
         tracker = self.tracker
         event = TaskEvent(
@@ -574,8 +631,6 @@ class CeleryAdapter:
             user_id=info.user_id,
             total_steps=info.total_steps,
             attempt=(request.retries or 0) + 1,
-            # Eager tasks were never published: they join an open taskstatus.group here.
-            parent_task_id=tracker.current_group() if request.is_eager else None,
         )
         try:
             return self._run(tracker, event, request, original, args, kwargs)
