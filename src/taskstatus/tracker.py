@@ -391,6 +391,33 @@ class Tracker:
             event = _replace(event, parent_task_id=group)
         self.hook.taskstatus_publish(event=event)
 
+    def publish_container(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        kind: str,
+        name: str | None,
+        user_id: str | None,
+        parent_task_id: str | None = None,
+        sealed: bool = True,
+    ) -> None:
+        """Record a queue's container (a chain, a pipeline...) whose steps are published next;
+        an unsealed one ends only after :meth:`seal`."""
+        self.publish(
+            TaskEvent(
+                task_id=task_id,
+                queue=queue,
+                task_class=kind,
+                name=name or kind,
+                user_id=user_id,
+                parent_task_id=parent_task_id,
+                is_container=True,
+                sealed=sealed,
+                total_steps=0,
+            )
+        )
+
     def begin(self, event: TaskEvent) -> LiveStatus:
         """A worker starts the task: record it and make ``current()`` return its handle.
 

@@ -45,6 +45,28 @@ class PublishInfo:
     user_id: str | None
     arguments: dict[str, Any]
 
+    def event(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        task_class: str,
+        parent_task_id: str | None = None,
+        redeliver_on_loss: bool = False,
+    ) -> TaskEvent:
+        """The publish (or start) event of this call."""
+        return TaskEvent(
+            task_id=task_id,
+            queue=queue,
+            task_class=task_class,
+            name=self.name,
+            arguments=self.arguments,
+            user_id=self.user_id,
+            parent_task_id=parent_task_id,
+            total_steps=self.total_steps,
+            redeliver_on_loss=redeliver_on_loss,
+        )
+
 
 @dataclass(frozen=True)
 class TrackSpec:

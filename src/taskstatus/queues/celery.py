@@ -150,15 +150,11 @@ def _spec_of(task: Any) -> TrackSpec | None:
 
 
 def _task_event(task_id: str, task: Task, info: PublishInfo, parent: str | None) -> TaskEvent:
-    return TaskEvent(
-        task_id=task_id,
+    return info.event(
+        task_id,
         queue=QUEUE,
         task_class=task.name,
-        name=info.name,
-        arguments=info.arguments,
-        user_id=info.user_id,
         parent_task_id=parent,
-        total_steps=info.total_steps,
         # acks_late: a message whose worker died goes back to the queue.
         redeliver_on_loss=bool(task.acks_late or task.app.conf.task_acks_late),
     )
@@ -445,18 +441,14 @@ class CeleryAdapter:
         *,
         sealed: bool = True,
     ) -> None:
-        tracker.publish(
-            TaskEvent(
-                task_id=task_id,
-                queue=QUEUE,
-                task_class=kind,
-                name=name or kind,
-                user_id=owner,
-                parent_task_id=parent,
-                is_container=True,
-                sealed=sealed,
-                total_steps=0,
-            )
+        tracker.publish_container(
+            task_id,
+            queue=QUEUE,
+            kind=kind,
+            name=name,
+            user_id=owner,
+            parent_task_id=parent,
+            sealed=sealed,
         )
 
     def _parent_for(

@@ -1,0 +1,396 @@
+"""Dramatiq: one middleware turns a message's life cycle into taskstatus's lifecycle hooks.
+
+``install(broker)`` adds :class:`TaskstatusMiddleware` just before Dramatiq's ``Retries``
+middleware, so that when a message has been processed, Retries has already decided whether it
+will run again: a failure it retries is Retrying, only the last one is Failed.
+
+* **Publish** (``before_enqueue``, in the sender): the status is recorded before the message is
+  enqueued; a missing owner raises ``TypeError`` from ``send()`` and nothing is enqueued. The
+  message id is the task id. A pipeline records all its steps when its first message is
+  enqueued (they travel in ``pipe_target``) under a ``dramatiq.pipeline`` container; a group
+  run with ``group.run()`` gets a ``dramatiq.group`` container (Dramatiq's groups leave no mark
+  on their messages, so ``install`` wraps ``group.run``).
+* **Run** (worker threads): ``before_process_message`` starts the status — or skips a message
+  whose status was canceled, without running it — and ``after_process_message`` ends it.
+  ``TaskCanceledException`` raised by the actor skips the message (no retry, no dead letter).
+* **Worker processes** batch their writes (see :mod:`taskstatus.writebehind`) and write them
+  before a message is acknowledged, so a worker killed after an ack never loses an outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+from dramatiq import Broker, Message, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.composition import group as dramatiq_group
+from dramatiq.composition import pipeline as dramatiq_pipeline
+from dramatiq.middleware import (
+    MiddlewareError,
+    Retries,
+    Shutdown,
+    SkipMessage,
+    TimeLimitExceeded,
+)
+
+from .. import get_tracker
+from ..events import TaskEvent
+from ..exceptions import TaskCanceledException
+from ..tracker import Tracker
+from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec
+
+__all__ = ["NAME_OPTION", "OwnerMissing", "TaskstatusMiddleware", "install", "named"]
+
+log = logging.getLogger(__name__)
+
+QUEUE = "dramatiq"
+#: Message option naming a task's status (on a pipeline's first message: the pipeline's).
+NAME_OPTION = "taskstatus_name"
+#: Message option of a pipeline step recorded with its pipeline: the container's task id.
+PARENT_OPTION = "taskstatus_parent"
+
+_patch_lock = threading.Lock()
+
+
+class OwnerMissing(MiddlewareError, TypeError):
+    """A tracked actor sent without its owner argument. A ``TypeError``; also a Dramatiq
+    ``MiddlewareError``, the only kind a middleware may raise from ``send()``."""
+
+
+#: The ``dramatiq.group`` container of the ``group.run()`` in progress.
+_group_scope: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "taskstatus_dramatiq_group", default=None
+)
+
+
+def install(broker: Broker, tracker: Tracker | None = None) -> TaskstatusMiddleware:
+    """Track this broker's ``@taskstatus.track`` actors; call it where the broker is set up, in
+    senders and workers alike. Installing twice returns the same middleware."""
+    if not isinstance(broker, Broker):
+        raise TypeError(f"install() takes a Dramatiq broker, got {type(broker).__name__}")
+    for middleware in broker.middleware:
+        if isinstance(middleware, TaskstatusMiddleware):
+            return middleware
+    middleware = TaskstatusMiddleware(tracker)
+    has_retries = any(isinstance(m, Retries) for m in broker.middleware)
+    broker.add_middleware(middleware, before=Retries if has_retries else None)
+    _patch_group()
+    return middleware
+
+
+def named(composition: dramatiq_group | dramatiq_pipeline, name: str) -> Any:
+    """Name the container of a group or pipeline (``named(group([...]), "Nightly").run()``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a container name must be a non-empty str, got {name!r}")
+    if isinstance(composition, dramatiq_pipeline):
+        composition.messages[0].options[NAME_OPTION] = name
+    elif isinstance(composition, dramatiq_group):
+        composition.taskstatus_name = name  # type: ignore[attr-defined]
+    else:
+        raise TypeError(f"named() takes a Dramatiq group or pipeline, got {composition!r}")
+    return composition
+
+
+def _middleware_for(broker: Broker) -> TaskstatusMiddleware | None:
+    for middleware in broker.middleware:
+        if isinstance(middleware, TaskstatusMiddleware):
+            return middleware
+    return None
+
+
+def _patch_group() -> None:
+    """Wrap ``group.run`` once per process: its messages join one container."""
+    with _patch_lock:
+        if getattr(dramatiq_group.run, "taskstatus_patched", False):
+            return
+        original: Callable[..., Any] = dramatiq_group.run
+
+        @functools.wraps(original)
+        def run(self: dramatiq_group, *, delay: int | None = None) -> Any:
+            middleware = _middleware_for(self.broker)
+            if middleware is None:
+                return original(self, delay=delay)
+            with middleware.group_scope(self):
+                return original(self, delay=delay)
+
+        run.taskstatus_patched = True  # type: ignore[attr-defined]
+        dramatiq_group.run = run  # type: ignore[method-assign]
+
+
+def _actor_spec(
+    broker: Broker, actor_name: str
+) -> tuple[dramatiq.Actor[Any, Any], TrackSpec] | None:
+    try:
+        actor = broker.get_actor(actor_name)
+    except dramatiq.errors.ActorNotFound:
+        return None
+    spec = find_spec(actor, actor.fn)
+    return (actor, spec) if spec is not None else None
+
+
+def _task_class(actor: dramatiq.Actor[Any, Any]) -> str:
+    fn = actor.fn
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _steps(message: Message[Any]) -> Iterator[dict[str, Any]]:
+    """The later steps of a pipeline whose first message is ``message``, in order."""
+    target = message.options.get("pipe_target")
+    while target:
+        yield target
+        target = (target.get("options") or {}).get("pipe_target")
+
+
+class TaskstatusMiddleware(Middleware):
+    """Dramatiq's message life cycle -> taskstatus lifecycle hooks."""
+
+    def __init__(self, tracker: Tracker | None = None) -> None:
+        self._tracker = tracker
+        self._running: dict[str, LiveStatus] = {}
+        self._running_lock = threading.Lock()
+
+    @property
+    def tracker(self) -> Tracker:
+        return self._tracker if self._tracker is not None else get_tracker()
+
+    # -- publish (sender) --------------------------------------------------------------------
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        options = message.options
+        if options.get("retries") or options.get(PARENT_OPTION):
+            return  # a retry, or a pipeline step recorded with its pipeline
+        tracked = _actor_spec(broker, message.actor_name)
+        steps = list(_steps(message))
+        if tracked is None and not steps:
+            return
+        scope = _group_scope.get()
+        parent = scope[0] if scope is not None else None
+        tracker = self.tracker
+        try:
+            info = self._describe(tracked, message.args, message.kwargs, strict=True)
+        except TypeError as exc:
+            raise OwnerMissing(str(exc)) from None
+        owner = info.user_id if info is not None else scope[1] if scope is not None else None
+        container = None
+        if steps:
+            container = f"dramatiq.pipeline:{message.message_id}"
+            tracker.publish_container(
+                container,
+                queue=QUEUE,
+                kind="dramatiq.pipeline",
+                name=options.get(NAME_OPTION) or (info.name if info else None),
+                user_id=owner,
+                parent_task_id=parent,
+                sealed=False,
+            )
+            parent = container
+        if tracked is not None and info is not None:
+            tracker.publish(self._event(message.message_id, tracked[0], info, parent))
+        if container is not None:
+            for step in steps:
+                self._record_step(broker, step, container, owner)
+            tracker.seal(container)
+
+    def _describe(
+        self,
+        tracked: tuple[dramatiq.Actor[Any, Any], TrackSpec] | None,
+        args: Any,
+        kwargs: Any,
+        *,
+        strict: bool,
+        owner: str | None = None,
+    ) -> PublishInfo | None:
+        if tracked is None:
+            return None
+        actor, spec = tracked
+        return spec.describe(
+            actor.fn,
+            tuple(args or ()),
+            dict(kwargs or {}),
+            task_name=_task_class(actor),
+            partial=not strict,
+            default_owner=owner,
+        )
+
+    def _event(
+        self, task_id: str, actor: dramatiq.Actor[Any, Any], info: PublishInfo, parent: str | None
+    ) -> TaskEvent:
+        # Dramatiq acknowledges late: the message of a worker that died comes back.
+        return info.event(
+            task_id,
+            queue=QUEUE,
+            task_class=_task_class(actor),
+            parent_task_id=parent,
+            redeliver_on_loss=True,
+        )
+
+    def _record_step(
+        self, broker: Broker, step: dict[str, Any], parent: str, owner: str | None
+    ) -> None:
+        """A later pipeline step: recorded Pending now, enqueued by a worker later."""
+        step_options = step.setdefault("options", {})
+        step_options[PARENT_OPTION] = parent  # travels in pipe_target: not recorded twice
+        tracked = _actor_spec(broker, step.get("actor_name", ""))
+        if tracked is None:
+            return
+        # Its last argument (the previous step's result) is not known yet.
+        info = self._describe(
+            tracked, step.get("args"), step.get("kwargs"), strict=False, owner=owner
+        )
+        if info is not None:
+            self.tracker.publish(self._event(step["message_id"], tracked[0], info, parent))
+
+    @contextlib.contextmanager
+    def group_scope(self, group: dramatiq_group) -> Iterator[None]:
+        """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container; every
+        tracked member's owner is checked before the first member is enqueued."""
+        owners = [owner for owner in self._owners(group) if owner is not None]
+        if not owners:
+            yield
+            return
+        tracker = self.tracker
+        outer = _group_scope.get()
+        container = f"dramatiq.group:{uuid.uuid4()}"
+        tracker.publish_container(
+            container,
+            queue=QUEUE,
+            kind="dramatiq.group",
+            name=getattr(group, "taskstatus_name", None),
+            user_id=owners[0],
+            parent_task_id=outer[0] if outer is not None else None,
+            sealed=False,
+        )
+        token = _group_scope.set((container, owners[0]))
+        try:
+            yield
+        finally:
+            _group_scope.reset(token)
+            tracker.seal(container)
+
+    def _owners(self, group: dramatiq_group) -> Iterator[str | None]:
+        for child in group.children:
+            if isinstance(child, dramatiq_group):
+                yield from self._owners(child)
+                continue
+            first = child.messages[0] if isinstance(child, dramatiq_pipeline) else child
+            tracked = _actor_spec(group.broker, first.actor_name)
+            info = self._describe(tracked, first.args, first.kwargs, strict=True)
+            yield info.user_id if info is not None else None
+
+    # -- run (worker threads) ----------------------------------------------------------------
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        tracked = _actor_spec(broker, message.actor_name)
+        if tracked is None:
+            return
+        actor = tracked[0]
+        _guard(actor)
+        info = self._describe(tracked, message.args, message.kwargs, strict=False)
+        assert info is not None
+        event = TaskEvent(
+            task_id=message.message_id,
+            queue=QUEUE,
+            task_class=_task_class(actor),
+            name=info.name,
+            arguments=info.arguments,
+            user_id=info.user_id,
+            total_steps=info.total_steps,
+            attempt=int(message.options.get("retries") or 0) + 1,
+            redeliver_on_loss=True,
+        )
+        tracker = self.tracker
+        try:
+            live = tracker.begin(event)
+        except TaskCanceledException as exc:
+            tracker.end(event, exception=exc)
+            raise SkipMessage(str(exc)) from exc
+        with self._running_lock:
+            self._running[message.message_id] = live
+
+    def _take(self, message: MessageProxy) -> LiveStatus | None:
+        with self._running_lock:
+            return self._running.pop(message.message_id, None)
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        live = self._take(message)
+        if live is None:
+            return
+        tracker = self.tracker
+        if exception is None:
+            tracker.end(live)
+            return
+        # Retries ran just before: a message it will run again is not failed.
+        retrying = not message.failed and any(isinstance(m, Retries) for m in broker.middleware)
+        tracker.end(
+            live,
+            exception=exception,
+            retrying=retrying,
+            message=_message_for(exception),
+            traceback=message.options.get("traceback"),
+        )
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        live = self._take(message)
+        if live is not None:  # the actor raised TaskCanceledException
+            self.tracker.end(live, exception=TaskCanceledException("canceled while running"))
+
+    # -- worker processes ----------------------------------------------------------------------
+    def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        self.tracker.batch_writes()
+
+    def before_ack(self, broker: Broker, message: MessageProxy) -> None:
+        self._flush()
+
+    def before_nack(self, broker: Broker, message: MessageProxy) -> None:
+        self._flush()
+
+    def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the worker's queued starts and successes (the consumer thread does it just
+        before it acknowledges: one write covers every message finished meanwhile)."""
+        try:
+            self.tracker.flush()
+        except Exception:
+            log.warning("could not write task statuses yet; will retry", exc_info=True)
+
+
+def _message_for(exception: BaseException) -> str | None:
+    """The end user's Error text for an interruption (None: the exception's own)."""
+    if isinstance(exception, TimeLimitExceeded):
+        return "The task took too long and was stopped."
+    if isinstance(exception, Shutdown):
+        return "The worker shut down while the task was running."
+    return None
+
+
+def _guard(actor: dramatiq.Actor[Any, Any]) -> None:
+    """Make a canceled actor skip its message instead of failing it (so Retries neither
+    retries nor dead-letters a canceled task)."""
+    fn: Callable[..., Any] = actor.fn
+    if getattr(fn, "taskstatus_guarded", False):
+        return
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TaskCanceledException as exc:
+            raise SkipMessage(str(exc)) from exc
+
+    guarded.taskstatus_guarded = True  # type: ignore[attr-defined]
+    actor.fn = guarded

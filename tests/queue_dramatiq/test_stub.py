@@ -1,0 +1,174 @@
+"""The Dramatiq adapter on a StubBroker with an in-process worker: fast checks of every path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dramatiq
+import pytest
+
+import taskstatus
+from taskstatus import State
+from taskstatus.queues.dramatiq import install, named
+from tests.queue_dramatiq import actors
+from tests.waiting import error_texts, only_root
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_progress_and_success(stub, uid):
+    message = actors.count.send(uid, 3)
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert (status.state, status.name, status.user_id) == (State.SUCCEEDED, "Count to 3", str(uid))
+    assert (status.completed_steps, status.total_steps, status.attempts) == (3, 3, 1)
+    assert status.queue == "dramatiq"
+    assert status.task_class == "tests.queue_dramatiq.actors.count"
+
+
+def test_failure_keeps_an_error_and_the_traceback(stub, uid):
+    message = actors.explode.send(uid, "bad header")
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["ValueError: bad header"]
+    assert "ValueError: bad header" in (status.traceback or "")
+
+
+def test_retry_counts_an_attempt(stub, uid, tmp_path: Path):
+    message = actors.flaky.send(uid, str(tmp_path / "marker"))
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 2)
+    assert error_texts(status) == []
+
+
+def test_retries_exhausted_fail_once(stub, uid):
+    message = actors.add.send(1, "x", user_id=uid)  # TypeError every run; one retry
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert (status.state, status.attempts) == (State.FAILED, 2)
+    assert len(error_texts(status)) == 1
+
+
+def test_custom_stage_and_artifacts(stub, uid):
+    message = actors.stages.send(uid)
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert status.state is State.SUCCEEDED
+    by_name = {a.name: a for a in status.artifacts}
+    assert by_name["Report"].open().read() == b"a,b\n1,2\n"
+    assert by_name["Link"].url == "https://example.com/r/1"
+    assert by_name["Summary"].text == "2 rows"
+
+
+def test_missing_owner_raises_and_sends_nothing(stub):
+    with pytest.raises(TypeError, match="user_id"):
+        actors.add.send(1, 2)
+    assert stub.broker.queues[actors.QUEUE].qsize() == 0
+    assert taskstatus.statuses(limit=None) == []
+
+
+def test_untracked_actor_is_untouched(stub):
+    actors.untracked.send(4)
+    stub.join()
+    assert taskstatus.statuses(limit=None) == []
+
+
+def test_cancel_pending_never_runs_the_body(stub, uid, tmp_path: Path):
+    stub.worker.pause()
+    marker = tmp_path / "ran"
+    message = actors.long_running.send(uid, str(marker), seconds=0.1)
+    taskstatus.get_by_task_id(message.message_id).cancel()
+    stub.worker.resume()
+    stub.join()
+    assert not marker.exists()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert status.state is State.CANCELED and status.started_at is None
+    assert error_texts(status) == []
+
+
+def test_cancel_running_stops_at_the_next_progress_call(stub, uid, tmp_path: Path):
+    from tests.waiting import poll
+
+    marker = tmp_path / "running"
+    message = actors.long_running.send(uid, str(marker), seconds=20)
+    poll(marker.exists, bool, "the task to start")
+    taskstatus.get_by_task_id(message.message_id).cancel()
+    stub.join()  # long before 20 s
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert status.state is State.CANCELED
+    assert status.completed_steps < 1000
+    assert error_texts(status) == []
+    assert stub.broker.dead_letters == []  # canceled: not failed, not retried
+
+
+def test_pipeline_is_a_container(stub, uid):
+    named(
+        dramatiq.pipeline([actors.add.message(1, 2, user_id=uid), actors.add.message(3)]), "Sum"
+    ).run()
+    stub.join()
+    root = only_root(uid)
+    assert (root.task_class, root.name, root.state) == ("dramatiq.pipeline", "Sum", State.SUCCEEDED)
+    steps = root.children()
+    assert [(s.state, s.user_id) for s in steps] == [(State.SUCCEEDED, str(uid))] * 2
+
+
+def test_failed_pipeline_step_cancels_the_rest(stub, uid):
+    dramatiq.pipeline(
+        [
+            actors.add.message(1, 2, user_id=uid),
+            actors.explode.message_with_options(args=(uid, "no"), pipe_ignore=True),
+            actors.add.message(3),
+        ]
+    ).run()
+    stub.join()
+    root = only_root(uid)
+    assert (root.task_class, root.state) == ("dramatiq.pipeline", State.FAILED)
+    assert sorted((s.task_class.rsplit(".", 1)[-1], s.state) for s in root.children()) == [
+        ("add", State.CANCELED),
+        ("add", State.SUCCEEDED),
+        ("explode", State.FAILED),
+    ]
+    assert error_texts(root) == ["ValueError: no"]
+
+
+def test_group_is_a_container(stub, uid):
+    named(dramatiq.group(actors.add.message(i, i, user_id=uid) for i in range(3)), "Adds").run()
+    stub.join()
+    root = only_root(uid)
+    assert (root.task_class, root.name, root.state) == ("dramatiq.group", "Adds", State.SUCCEEDED)
+    assert [s.state for s in root.children()] == [State.SUCCEEDED] * 3
+
+
+def test_group_checks_every_owner_before_sending(stub, uid):
+    with pytest.raises(TypeError, match="user_id"):
+        dramatiq.group([actors.add.message(1, 1, user_id=uid), actors.add.message(2, 2)]).run()
+    assert stub.broker.queues[actors.QUEUE].qsize() == 0
+    assert taskstatus.statuses(limit=None) == []
+
+
+def test_taskstatus_group(stub, uid):
+    with taskstatus.group("Nightly", user_id=uid) as container:
+        actors.count.send(uid, 2)
+        actors.add.send(1, 2, user_id=uid)
+    stub.join()
+    root = only_root(uid)
+    assert root.uuid == container.uuid
+    assert root.state is State.SUCCEEDED
+    assert len(root.children()) == 2
+
+
+def test_time_limit_ends_failed(stub, uid):
+    message = actors.too_slow.send_with_options(args=(uid,), time_limit=200)
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["The task took too long and was stopped."]
+
+
+def test_install_twice_returns_the_same_middleware(stub):
+    assert install(stub.broker) is install(stub.broker)
+    kinds = [type(m).__name__ for m in stub.broker.middleware]
+    assert kinds.count("TaskstatusMiddleware") == 1
+    assert kinds.index("TaskstatusMiddleware") == kinds.index("Retries") - 1
