@@ -232,6 +232,8 @@ class Recorder:
         now = self.clock()
         if not self.store.transition(uuid, models.FAIL, now):
             return
+        if traceback:  # before the Error artifact: whoever sees that sees the traceback
+            self.store.set_traceback(uuid, traceback)
         self.store.add_artifact(
             Artifact(
                 uuid=uuid_module.uuid4(),
@@ -242,8 +244,6 @@ class Recorder:
                 modified=now,
             )
         )
-        if traceback:
-            self.store.set_traceback(uuid, traceback)
         self._stopped(uuid)
         if parent_uuid is not None:
             self._after_child_ended(parent_uuid, State.FAILED, message)

@@ -32,7 +32,10 @@ DRAMATIQ = Path(sys.executable).with_name("dramatiq")
 REDIS_URL = os.environ.get("TASKSTATUS_TEST_REDIS", "redis://127.0.0.1:6379")
 BROKER_URLS = {
     "redis": f"{REDIS_URL}/13",
-    "rabbitmq": os.environ.get("TASKSTATUS_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//"),
+    # pika spells the default virtual host "%2F" (kombu: "//").
+    "rabbitmq": os.environ.get(
+        "TASKSTATUS_TEST_RABBITMQ_PIKA", "amqp://guest:guest@127.0.0.1:5672/%2F"
+    ),
 }
 CELLS = [(b, s) for b in ("redis", "rabbitmq") for s in ("sqlite", "postgresql")]
 
@@ -189,10 +192,10 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, s
 
 
 @pytest.fixture(params=CELLS, ids=["-".join(c) for c in CELLS])
-def cell(request: pytest.FixtureRequest, cells: Callable[[str, str], Cell]) -> Iterator[Cell]:
+def cell(request: pytest.FixtureRequest, cells: Callable[[str, str], Cell]) -> Cell:
     cell = cells(*request.param)
     cell.activate()
-    yield cell
+    return cell
 
 
 @pytest.fixture
