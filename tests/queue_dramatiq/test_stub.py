@@ -172,3 +172,23 @@ def test_install_twice_returns_the_same_middleware(stub):
     kinds = [type(m).__name__ for m in stub.broker.middleware]
     assert kinds.count("TaskstatusMiddleware") == 1
     assert kinds.index("TaskstatusMiddleware") == kinds.index("Retries") - 1
+
+
+def test_a_start_the_store_cannot_record_runs_again_later(stub, uid, monkeypatch):
+    from taskstatus import StoreUnavailable, Tracker
+
+    real_begin = Tracker.begin
+    calls: list[str] = []
+
+    def begin_once_unavailable(self, event):
+        calls.append(event.task_id)
+        if len(calls) == 1:
+            raise StoreUnavailable("database error: server closed the connection")
+        return real_begin(self, event)
+
+    monkeypatch.setattr(Tracker, "begin", begin_once_unavailable)
+    message = actors.count.send(uid, 2)
+    stub.join()
+    status = taskstatus.get_by_task_id(message.message_id)
+    assert calls == [message.message_id] * 2  # not run untracked: retried
+    assert (status.state, status.completed_steps) == (State.SUCCEEDED, 2)

@@ -43,11 +43,18 @@ from dramatiq.middleware import (
 
 from .. import get_tracker
 from ..events import TaskEvent
-from ..exceptions import TaskCanceledException
+from ..exceptions import StoreError, TaskCanceledException
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec
 
-__all__ = ["NAME_OPTION", "OwnerMissing", "TaskstatusMiddleware", "install", "named"]
+__all__ = [
+    "NAME_OPTION",
+    "OwnerMissing",
+    "StoreNotReady",
+    "TaskstatusMiddleware",
+    "install",
+    "named",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,12 @@ NAME_OPTION = "taskstatus_name"
 PARENT_OPTION = "taskstatus_parent"
 
 _patch_lock = threading.Lock()
+
+
+class StoreNotReady(MiddlewareError):
+    """The store could not record a message's start: the message is not run now, and
+    Dramatiq's Retries runs it again later (Dramatiq would only log any other exception
+    and run the message untracked)."""
 
 
 class OwnerMissing(MiddlewareError, TypeError):
@@ -310,6 +323,8 @@ class TaskstatusMiddleware(Middleware):
         except TaskCanceledException as exc:
             tracker.end(event, exception=exc)
             raise SkipMessage(str(exc)) from exc
+        except StoreError as exc:
+            raise StoreNotReady(f"cannot record the start of {message.message_id}: {exc}") from exc
         with self._running_lock:
             self._running[message.message_id] = live
 
