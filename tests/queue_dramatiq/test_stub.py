@@ -192,3 +192,9 @@ def test_a_start_the_store_cannot_record_runs_again_later(stub, uid, monkeypatch
     status = taskstatus.get_by_task_id(message.message_id)
     assert calls == [message.message_id] * 2  # not run untracked: retried
     assert (status.state, status.completed_steps) == (State.SUCCEEDED, 2)
+
+
+def test_a_message_option_names_the_status(stub, uid):
+    message = actors.count.send_with_options(args=(uid, 1), taskstatus_name="Warm-up count")
+    stub.join()
+    assert taskstatus.get_by_task_id(message.message_id).name == "Warm-up count"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import threading
@@ -190,6 +191,8 @@ class TaskstatusMiddleware(Middleware):
             info = self._describe(tracked, message.args, message.kwargs, strict=True)
         except TypeError as exc:
             raise OwnerMissing(str(exc)) from None
+        if info is not None and options.get(NAME_OPTION) and not steps:
+            info = dataclasses.replace(info, name=str(options[NAME_OPTION])[:255])
         owner = info.user_id if info is not None else scope[1] if scope is not None else None
         container = None
         if steps:
