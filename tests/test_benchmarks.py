@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.mark.parametrize("script", ["progress.py", "query.py", "celery_overhead.py"])
+@pytest.mark.parametrize(
+    "script", ["progress.py", "query.py", "celery_overhead.py", "dramatiq_overhead.py"]
+)
 def test_benchmark_quick_run(script):
-    if script == "celery_overhead.py":
+    if script.endswith("_overhead.py"):
         require_server("Redis", "redis://127.0.0.1:6379/0")
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--backends", "sqlite"],

@@ -141,7 +141,8 @@ class WriteBehind:
                     # Written: never again (a start written twice would count an attempt).
                     written = {id(item) for item in items}
                     queued = [item for item in queued if id(item) not in written]
-            self._poll_canceled()
+            if time.monotonic() >= self._fresh_until - self.interval:
+                self._poll_canceled()  # at most about once an interval, however often written
         except BaseException:
             with self._lock:
                 self._queue[:0] = queued

@@ -1,0 +1,77 @@
+"""The Dramatiq actors that ``benchmarks/dramatiq_overhead.py`` runs in a real worker.
+
+Two actors that differ only in tracking, each on a queue of its own. Environment:
+
+* ``TASKSTATUS_BENCH_REDIS``: the broker (default ``redis://127.0.0.1:6379/0``).
+* ``TS_BENCH_QUEUE``: suffix of this run's two queue names.
+* ``TS_BENCH_STORE``, ``TS_BENCH_ARTIFACTS``: the taskstatus store (worker only).
+* ``TS_BENCH_SKIP`` / ``TS_BENCH_EXPECTED``: warm-up messages to leave out of the timings,
+  then how many to time; ``TS_BENCH_TIMINGS``: JSON file written once the last one has ended,
+  with the ``time.perf_counter()`` of each timed message's start and end, taken by a
+  middleware that costs the same for both actors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+import taskstatus
+from taskstatus.queues.dramatiq import install
+
+SUFFIX = os.environ.get("TS_BENCH_QUEUE", "bench")
+broker = RedisBroker(url=os.environ.get("TASKSTATUS_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+dramatiq.set_broker(broker)
+if os.environ.get("TS_BENCH_STORE"):
+    taskstatus.configure(
+        url=os.environ["TS_BENCH_STORE"],
+        artifact_storage=os.environ.get("TS_BENCH_ARTIFACTS") or None,
+    )
+install(broker)
+
+
+@dramatiq.actor(queue_name=f"untracked-{SUFFIX}", max_retries=0)
+def noop(user_id: int, i: int) -> None:
+    return None
+
+
+@taskstatus.track()
+@dramatiq.actor(queue_name=f"tracked-{SUFFIX}", max_retries=0)
+def tracked_noop(user_id: int, i: int) -> None:
+    return None
+
+
+class Timings(dramatiq.Middleware):  # type: ignore[misc]
+    """Clock readings around each message (outermost: first before, last after)."""
+
+    def __init__(self) -> None:
+        self.skip = int(os.environ.get("TS_BENCH_SKIP", "0"))
+        self.expected = int(os.environ.get("TS_BENCH_EXPECTED", "0"))
+        self.path = os.environ.get("TS_BENCH_TIMINGS", "")
+        self.seen = 0
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        self.seen += 1
+        if self.seen > self.skip:
+            self.starts.append(time.perf_counter())
+
+    def after_process_message(self, broker: Any, message: Any, **_: Any) -> None:
+        if self.seen <= self.skip or not self.path:
+            return
+        self.ends.append(time.perf_counter())
+        if len(self.ends) == self.expected:
+            partial = f"{self.path}.partial"
+            with open(partial, "w", encoding="utf-8") as f:
+                json.dump({"starts": self.starts, "ends": self.ends}, f)
+            os.replace(partial, self.path)
+
+
+# Outermost: its before_* runs first and its after_* last.
+broker.add_middleware(Timings(), before=type(broker.middleware[0]))

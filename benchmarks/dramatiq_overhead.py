@@ -1,0 +1,160 @@
+"""Throughput cost of tracking a trivial Dramatiq actor, on one real worker over Redis.
+
+Two actors that differ only in tracking (``benchmarks/_dramatiq_app.py``). For each store (a
+fresh SQLite file; a private PostgreSQL schema, dropped at the end) and each round, in the
+same run: W = 20 warm-up + N messages of each actor are sent to a queue of their own (the
+tracked ones record their Pending status first), then a real worker process
+``dramatiq _dramatiq_app --processes 1 --threads T`` drains each queue in turn (which goes
+first alternates between rounds). A middleware outside taskstatus's reads
+``time.perf_counter()`` before and after each message; worker throughput = N / (end of the
+last timed message - start of the first). Ratio = tracked / untracked of the same round,
+median over rounds, judged against the issue's targets: >= 0.9 on SQLite, >= 0.8 on
+PostgreSQL. Every tracked status is then checked to be Succeeded.
+
+    python benchmarks/dramatiq_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
+        [--rounds R] [--threads T]
+
+N defaults to 2,000 (200 with ``--quick``), rounds to 3 (1 with ``--quick``), threads to 8
+(Dramatiq's default).
+The broker is ``TASKSTATUS_BENCH_REDIS`` (default ``redis://127.0.0.1:6379/0``); PostgreSQL is
+``TASKSTATUS_BENCH_POSTGRES`` as for the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from _support import add_common_arguments, bench_tracker, machine, print_table, run_main, verdict
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
+WARMUP = 20
+STOP_SECONDS = 10.0
+
+
+def drain(kind: str, suffix: str, store: str, tmp: Path, count: int, threads: int) -> float:
+    """Run one worker on the queue of ``kind`` until its timed messages are done: msgs/s."""
+    timings = tmp / f"timings-{kind}-{uuid.uuid4().hex[:6]}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        "TS_BENCH_QUEUE": suffix,
+        "TS_BENCH_STORE": store,
+        "TS_BENCH_ARTIFACTS": str(tmp / "artifacts"),
+        "TS_BENCH_SKIP": str(WARMUP),
+        "TS_BENCH_EXPECTED": str(count),
+        "TS_BENCH_TIMINGS": str(timings),
+    }
+    command = [str(Path(sys.executable).with_name("dramatiq")), "_dramatiq_app"]
+    command += ["--processes", "1", "--threads", str(threads), "--queues", f"{kind}-{suffix}"]
+    with (tmp / f"worker-{kind}.log").open("ab") as log:
+        proc = subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not timings.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {kind} worker stopped early; see {tmp}/worker-{kind}.log")
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    data = json.loads(timings.read_text())
+    return count / (data["ends"][-1] - data["starts"][0])
+
+
+def one_round(backend: str, n: int, threads: int, tracked_first: bool) -> tuple[float, float]:
+    import _dramatiq_app as app
+
+    import taskstatus
+    from taskstatus import State
+
+    with bench_tracker(backend) as tracker, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        taskstatus.configure(url=tracker.settings.url, artifact_storage=str(tmp / "artifacts"))
+        suffix = uuid.uuid4().hex[:10]
+        for actor, kind in ((app.noop, "untracked"), (app.tracked_noop, "tracked")):
+            actor.queue_name = f"{kind}-{suffix}"
+            app.broker.declare_actor(actor)
+        sent = [app.tracked_noop.send(7, i).message_id for i in range(WARMUP + n)]
+        for i in range(WARMUP + n):
+            app.noop.send(7, i)
+        rates: dict[str, float] = {}
+        order = ["tracked", "untracked"] if tracked_first else ["untracked", "tracked"]
+        for kind in order:
+            rates[kind] = drain(kind, suffix, tracker.settings.url, tmp, n, threads)
+        states = {taskstatus.get_by_task_id(task_id).state for task_id in sent}
+        if states != {State.SUCCEEDED}:
+            raise RuntimeError(f"tracked statuses ended {sorted(s.value for s in states)}")
+        for kind in ("untracked", "tracked"):
+            app.broker.flush(f"{kind}-{suffix}")
+        taskstatus.get_tracker().close()
+        return rates["untracked"], rates["tracked"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("-n", type=int, default=None, help="timed messages per run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=8, help="worker threads (default 8, as Dramatiq)"
+    )
+    args = parser.parse_args()
+    n = args.n or (200 if args.quick else 2000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    backends = [b for b in args.backends if b in TARGETS]
+    print(
+        f"Dramatiq overhead benchmark: N = {n:,} (+{WARMUP} warm-up) per run, {rounds} round(s), "
+        f"{args.threads} worker thread(s); {machine()}"
+    )
+    rows = []
+    all_met = True
+    for backend in backends:
+        ratios, untracked, tracked = [], [], []
+        for r in range(rounds):
+            u, t = one_round(backend, n, args.threads, tracked_first=bool(r % 2))
+            untracked.append(u)
+            tracked.append(t)
+            ratios.append(t / u)
+            print(
+                f"  {backend} round {r + 1}/{rounds}: untracked {u:,.0f} msgs/s, "
+                f"tracked {t:,.0f} msgs/s, ratio {t / u:.3f}",
+                flush=True,
+            )
+        ratio = statistics.median(ratios)
+        met = ratio >= TARGETS[backend]
+        all_met &= met
+        rows.append(
+            [
+                backend,
+                f"{statistics.median(untracked):,.0f}",
+                f"{statistics.median(tracked):,.0f}",
+                f"{ratio:.3f}",
+                f"{min(ratios):.3f}..{max(ratios):.3f}",
+                f">= {TARGETS[backend]}",
+                verdict(met),
+            ]
+        )
+    print_table(
+        "Worker throughput, one dramatiq worker process over Redis (median of rounds)",
+        ["store", "untracked msgs/s", "tracked msgs/s", "ratio", "range", "target", "result"],
+        rows,
+    )
+    print("Overall:", "all targets met" if all_met else "some targets MISSED")
+
+
+if __name__ == "__main__":
+    run_main(main)
