@@ -238,3 +238,41 @@ def test_published_events_of_a_batch_keep_their_order():
         [(START, ["b"], 1), (RUN, ["a"], 2)],
         [(RUN, ["a"], 2), (SUCCEED, ["b"], 1)],
     ]
+
+
+def test_flush_waits_for_a_write_in_progress(sql_url, make_tracker, monkeypatch):
+    import threading
+
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "slow")
+    _run(tracker, "slow")
+    real = tracker.store.transition_tasks
+    writing = threading.Event()
+
+    def slow(*args):
+        writing.set()
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(tracker.store, "transition_tasks", slow)
+    other = threading.Thread(target=tracker.flush)
+    other.start()
+    assert writing.wait(5)
+    tracker.flush()  # nothing left queued, but a write is in flight: returns once it is stored
+    assert tracker.store.get_by_task_id("slow").state is State.SUCCEEDED
+    other.join(5)
+
+
+def test_flush_of_ended_tasks_leaves_running_starts_queued(any_url, make_tracker):
+    tracker = _worker(make_tracker, any_url)
+    publish(tracker, "running")
+    publish(tracker, "done")
+    live = tracker.begin(event("running"))
+    _run(tracker, "done")
+    tracker.flush(ended_only=True)  # what a queue stores before acknowledging "done"
+    assert tracker.store.get_by_task_id("done").state is State.SUCCEEDED
+    assert tracker.store.get_by_task_id("running").state is State.PENDING
+    tracker.end(live)
+    tracker.flush()
+    status = tracker.store.get_by_task_id("running")
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 1)

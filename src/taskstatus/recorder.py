@@ -80,10 +80,11 @@ class Recorder:
                 cancel_horizon,
             )
 
-    def drain(self) -> None:
-        """Write the queued starts and successes now (before any other write or a read)."""
+    def drain(self, *, ended_only: bool = False) -> None:
+        """Write the queued starts and successes now (before any other write or a read);
+        ``ended_only``: only those of tasks that ended."""
         if self.writer is not None:
-            self.writer.flush()
+            self.writer.flush(ended_only=ended_only)
 
     # -- lookups -------------------------------------------------------------------------------
     def _remember(self, key: TaskKey) -> TaskKey:

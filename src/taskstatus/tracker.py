@@ -107,10 +107,11 @@ class Tracker:
         shuts down."""
         self.recorder.batch_writes(self.settings.write_interval, self.settings.max_age)
 
-    def flush(self) -> None:
+    def flush(self, *, ended_only: bool = False) -> None:
         """Write the task starts and successes this process has queued (reads through the
-        tracker do it first)."""
-        self.recorder.drain()
+        tracker do it first). ``ended_only`` writes only those of tasks that ended: what a
+        queue adapter must store before the queue acknowledges them."""
+        self.recorder.drain(ended_only=ended_only)
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin (an object or module with ``@taskstatus.hookimpl`` functions)."""

@@ -113,14 +113,19 @@ class WriteBehind:
                 self._thread.start()
 
     # -- writing ----------------------------------------------------------------------------
-    def flush(self, *, final: bool = False) -> None:
-        """Write everything queued now. Raises the store's error (the events stay queued);
-        ``final`` (at exit) logs it instead, loudly, since nothing can retry later."""
-        if not self._queue:
+    def flush(self, *, final: bool = False, ended_only: bool = False) -> None:
+        """Write what is queued now, and wait for a write in progress: once this returns,
+        every event queued before it is stored. ``ended_only`` writes only the events of
+        tasks that ended (what a queue must store before it acknowledges them); the starts of
+        running tasks stay queued, to be written with their end as one.
+
+        Raises the store's error (the events stay queued); ``final`` (at exit) logs it instead,
+        loudly, since nothing can retry later."""
+        if not self._queue and not self._busy.locked():
             return
         with self._busy:
             try:
-                self._write_queued()
+                self._write_queued(ended_only=ended_only)
             except Exception:
                 if not final:
                     raise
@@ -129,9 +134,14 @@ class WriteBehind:
                     len(self._queue),
                 )
 
-    def _write_queued(self) -> None:
+    def _write_queued(self, *, ended_only: bool = False) -> None:
         with self._lock:
-            queued, self._queue = self._queue, []
+            if ended_only:
+                ended = {event.task_id for kind, event in self._queue if kind == SUCCEED}
+                queued = [item for item in self._queue if item[1].task_id in ended]
+                self._queue = [item for item in self._queue if item[1].task_id not in ended]
+            else:
+                queued, self._queue = self._queue, []
         if not queued:
             return
         try:

@@ -631,7 +631,7 @@ class CeleryAdapter:
                 # The message is acknowledged once this returns: write the outcome first, so
                 # that a worker killed right after the ack cannot lose it.
                 try:
-                    tracker.flush()
+                    tracker.flush(ended_only=True)
                 except Exception:
                     log.warning(
                         "could not write task %s yet; will retry", request.id, exc_info=True

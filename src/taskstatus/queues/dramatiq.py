@@ -370,19 +370,20 @@ class TaskstatusMiddleware(Middleware):
         self.tracker.batch_writes()
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
-        self._flush()
+        self._flush(ended_only=True)
 
     def before_nack(self, broker: Broker, message: MessageProxy) -> None:
-        self._flush()
+        self._flush(ended_only=True)
 
     def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self._flush()
 
-    def _flush(self) -> None:
-        """Write the worker's queued starts and successes (the consumer thread does it just
-        before it acknowledges: one write covers every message finished meanwhile)."""
+    def _flush(self, *, ended_only: bool = False) -> None:
+        """Write the worker's queued events. Before an acknowledgement, those of ended
+        messages: the worker thread waits for them, and one write covers every message that
+        ended meanwhile in the other threads (a group commit)."""
         try:
-            self.tracker.flush()
+            self.tracker.flush(ended_only=ended_only)
         except Exception:
             log.warning("could not write task statuses yet; will retry", exc_info=True)
 
