@@ -276,3 +276,45 @@ def test_flush_of_ended_tasks_leaves_running_starts_queued(any_url, make_tracker
     tracker.flush()
     status = tracker.store.get_by_task_id("running")
     assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
+
+
+def test_callbacks_run_once_what_was_queued_before_them_is_stored(sql_url, make_tracker):
+    import threading
+
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "acked")
+    _run(tracker, "acked")
+    seen: list[State] = []
+    done = threading.Event()
+
+    def acknowledge():
+        seen.append(tracker.store.get_by_task_id("acked").state)
+        done.set()
+
+    tracker.recorder.writer.after_write(acknowledge)  # the thread writes at once, not in 5 s
+    assert done.wait(3)
+    assert seen == [State.SUCCEEDED]
+
+
+def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch):
+    import threading
+
+    tracker = _worker(make_tracker, sql_url)
+    publish(tracker, "waiting")
+    _run(tracker, "waiting")
+    real = tracker.store.transition_tasks
+    failing = threading.Event()
+    failing.set()
+
+    def flaky(*args):
+        if failing.is_set():
+            raise StoreUnavailable("database error: server closed the connection")
+        return real(*args)
+
+    monkeypatch.setattr(tracker.store, "transition_tasks", flaky)
+    done = threading.Event()
+    tracker.recorder.writer.after_write(done.set)
+    assert not done.wait(0.5)  # not acknowledged while its outcome is not stored
+    failing.clear()
+    assert done.wait(10)
+    assert tracker.store.get_by_task_id("waiting").state is State.SUCCEEDED

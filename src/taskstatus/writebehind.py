@@ -83,6 +83,10 @@ class WriteBehind:
         #: Held while writing; one batch at a time, and a fork waits for it.
         self._busy = threading.Lock()
         self._wake = threading.Event()
+        #: Set when callbacks wait for a write: the thread writes at once.
+        self._urgent = threading.Event()
+        #: Run after the next write that succeeds (a queue's acknowledgements).
+        self._after: list[Callable[[], object]] = []
         self._thread: threading.Thread | None = None
         self._canceled: set[str] = set()
         self._polled_at: datetime | None = None
@@ -103,14 +107,28 @@ class WriteBehind:
         """Queue the success of a task."""
         self._put(SUCCEED, event)
 
+    def after_write(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` on the writer thread once everything queued so far is stored.
+
+        A queue adapter acknowledges a message this way: its worker thread goes on with the
+        next message instead of waiting for the write, and the thread writes at once, for
+        every acknowledgement waiting (a group commit)."""
+        with self._lock:
+            self._after.append(callback)
+            self._ensure_thread()
+        self._urgent.set()
+
     def _put(self, kind: str, event: TaskEvent) -> None:
         with self._lock:
             self._queue.append((kind, event))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=_loop, args=(weakref.ref(self),), name="taskstatus-writer", daemon=True
-                )
-                self._thread.start()
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=_loop, args=(weakref.ref(self),), name="taskstatus-writer", daemon=True
+            )
+            self._thread.start()
 
     # -- writing ----------------------------------------------------------------------------
     def flush(self, *, final: bool = False, ended_only: bool = False) -> None:
@@ -166,21 +184,42 @@ class WriteBehind:
         self._fresh_until = time.monotonic() + self._fresh_after
 
     def stop(self) -> None:
-        """Write what is queued and stop the thread (the tracker is closing)."""
+        """Write what is queued, run what waits for it, and stop the thread (the tracker is
+        closing)."""
         self._wake.set()
+        self._urgent.set()
         self.flush(final=True)
+        self.run_waiting()
+
+    def run_waiting(self) -> None:
+        """Write what is queued and run the callbacks waiting for it, now, on this thread (a
+        worker shutting down)."""
+        with self._lock:
+            waiting, self._after = self._after, []
+        if waiting:
+            self.flush()
+        for callback in waiting:
+            _call(callback)
 
     def _round(self) -> bool:
-        """One pass of the thread: write what is queued; False when told to stop."""
-        if self._wake.wait(self.interval + self._backoff):
+        """One pass of the thread: write what is queued (at once when callbacks wait), then
+        run those callbacks; False when told to stop."""
+        self._urgent.wait(self.interval + self._backoff)
+        self._urgent.clear()
+        if self._wake.is_set():
             return False
-        if not self._queue:
+        with self._lock:
+            waiting, self._after = self._after, []
+        if not self._queue and not waiting:
             return True
         try:
             with self._busy:
                 self._write_queued()
             self._backoff = 0.0
         except Exception:
+            with self._lock:
+                self._after[:0] = waiting  # still not stored: they wait for the next write
+            self._wake.wait(self._backoff)
             self._backoff = min(MAX_BACKOFF, max(self._backoff * 2, self.interval, 0.05))
             log.warning(
                 "taskstatus could not write %d task events; retrying in %.1f s",
@@ -188,7 +227,17 @@ class WriteBehind:
                 self.interval + self._backoff,
                 exc_info=True,
             )
+            return True
+        for callback in waiting:
+            _call(callback)
         return True
+
+
+def _call(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("a callback waiting for taskstatus's write failed")
 
 
 def _flush_at_exit(ref: weakref.ref[WriteBehind]) -> None:

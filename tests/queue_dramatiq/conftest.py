@@ -98,7 +98,6 @@ class Cell:
         self.queue = f"ts-{uuid.uuid4().hex[:12]}"
         self.broker = actors.make_broker(BROKER_URLS[broker])
         self.workers: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = self.tmp / f"worker-{len(self.workers)}.log"
@@ -122,7 +121,6 @@ class Cell:
                 start_new_session=True,
             )
         self.workers.append(proc)
-        self.logs.append(log)
         poll(
             lambda: "ready for action" in log.read_text(errors="replace"),
             bool,
@@ -155,9 +153,6 @@ class Cell:
             self.broker.flush(self.queue)
         self.broker.close()
         actors.bind(actors.broker)
-
-    def tail(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logs if p.exists())
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import taskstatus
 from taskstatus import State
 from taskstatus.queues.dramatiq import install, named
 from tests.queue_dramatiq import actors
-from tests.waiting import error_texts, only_root
+from tests.waiting import error_texts, only_root, poll
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -89,7 +89,6 @@ def test_cancel_pending_never_runs_the_body(stub, uid, tmp_path: Path):
 
 
 def test_cancel_running_stops_at_the_next_progress_call(stub, uid, tmp_path: Path):
-    from tests.waiting import poll
 
     marker = tmp_path / "running"
     message = actors.long_running.send(uid, str(marker), seconds=20)
@@ -198,3 +197,19 @@ def test_a_message_option_names_the_status(stub, uid):
     message = actors.count.send_with_options(args=(uid, 1), taskstatus_name="Warm-up count")
     stub.join()
     assert taskstatus.get_by_task_id(message.message_id).name == "Warm-up count"
+
+
+def test_a_message_is_acknowledged_only_once_its_outcome_is_stored(stub, uid):
+    store = taskstatus.get_tracker().store
+    at_ack: list[State] = []
+
+    class Witness(dramatiq.Middleware):
+        def after_ack(self, broker, message):
+            at_ack.append(store.get_by_task_id(message.message_id).state)
+
+    stub.broker.add_middleware(Witness())
+    for i in range(20):
+        actors.add.send(i, i, user_id=uid)
+    stub.join()
+    poll(lambda: len(at_ack), lambda n: n == 20, "every acknowledgement")  # after_ack: a bit later
+    assert at_ack == [State.SUCCEEDED] * 20

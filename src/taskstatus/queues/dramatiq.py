@@ -41,6 +41,7 @@ from dramatiq.middleware import (
     SkipMessage,
     TimeLimitExceeded,
 )
+from dramatiq.worker import ConsumerThread
 
 from .. import get_tracker
 from ..events import TaskEvent
@@ -66,6 +67,8 @@ NAME_OPTION = "taskstatus_name"
 PARENT_OPTION = "taskstatus_parent"
 
 _patch_lock = threading.Lock()
+#: Set on the writer thread while it acknowledges messages whose outcome it has stored.
+_acking = threading.local()
 
 
 class StoreNotReady(MiddlewareError):
@@ -97,6 +100,7 @@ def install(broker: Broker, tracker: Tracker | None = None) -> TaskstatusMiddlew
     has_retries = any(isinstance(m, Retries) for m in broker.middleware)
     broker.add_middleware(middleware, before=Retries if has_retries else None)
     _patch_group()
+    _patch_acks()
     return middleware
 
 
@@ -139,6 +143,25 @@ def _patch_group() -> None:
         dramatiq_group.run = run  # type: ignore[method-assign]
 
 
+def _patch_acks() -> None:
+    """Wrap ``ConsumerThread.post_process_message`` once per process: the acknowledgement of
+    a message whose success is queued is handed to the writer, which sends it once the
+    success is stored, so the worker thread goes on at once."""
+    with _patch_lock:
+        if getattr(ConsumerThread.post_process_message, "taskstatus_patched", False):
+            return
+        original: Callable[..., Any] = ConsumerThread.post_process_message
+
+        @functools.wraps(original)
+        def post_process_message(self: ConsumerThread, message: MessageProxy) -> None:
+            middleware = _middleware_for(self.broker)
+            if middleware is None or not middleware.defer_ack(self, message, original):
+                original(self, message)
+
+        post_process_message.taskstatus_patched = True  # type: ignore[attr-defined]
+        ConsumerThread.post_process_message = post_process_message  # type: ignore[method-assign]
+
+
 def _actor_spec(
     broker: Broker, actor_name: str
 ) -> tuple[dramatiq.Actor[Any, Any], TrackSpec] | None:
@@ -170,6 +193,8 @@ class TaskstatusMiddleware(Middleware):
         self._tracker = tracker
         self._running: dict[str, LiveStatus] = {}
         self._running_lock = threading.Lock()
+        #: Messages whose success is queued, not stored yet: their ack waits for the write.
+        self._unstored: set[str] = set()
 
     @property
     def tracker(self) -> Tracker:
@@ -349,6 +374,9 @@ class TaskstatusMiddleware(Middleware):
         tracker = self.tracker
         if exception is None:
             tracker.end(live)
+            if tracker.recorder.writer is not None:
+                with self._running_lock:
+                    self._unstored.add(message.message_id)
             return
         # Retries ran just before: a message it will run again is not failed.
         retrying = not message.failed and any(isinstance(m, Retries) for m in broker.middleware)
@@ -369,11 +397,44 @@ class TaskstatusMiddleware(Middleware):
     def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self.tracker.batch_writes()
 
+    def defer_ack(
+        self, consumer: ConsumerThread, message: MessageProxy, ack: Callable[..., Any]
+    ) -> bool:
+        """Hand the acknowledgement of a message whose success is not stored yet to the
+        writer; False: acknowledge now."""
+        with self._running_lock:
+            if message.message_id not in self._unstored:
+                return False
+            self._unstored.discard(message.message_id)
+        writer = self.tracker.recorder.writer
+        if writer is None:
+            return False
+
+        def acknowledge() -> None:
+            _acking.stored = True
+            try:
+                ack(consumer, message)
+            finally:
+                _acking.stored = False
+
+        writer.after_write(acknowledge)
+        return True
+
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
-        self._flush(ended_only=True)
+        if not getattr(_acking, "stored", False):
+            self._flush(ended_only=True)
 
     def before_nack(self, broker: Broker, message: MessageProxy) -> None:
         self._flush(ended_only=True)
+
+    def before_worker_thread_shutdown(self, broker: Broker, thread: Any) -> None:
+        """Send the acknowledgements still waiting for a write before the consumers stop."""
+        writer = self.tracker.recorder.writer
+        if writer is not None:
+            try:
+                writer.run_waiting()
+            except Exception:
+                log.warning("could not write task statuses before stopping", exc_info=True)
 
     def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self._flush()
