@@ -131,12 +131,32 @@ def too_slow(user_id):
     time.sleep(5)
 
 
+@taskstatus.track()
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, notify_shutdown=True)
+def interruptible(user_id, marker):
+    """Runs until its worker shuts down (Dramatiq raises Shutdown into it)."""
+    Path(marker).write_text("running")
+    for _ in range(300):
+        time.sleep(0.1)  # Shutdown lands between two sleeps
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def untracked(x):
     return x * 2
 
 
-ACTORS = [count, add, explode, flaky, stages, long_running, fragile, too_slow, untracked]
+ACTORS = [
+    count,
+    add,
+    explode,
+    flaky,
+    stages,
+    long_running,
+    fragile,
+    too_slow,
+    interruptible,
+    untracked,
+]
 
 
 def bind(target: dramatiq.Broker, queue: str = QUEUE) -> None:

@@ -2,7 +2,7 @@
 
 ``stub`` runs a test against an in-process ``dramatiq.Worker`` (2 threads) on a fresh
 StubBroker, with the store on SQLite and PostgreSQL. ``cell`` runs it against a real
-``dramatiq tests.queue_dramatiq.actors`` worker process (2 threads) on Redis and RabbitMQ,
+``dramatiq tests.queue_dramatiq.actors`` worker (2 processes of 2 threads) on Redis and RabbitMQ,
 with the store on SQLite and PostgreSQL: one worker per combination for the whole session,
 each with its own queue and private store. ``make_cell`` gives a test a worker of its own
 (to kill it).
@@ -110,7 +110,7 @@ class Cell:
             "TS_DQ_ARTIFACTS": str(self.tmp / "artifacts"),
         }
         command = [str(DRAMATIQ), "tests.queue_dramatiq.actors"]
-        command += ["--processes", "1", "--threads", "2", "--queues", self.queue]
+        command += ["--processes", "2", "--threads", "2", "--queues", self.queue]
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 command,

@@ -213,3 +213,17 @@ def test_a_message_is_acknowledged_only_once_its_outcome_is_stored(stub, uid):
     stub.join()
     poll(lambda: len(at_ack), lambda n: n == 20, "every acknowledgement")  # after_ack: a bit later
     assert at_ack == [State.SUCCEEDED] * 20
+
+
+def test_worker_shutdown_ends_an_interrupted_task(stub, uid, tmp_path: Path):
+    marker = tmp_path / "running"
+    message = actors.interruptible.send(uid, str(marker))
+    poll(marker.exists, bool, "the task to start")
+    stub.worker.stop()  # Dramatiq raises Shutdown into the actor (notify_shutdown=True)
+    status = poll(
+        lambda: taskstatus.get_by_task_id(message.message_id),
+        lambda s: s.is_terminal,
+        "the interrupted task to end",
+    )
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["The worker shut down while the task was running."]
