@@ -98,7 +98,7 @@ class TrackSpec:
                 else signature.bind(*args, **kwargs)
             )
         except TypeError as exc:
-            raise TypeError(f"{_qualname(func)}(): {exc}") from None
+            raise TypeError(f"{qualified_name(func)}(): {exc}") from None
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         for param in signature.parameters.values():
@@ -123,7 +123,7 @@ class TrackSpec:
         the owner falls back to ``default_owner`` and name and steps to their defaults.
         """
         arguments = self.arguments(func, args, kwargs, skip_first=skip_first, partial=partial)
-        task_name = task_name or _qualname(func)
+        task_name = task_name or qualified_name(func)
         owner = arguments.get(self.user_arg)
         if owner is None or (isinstance(owner, str) and not owner.strip()):
             owner = default_owner
@@ -224,7 +224,8 @@ def find_spec(*candidates: object) -> TrackSpec | None:
     return None
 
 
-def _qualname(func: Callable[..., Any]) -> str:
+def qualified_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function: the ``task_class`` of its statuses."""
     module = getattr(func, "__module__", None)
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
     return f"{module}.{name}" if module else str(name)

@@ -47,7 +47,7 @@ from .. import get_tracker
 from ..events import TaskEvent
 from ..exceptions import StoreError, TaskCanceledException
 from ..tracker import Tracker
-from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec
+from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec, qualified_name
 
 __all__ = [
     "NAME_OPTION",
@@ -174,8 +174,7 @@ def _actor_spec(
 
 
 def _task_class(actor: dramatiq.Actor[Any, Any]) -> str:
-    fn = actor.fn
-    return f"{fn.__module__}.{fn.__qualname__}"
+    return qualified_name(actor.fn)
 
 
 def _steps(message: Message[Any]) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,231 @@
+"""RQ: jobs of ``@taskstatus.track`` functions, recorded at enqueue and run by a tracking worker.
+
+* **Enqueue** (``install()``): RQ has no enqueue hook, but every way to enqueue — ``enqueue``,
+  ``enqueue_call``, ``enqueue_at``/``enqueue_in``, ``enqueue_many``, dependents — builds its
+  job with ``Queue.create_job`` before saving it. ``install`` wraps that method: the status is
+  recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
+  the task id.
+* **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``): their job class
+  :class:`TrackedJob` records the start, the outcome and retries around ``Job.perform``, in
+  the work horse. A job canceled before it started returns at once without running.
+* **What the horse cannot tell** (it was killed, or stopped with ``send_stop_job_command``):
+  the worker's ``handle_job_failure`` ends the status in the main process.
+* **Dependencies**: a job that failed (for good) or was canceled cancels the statuses — and
+  the RQ jobs — that depend on it, instead of leaving them deferred forever.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq import SimpleWorker as RQSimpleWorker
+from rq import Worker as RQWorker
+from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
+from rq.timeouts import JobTimeoutException
+
+from .. import get_tracker
+from ..events import TaskEvent
+from ..exceptions import ConfigurationError, TaskCanceledException
+from ..hookspecs import hookimpl
+from ..plugins import register_default
+from ..tracking import TrackSpec, find_spec, qualified_name
+
+__all__ = ["SimpleWorker", "TrackedJob", "Worker", "install"]
+
+log = logging.getLogger(__name__)
+
+QUEUE = "rq"
+TIMEOUT_MESSAGE = "The task took too long and was stopped."
+LOST_MESSAGE = "The worker running this task was lost."
+
+_patch_lock = threading.Lock()
+
+
+class _Redis:
+    """The Redis connection RQ jobs are canceled through in this process: that of the last
+    queue that enqueued, or job that ran, a tracked job here."""
+
+    connection: Redis | None = None
+
+
+_redis = _Redis()
+
+
+def install() -> None:
+    """Record tracked jobs when they are enqueued in this process (call it once where queues
+    are set up, in web processes and workers alike)."""
+    with _patch_lock:
+        if getattr(Queue.create_job, "taskstatus_patched", False):
+            return
+        original: Callable[..., Job] = Queue.create_job
+
+        @functools.wraps(original)
+        def create_job(self: Queue, *args: Any, **kwargs: Any) -> Job:
+            job = original(self, *args, **kwargs)
+            _record(self, job)
+            return job
+
+        create_job.taskstatus_patched = True  # type: ignore[attr-defined]
+        Queue.create_job = create_job  # type: ignore[method-assign]
+        register_default(_Canceler())
+
+
+def _spec(job: Job) -> tuple[Callable[..., Any], TrackSpec] | None:
+    try:
+        func = job.func
+    except Exception:  # an unimportable function: RQ reports that when the job runs
+        return None
+    spec = find_spec(func)
+    return (func, spec) if spec is not None else None
+
+
+def _record(queue: Queue, job: Job) -> None:
+    tracked = _spec(job)
+    if tracked is None:
+        return
+    func, spec = tracked
+    info = spec.describe(
+        func, tuple(job.args or ()), dict(job.kwargs or {}), task_name=qualified_name(func)
+    )
+    _redis.connection = queue.connection
+    get_tracker().publish(
+        info.event(
+            job.id,
+            queue=QUEUE,
+            task_class=qualified_name(func),
+            # RQ's maintenance retries an abandoned job only when it has retries left.
+            redeliver_on_loss=bool(job.retries_left),
+        )
+    )
+
+
+def _cancel_dependents(job: Job) -> None:
+    """A job that will not succeed: its dependents never run; end their statuses."""
+    try:
+        dependent_ids = job.dependent_ids
+    except Exception:
+        log.warning("could not read the dependents of job %s", job.id, exc_info=True)
+        return
+    hook = get_tracker().hook
+    for dependent_id in dependent_ids:
+        hook.taskstatus_cancel(event=TaskEvent(task_id=dependent_id, queue=QUEUE))
+
+
+class TrackedJob(Job):
+    """A job that records its run; the job class of :class:`Worker` and :class:`SimpleWorker`."""
+
+    def perform(self) -> Any:
+        tracked = _spec(self)
+        if tracked is None:
+            return super().perform()
+        func, spec = tracked
+        _redis.connection = self.connection  # to cancel the dependents' jobs from the horse
+        tracker = get_tracker()
+        info = spec.describe(
+            func,
+            tuple(self.args or ()),
+            dict(self.kwargs or {}),
+            task_name=qualified_name(func),
+            partial=True,
+        )
+        event = info.event(self.id, queue=QUEUE, task_class=qualified_name(func))
+        try:
+            live = tracker.begin(event)
+        except TaskCanceledException as exc:
+            tracker.end(event, exception=exc)
+            _cancel_dependents(self)
+            return None  # canceled before it started: never run
+        try:
+            result = super().perform()
+        except TaskCanceledException as exc:
+            tracker.end(live, exception=exc)
+            _cancel_dependents(self)
+            return None
+        except BaseException as exc:
+            retrying = bool(self.retries_left)
+            message = TIMEOUT_MESSAGE if isinstance(exc, JobTimeoutException) else None
+            tracker.end(live, exception=exc, retrying=retrying, message=message)
+            if not retrying:
+                _cancel_dependents(self)
+            raise
+        tracker.end(live)
+        return result
+
+
+class _WorkerMixin:
+    """Run jobs as :class:`TrackedJob`, and end what the work horse cannot report: it was
+    killed, or stopped on request."""
+
+    def __init__(self, *args: Any, job_class: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, job_class=_tracked_job_class(job_class), **kwargs)  # type: ignore[call-arg]
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
+        stopped = getattr(self, "_stopped_job_id", None) == job.id
+        result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
+        if _spec(job) is None:
+            return result
+        tracker = get_tracker()
+        event = TaskEvent(task_id=job.id, queue=QUEUE)
+        if stopped:
+            tracker.end(event, exception=TaskCanceledException("stopped on request"))
+            _cancel_dependents(job)
+        elif job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            tracker.end(event, exception=RuntimeError(LOST_MESSAGE), retrying=True)
+        else:
+            tracker.end(event, exception=RuntimeError(LOST_MESSAGE), message=LOST_MESSAGE)
+            _cancel_dependents(job)
+        return result
+
+
+def _tracked_job_class(job_class: Any) -> type[Job]:
+    """The job class a tracking worker uses: TrackedJob for RQ's default, else the user's,
+    which must derive from TrackedJob."""
+    if isinstance(job_class, str):
+        from rq.utils import import_attribute
+
+        job_class = import_attribute(job_class)
+    if job_class is None or job_class is Job:
+        return TrackedJob
+    if not (isinstance(job_class, type) and issubclass(job_class, TrackedJob)):
+        raise ConfigurationError(
+            f"a taskstatus worker runs jobs of a TrackedJob subclass; {job_class!r} is not one "
+            f"(derive it from taskstatus.queues.rq.TrackedJob)"
+        )
+    return job_class
+
+
+class Worker(_WorkerMixin, RQWorker):
+    """RQ's forking worker, tracking: ``rq worker -w taskstatus.queues.rq.Worker``."""
+
+
+class SimpleWorker(_WorkerMixin, RQSimpleWorker):
+    """RQ's worker that runs jobs in its own process, tracking."""
+
+
+class _Canceler:
+    """Cancels RQ jobs whose status was canceled (and stops them with ``terminate``)."""
+
+    @hookimpl
+    def taskstatus_cancel(self, event: TaskEvent) -> None:
+        connection = _redis.connection
+        if event.queue != QUEUE or event.is_container or connection is None:
+            return
+        try:
+            job = Job.fetch(event.task_id, connection=connection)
+            status = job.get_status()
+            if status == JobStatus.STARTED:
+                if event.terminate:
+                    send_stop_job_command(connection, job.id)
+            elif status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+                job.cancel()
+                _cancel_dependents(job)
+        except Exception:
+            # The status is canceled anyway: a worker skips the job when it gets it.
+            log.warning("could not cancel RQ job %s", event.task_id, exc_info=True)

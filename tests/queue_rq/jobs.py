@@ -1,0 +1,69 @@
+"""Functions the RQ tests enqueue; a real ``rq worker`` imports them from here."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import taskstatus
+
+
+@taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])
+def count(user_id, n, delay=0.0):
+    status = taskstatus.current()
+    for _ in range(n):
+        time.sleep(delay)
+        status.increment_completed_steps()
+    return n
+
+
+@taskstatus.track()
+def add(x, y, user_id=None):
+    return x + y
+
+
+@taskstatus.track()
+def explode(user_id, message="the file has no header"):
+    raise ValueError(message)
+
+
+@taskstatus.track()
+def flaky(user_id, marker):
+    """Fails on its first run (it leaves ``marker``), succeeds on the next."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("first run fails")
+    return "second run"
+
+
+@taskstatus.track(total_steps=3)
+def stages(user_id):
+    status = taskstatus.current()
+    status.set_state("Sending emails")
+    status.increment_completed_steps()
+    status.add_artifact(name="Report", file=b"a,b\n1,2\n", filename="report.csv")
+    status.add_artifact(name="Link", url="https://example.com/r/1")
+    status.add_artifact(name="Summary", text="2 rows")
+    status.increment_completed_steps(2)
+
+
+@taskstatus.track(total_steps=1000)
+def long_running(user_id, marker, seconds=20.0):
+    """Reports progress until it is canceled; leaves ``marker`` once it runs."""
+    Path(marker).write_text("running")
+    status = taskstatus.current()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        status.increment_completed_steps()
+    return "finished"
+
+
+@taskstatus.track()
+def too_slow(user_id):
+    time.sleep(10)
+
+
+def untracked(x):
+    return x * 2

@@ -1,0 +1,166 @@
+"""The RQ adapter with real ``rq worker`` processes (forking ``Worker`` and ``SimpleWorker``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rq import Retry
+from rq.job import JobStatus
+
+import taskstatus
+from taskstatus import State
+from tests.queue_rq import jobs
+from tests.waiting import error_texts, find, poll, wait_state
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_progress_and_success(rq_cell, uid, worker):
+    job = rq_cell.queue.enqueue(jobs.count, uid, 3)
+    rq_cell.work(worker)
+    status = taskstatus.get_by_task_id(job.id)
+    assert (status.state, status.name, status.user_id) == (State.SUCCEEDED, "Count to 3", str(uid))
+    assert (status.completed_steps, status.total_steps, status.attempts) == (3, 3, 1)
+    assert (status.queue, status.task_class) == ("rq", "tests.queue_rq.jobs.count")
+
+
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_failure(rq_cell, uid, worker):
+    job = rq_cell.queue.enqueue(jobs.explode, uid, "bad header")
+    rq_cell.work(worker)
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["ValueError: bad header"]
+    assert "ValueError: bad header" in (status.traceback or "")
+
+
+def test_retry_counts_an_attempt(rq_cell, uid, tmp_path: Path):
+    job = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "m"), retry=Retry(max=1))
+    rq_cell.work()
+    status = taskstatus.get_by_task_id(job.id)
+    assert (status.state, status.attempts) == (State.SUCCEEDED, 2)
+
+
+def test_retries_exhausted_fail(rq_cell, uid):
+    job = rq_cell.queue.enqueue(jobs.explode, uid, "again", retry=Retry(max=1))
+    rq_cell.work()
+    status = taskstatus.get_by_task_id(job.id)
+    assert (status.state, status.attempts) == (State.FAILED, 2)
+    assert error_texts(status) == ["ValueError: again"]
+
+
+def test_stage_and_artifacts(rq_cell, uid):
+    job = rq_cell.queue.enqueue(jobs.stages, uid)
+    rq_cell.work()
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.SUCCEEDED
+    by_name = {a.name: a for a in status.artifacts}
+    assert by_name["Report"].open().read() == b"a,b\n1,2\n"
+    assert (by_name["Link"].url, by_name["Summary"].text) == ("https://example.com/r/1", "2 rows")
+
+
+def test_missing_owner_enqueues_nothing(rq_cell):
+    with pytest.raises(TypeError, match="user_id"):
+        rq_cell.queue.enqueue(jobs.add, 1, 2)
+    assert rq_cell.queue.count == 0
+    assert taskstatus.statuses(limit=None) == []
+
+
+def test_every_way_to_enqueue_records_the_status(rq_cell, uid):
+    from datetime import timedelta
+
+    queue = rq_cell.queue
+    ids = [
+        queue.enqueue_call(jobs.add, args=(1, 2), kwargs={"user_id": uid}).id,
+        queue.enqueue_in(timedelta(hours=1), jobs.add, 3, 4, user_id=uid).id,
+        *(
+            j.id
+            for j in queue.enqueue_many([queue.prepare_data(jobs.add, (5, 6), {"user_id": uid})])
+        ),
+    ]
+    assert all(find(task_id).state is State.PENDING for task_id in ids)
+
+
+def test_untracked_job_is_untouched(rq_cell):
+    job = rq_cell.queue.enqueue(jobs.untracked, 4)
+    rq_cell.work()
+    assert find(job.id) is None
+
+
+def test_cancel_queued_never_runs(rq_cell, uid, tmp_path: Path):
+    marker = tmp_path / "ran"
+    job = rq_cell.queue.enqueue(jobs.long_running, uid, str(marker), seconds=0.1)
+    taskstatus.get_by_task_id(job.id).cancel()
+    assert job.get_status(refresh=True) == JobStatus.CANCELED
+    rq_cell.work()
+    assert not marker.exists()
+    assert taskstatus.get_by_task_id(job.id).state is State.CANCELED
+
+
+def test_cancel_running(rq_cell, uid, tmp_path: Path):
+    marker = tmp_path / "running"
+    job = rq_cell.queue.enqueue(jobs.long_running, uid, str(marker), seconds=20)
+    rq_cell.start()
+    poll(marker.exists, bool, "the job to start")
+    wait_state(job.id, State.IN_PROGRESS).cancel()
+    poll(lambda: job.get_status(refresh=True), lambda s: s == JobStatus.FINISHED, "the job to end")
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.CANCELED
+    assert error_texts(status) == []
+
+
+def test_dependency_chain_with_a_failure(rq_cell, uid):
+    first = rq_cell.queue.enqueue(jobs.add, 1, 2, user_id=uid)
+    failing = rq_cell.queue.enqueue(jobs.explode, uid, "no", depends_on=first)
+    after = rq_cell.queue.enqueue(jobs.add, 3, 4, user_id=uid, depends_on=failing)
+    rq_cell.work()
+    states = [taskstatus.get_by_task_id(j.id).state for j in (first, failing, after)]
+    assert states == [State.SUCCEEDED, State.FAILED, State.CANCELED]
+
+
+def test_taskstatus_group(rq_cell, uid):
+    with taskstatus.group("Nightly", user_id=uid) as container:
+        rq_cell.queue.enqueue(jobs.count, uid, 2)
+        rq_cell.queue.enqueue(jobs.add, 1, 2, user_id=uid)
+    rq_cell.work()
+    root = taskstatus.get(container.uuid)
+    assert root.state is State.SUCCEEDED
+    assert len(root.children()) == 2
+
+
+def test_job_timeout(rq_cell, uid):
+    job = rq_cell.queue.enqueue(jobs.too_slow, uid, job_timeout=1)
+    rq_cell.work()
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["The task took too long and was stopped."]
+
+
+def test_killed_work_horse_ends_failed(rq_cell, uid, tmp_path: Path):
+    import os
+    import signal
+
+    marker = tmp_path / "running"
+    job = rq_cell.queue.enqueue(jobs.long_running, uid, str(marker), seconds=20)
+    worker = rq_cell.start()
+    poll(marker.exists, bool, "the job to start")
+    wait_state(job.id, State.IN_PROGRESS)
+    horses = poll(lambda: rq_cell.children(worker), bool, "the work horse")
+    os.kill(horses[0], signal.SIGKILL)
+    status = poll(lambda: find(job.id), lambda s: s.is_terminal, "the status to end")
+    assert status.state is State.FAILED
+    assert error_texts(status) == ["The worker running this task was lost."]
+
+
+def test_cancel_with_terminate_stops_the_horse(rq_cell, uid, tmp_path: Path):
+    marker = tmp_path / "running"
+    job = rq_cell.queue.enqueue(jobs.long_running, uid, str(marker), seconds=20)
+    rq_cell.start()
+    poll(marker.exists, bool, "the job to start")
+    taskstatus.cancel(wait_state(job.id, State.IN_PROGRESS).uuid, terminate=True)
+    poll(lambda: job.get_status(refresh=True), lambda s: s == JobStatus.STOPPED, "RQ to stop it")
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.CANCELED
+    assert error_texts(status) == []
