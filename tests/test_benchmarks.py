@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.mark.parametrize(
-    "script", ["progress.py", "query.py", "celery_overhead.py", "dramatiq_overhead.py"]
+    "script",
+    ["progress.py", "query.py", "celery_overhead.py", "dramatiq_overhead.py", "rq_overhead.py"],
 )
 def test_benchmark_quick_run(script):
     if script.endswith("_overhead.py"):

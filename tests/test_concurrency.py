@@ -148,3 +148,12 @@ def test_fork_while_the_heartbeat_writes(backend, make_url, make_tracker):
             p.join(timeout=60)
         assert [p.exitcode for p in procs] == [0] * len(ids)
         assert {tracker.get_by_task_id(t).state for t in ids} == {State.SUCCEEDED}
+
+
+def test_prepare_for_fork_changes_nothing(any_url, make_tracker):
+    tracker = make_tracker(any_url)
+    publish(tracker, "untouched")
+    before = tracker.get_by_task_id("untouched")
+    tracker.prepare_for_fork()
+    assert tracker.statuses(limit=None) == [before]
+    assert tracker.get_by_task_id("untouched").modified == before.modified

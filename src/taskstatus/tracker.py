@@ -21,6 +21,7 @@ from uuid import UUID
 
 import pluggy
 
+from . import models
 from .artifacts import ArtifactStorage
 from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
@@ -99,6 +100,18 @@ class Tracker:
         if self.recorder.writer is not None:
             self.recorder.writer.stop()
         self.store.close()
+
+    def prepare_for_fork(self) -> None:
+        """Open the store and run the hot path once with nothing to change, so that processes
+        forked from this one (a work horse per job) start with the schema checked and every
+        statement compiled, and only open a connection of their own."""
+        self.open()
+        now = utcnow()
+        nobody = uuid_module.uuid4()
+        self.store.get_by_task_id(f"taskstatus:warm-up:{nobody}")
+        for transition in (models.START, models.SUCCEED, models.RUN):
+            self.store.transition(nobody, transition, now)
+        self.store.add_steps(nobody, 1, 0, now)
 
     def batch_writes(self) -> None:
         """Queue adapters call this in worker processes: from now on task starts and

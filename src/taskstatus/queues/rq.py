@@ -165,6 +165,9 @@ class _WorkerMixin:
 
     def __init__(self, *args: Any, job_class: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, job_class=_tracked_job_class(job_class), **kwargs)  # type: ignore[call-arg]
+        # Once, here: a work horse forked per job then inherits a configured tracker whose
+        # schema was checked and statements compiled, and only opens a connection of its own.
+        get_tracker().prepare_for_fork()
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
@@ -206,7 +209,19 @@ class Worker(_WorkerMixin, RQWorker):
 
 
 class SimpleWorker(_WorkerMixin, RQSimpleWorker):
-    """RQ's worker that runs jobs in its own process, tracking."""
+    """RQ's worker that runs jobs in its own process, tracking. A job's start and outcome are
+    written as one statement, before RQ records the job as finished."""
+
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        get_tracker().batch_writes()
+        return super().execute_job(job, queue)
+
+    def handle_job_success(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
+        try:
+            get_tracker().flush(ended_only=True)
+        except Exception:
+            log.warning("could not write the outcome of job %s yet", job.id, exc_info=True)
+        return super().handle_job_success(job, queue, *args, **kwargs)
 
 
 class _Canceler:

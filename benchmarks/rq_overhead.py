@@ -1,0 +1,158 @@
+"""Throughput cost of tracking a trivial RQ job, on one real worker over Redis.
+
+Two functions that differ only in tracking (``benchmarks/_rq_jobs.py``). For each worker class
+(``taskstatus.queues.rq.SimpleWorker``, and the forking ``taskstatus.queues.rq.Worker``), each
+store (a fresh SQLite file; a private PostgreSQL schema, dropped at the end) and each round, in
+the same run: W = 20 warm-up + N jobs of each function go to a queue of their own (the tracked
+ones record their Pending status first), then ``rq worker --burst -w <class>`` drains each queue
+in turn (which goes first alternates between rounds). Worker throughput = N / (``ended_at`` of
+the last timed job - ``started_at`` of the first), as RQ records them. Ratio = tracked /
+untracked of the same round, median over rounds, judged against the issue's targets: >= 0.9
+on SQLite, >= 0.8 on PostgreSQL. Every tracked status is then checked to be Succeeded.
+
+    python benchmarks/rq_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
+        [--rounds R] [--workers simple,fork]
+
+N defaults to 1,000 for SimpleWorker and 200 for the forking Worker (a fork per job; a tenth of
+that with ``--quick``), rounds to 3 (1 with ``--quick``). Redis is ``TASKSTATUS_BENCH_REDIS``
+(default ``redis://127.0.0.1:6379/0``); PostgreSQL is ``TASKSTATUS_BENCH_POSTGRES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from _support import add_common_arguments, bench_tracker, machine, print_table, run_main, verdict
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
+WARMUP = 20
+REDIS = os.environ.get("TASKSTATUS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+WORKERS = {"simple": "taskstatus.queues.rq.SimpleWorker", "fork": "taskstatus.queues.rq.Worker"}
+COUNTS = {"simple": 1000, "fork": 200}
+
+
+def drain(queue_name: str, worker: str, store: str, tmp: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        "TASKSTATUS_URL": store,
+        "TASKSTATUS_ARTIFACT_STORAGE": str(tmp / "artifacts"),
+    }
+    rq = str(Path(sys.executable).with_name("rq"))
+    command = [rq, "worker", "--burst", "-w", WORKERS[worker], "--url", REDIS, queue_name]
+    with (tmp / "worker.log").open("ab") as log:
+        subprocess.run(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def rate(jobs: list[object]) -> float:
+    timed = jobs[WARMUP:]
+    first = min(j.started_at for j in timed)  # type: ignore[attr-defined]
+    last = max(j.ended_at for j in timed)  # type: ignore[attr-defined]
+    return len(timed) / (last - first).total_seconds()
+
+
+def one_round(backend: str, worker: str, n: int, tracked_first: bool) -> tuple[float, float]:
+    import _rq_jobs
+    from redis import Redis
+    from rq import Queue
+    from rq.job import Job
+
+    import taskstatus
+    import taskstatus.queues.rq
+    from taskstatus import State
+
+    taskstatus.queues.rq.install()
+    connection = Redis.from_url(REDIS)
+    with bench_tracker(backend) as tracker, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        taskstatus.configure(url=tracker.settings.url, artifact_storage=str(tmp / "artifacts"))
+        suffix = uuid.uuid4().hex[:10]
+        queues = {kind: Queue(f"{kind}-{suffix}", connection=connection) for kind in ("u", "t")}
+        ids = {
+            "u": [queues["u"].enqueue(_rq_jobs.noop, 7, i).id for i in range(WARMUP + n)],
+            "t": [queues["t"].enqueue(_rq_jobs.tracked_noop, 7, i).id for i in range(WARMUP + n)],
+        }
+        rates = {}
+        for kind in ("t", "u") if tracked_first else ("u", "t"):
+            drain(queues[kind].name, worker, tracker.settings.url, tmp)
+            rates[kind] = rate(Job.fetch_many(ids[kind], connection=connection))
+        states = {taskstatus.get_by_task_id(task_id).state for task_id in ids["t"]}
+        if states != {State.SUCCEEDED}:
+            raise RuntimeError(f"tracked statuses ended {sorted(s.value for s in states)}")
+        for queue in queues.values():
+            queue.delete(delete_jobs=True)
+        taskstatus.get_tracker().close()
+        return rates["u"], rates["t"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("-n", type=int, default=None, help="timed jobs per run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--workers", default="simple,fork", help="simple,fork (default: both)")
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    backends = [b for b in args.backends if b in TARGETS]
+    workers = [w for w in args.workers.split(",") if w in WORKERS]
+    print(f"RQ overhead benchmark: {rounds} round(s); {machine()}")
+    rows = []
+    all_met = True
+    for worker in workers:
+        n = args.n or (COUNTS[worker] // (10 if args.quick else 1))
+        for backend in backends:
+            ratios, untracked, tracked = [], [], []
+            for r in range(rounds):
+                u, t = one_round(backend, worker, n, tracked_first=bool(r % 2))
+                untracked.append(u)
+                tracked.append(t)
+                ratios.append(t / u)
+                print(
+                    f"  {worker} / {backend} round {r + 1}/{rounds}: untracked {u:,.0f} jobs/s, "
+                    f"tracked {t:,.0f} jobs/s, ratio {t / u:.3f}",
+                    flush=True,
+                )
+            ratio = statistics.median(ratios)
+            met = ratio >= TARGETS[backend]
+            all_met &= met
+            rows.append(
+                [
+                    worker,
+                    backend,
+                    n,
+                    f"{statistics.median(untracked):,.0f}",
+                    f"{statistics.median(tracked):,.0f}",
+                    f"{ratio:.3f}",
+                    f"{min(ratios):.3f}..{max(ratios):.3f}",
+                    f">= {TARGETS[backend]}",
+                    verdict(met),
+                ]
+            )
+    print_table(
+        "Worker throughput, one rq worker over Redis (median of rounds)",
+        [
+            "worker",
+            "store",
+            "N",
+            "untracked jobs/s",
+            "tracked jobs/s",
+            "ratio",
+            "range",
+            "target",
+            "result",
+        ],
+        rows,
+    )
+    print("Overall:", "all targets met" if all_met else "some targets MISSED")
+
+
+if __name__ == "__main__":
+    run_main(main)
