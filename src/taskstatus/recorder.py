@@ -157,13 +157,23 @@ class Recorder:
             self._prerun(event)
 
     def _prerun(self, event: TaskEvent) -> None:
-        key = self._key(event.task_id)
-        if key is None:
-            # Published where no hook ran (eager mode, a producer without install()).
-            key = self._create(event)
         now = self.clock()
+        with self._keys_lock:
+            key = self._keys.get(event.task_id)
+        if key is None:
+            # Published elsewhere: start it by task id, one statement that also returns its key.
+            started = self.store.transition_tasks([event.task_id], models.START, now)
+            if started:
+                key = self._remember(started[0])
+                if key.parent_uuid is not None:
+                    self._start_ancestors(key, now)
+                return
+            # Published where no hook ran (eager mode, a producer without install()), or
+            # not startable: find out which.
+            key = self._key(event.task_id) or self._create(event)
         if self.store.transition(key.uuid, models.START, now):
-            self._start_ancestors(key, now)
+            if key.parent_uuid is not None:
+                self._start_ancestors(key, now)
             return
         current = self.store.get(key.uuid)
         if current is not None and current.state is State.CANCELED and not key.is_container:

@@ -111,6 +111,7 @@ class Tracker:
         self.store.get_by_task_id(f"taskstatus:warm-up:{nobody}")
         for transition in (models.START, models.SUCCEED, models.RUN):
             self.store.transition(nobody, transition, now)
+            self.store.transition_tasks([f"taskstatus:warm-up:{nobody}"], transition, now)
         self.store.add_steps(nobody, 1, 0, now)
 
     def batch_writes(self) -> None:
