@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import uuid
@@ -206,8 +207,43 @@ def machine() -> str:
 
 
 # -- output --------------------------------------------------------------------------------------
+#: Minimum tracked/untracked worker throughput, from the queue adapter issues (none given for
+#: MySQL/MariaDB).
+OVERHEAD_TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
+
+
 def verdict(met: bool) -> str:
     return "meets target" if met else "MISSES target"
+
+
+def overhead_rounds(
+    label: str, backend: str, rounds: int, unit: str, run: Callable[[int], tuple[float, float]]
+) -> tuple[list[str], bool]:
+    """Run ``run(round) -> (untracked, tracked per second)`` ``rounds`` times, printing each
+    round; return the table cells (untracked, tracked, median ratio, range, target, verdict)
+    and whether the median ratio meets the target of ``backend``."""
+    ratios, untracked, tracked = [], [], []
+    for r in range(rounds):
+        u, t = run(r)
+        untracked.append(u)
+        tracked.append(t)
+        ratios.append(t / u)
+        print(
+            f"  {label} round {r + 1}/{rounds}: untracked {u:,.0f} {unit}/s, "
+            f"tracked {t:,.0f} {unit}/s, ratio {t / u:.3f}",
+            flush=True,
+        )
+    ratio = statistics.median(ratios)
+    met = ratio >= OVERHEAD_TARGETS[backend]
+    cells = [
+        f"{statistics.median(untracked):,.0f}",
+        f"{statistics.median(tracked):,.0f}",
+        f"{ratio:.3f}",
+        f"{min(ratios):.3f}..{max(ratios):.3f}",
+        f">= {OVERHEAD_TARGETS[backend]}",
+        verdict(met),
+    ]
+    return cells, met
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -71,6 +71,7 @@ import redis
 import sqlalchemy as sa
 from _celery_app import StoreProfile, app, noop, tracked_noop
 from _support import (
+    OVERHEAD_TARGETS,
     add_common_arguments,
     bench_tracker,
     machine,
@@ -84,8 +85,6 @@ import taskstatus
 from taskstatus import State, Tracker
 
 HERE = Path(__file__).resolve().parent
-#: Minimum tracked/untracked worker throughput, from the issue (none given for MySQL/MariaDB).
-TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
 VARIANTS = ("untracked", "tracked")
 WARMUP = 20
 #: Tasks of one kind in a row in the paired (mixed) run.
@@ -458,7 +457,7 @@ def report(results: list[StoreResult]) -> bool:
     publish_rows: list[list[object]] = []
     checks: list[bool] = []
     for r in results:
-        target = TARGETS.get(r.backend)
+        target = OVERHEAD_TARGETS.get(r.backend)
         for paired, ratios in (
             (False, [x.ratio for x in r.rounds]),
             (True, [x.paired_ratio for x in r.rounds]),

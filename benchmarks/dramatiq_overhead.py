@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,17 @@ import time
 import uuid
 from pathlib import Path
 
-from _support import add_common_arguments, bench_tracker, machine, print_table, run_main, verdict
+from _support import (
+    OVERHEAD_TARGETS,
+    add_common_arguments,
+    bench_tracker,
+    machine,
+    overhead_rounds,
+    print_table,
+    run_main,
+)
 
 HERE = Path(__file__).resolve().parent
-TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
 WARMUP = 20
 STOP_SECONDS = 10.0
 
@@ -115,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.n or (200 if args.quick else 2000)
     rounds = args.rounds or (1 if args.quick else 3)
-    backends = [b for b in args.backends if b in TARGETS]
+    backends = [b for b in args.backends if b in OVERHEAD_TARGETS]
     print(
         f"Dramatiq overhead benchmark: N = {n:,} (+{WARMUP} warm-up) per run, {rounds} round(s), "
         f"{args.threads} worker thread(s); {machine()}"
@@ -123,31 +129,17 @@ def main() -> None:
     rows = []
     all_met = True
     for backend in backends:
-        ratios, untracked, tracked = [], [], []
-        for r in range(rounds):
-            u, t = one_round(backend, n, args.threads, tracked_first=bool(r % 2))
-            untracked.append(u)
-            tracked.append(t)
-            ratios.append(t / u)
-            print(
-                f"  {backend} round {r + 1}/{rounds}: untracked {u:,.0f} msgs/s, "
-                f"tracked {t:,.0f} msgs/s, ratio {t / u:.3f}",
-                flush=True,
-            )
-        ratio = statistics.median(ratios)
-        met = ratio >= TARGETS[backend]
-        all_met &= met
-        rows.append(
-            [
-                backend,
-                f"{statistics.median(untracked):,.0f}",
-                f"{statistics.median(tracked):,.0f}",
-                f"{ratio:.3f}",
-                f"{min(ratios):.3f}..{max(ratios):.3f}",
-                f">= {TARGETS[backend]}",
-                verdict(met),
-            ]
+        cells, met = overhead_rounds(
+            backend,
+            backend,
+            rounds,
+            "msgs",
+            lambda r, backend=backend: one_round(
+                backend, n, args.threads, tracked_first=bool(r % 2)
+            ),
         )
+        all_met &= met
+        rows.append([backend, *cells])
     print_table(
         "Worker throughput, one dramatiq worker process over Redis (median of rounds)",
         ["store", "untracked msgs/s", "tracked msgs/s", "ratio", "range", "target", "result"],

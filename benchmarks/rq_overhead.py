@@ -22,17 +22,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-from _support import add_common_arguments, bench_tracker, machine, print_table, run_main, verdict
+from _support import (
+    OVERHEAD_TARGETS,
+    add_common_arguments,
+    bench_tracker,
+    machine,
+    overhead_rounds,
+    print_table,
+    run_main,
+)
 
 HERE = Path(__file__).resolve().parent
-TARGETS = {"sqlite": 0.9, "postgresql": 0.8}
 WARMUP = 20
 REDIS = os.environ.get("TASKSTATUS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 WORKERS = {"simple": "taskstatus.queues.rq.SimpleWorker", "fork": "taskstatus.queues.rq.Worker"}
@@ -101,7 +107,7 @@ def main() -> None:
     parser.add_argument("--workers", default="simple,fork", help="simple,fork (default: both)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
-    backends = [b for b in args.backends if b in TARGETS]
+    backends = [b for b in args.backends if b in OVERHEAD_TARGETS]
     workers = [w for w in args.workers.split(",") if w in WORKERS]
     print(f"RQ overhead benchmark: {rounds} round(s); {machine()}")
     rows = []
@@ -109,33 +115,17 @@ def main() -> None:
     for worker in workers:
         n = args.n or (COUNTS[worker] // (10 if args.quick else 1))
         for backend in backends:
-            ratios, untracked, tracked = [], [], []
-            for r in range(rounds):
-                u, t = one_round(backend, worker, n, tracked_first=bool(r % 2))
-                untracked.append(u)
-                tracked.append(t)
-                ratios.append(t / u)
-                print(
-                    f"  {worker} / {backend} round {r + 1}/{rounds}: untracked {u:,.0f} jobs/s, "
-                    f"tracked {t:,.0f} jobs/s, ratio {t / u:.3f}",
-                    flush=True,
-                )
-            ratio = statistics.median(ratios)
-            met = ratio >= TARGETS[backend]
-            all_met &= met
-            rows.append(
-                [
-                    worker,
-                    backend,
-                    n,
-                    f"{statistics.median(untracked):,.0f}",
-                    f"{statistics.median(tracked):,.0f}",
-                    f"{ratio:.3f}",
-                    f"{min(ratios):.3f}..{max(ratios):.3f}",
-                    f">= {TARGETS[backend]}",
-                    verdict(met),
-                ]
+            cells, met = overhead_rounds(
+                f"{worker} / {backend}",
+                backend,
+                rounds,
+                "jobs",
+                lambda r, backend=backend, worker=worker, n=n: one_round(
+                    backend, worker, n, tracked_first=bool(r % 2)
+                ),
             )
+            all_met &= met
+            rows.append([worker, backend, n, *cells])
     print_table(
         "Worker throughput, one rq worker over Redis (median of rounds)",
         [

@@ -99,9 +99,12 @@ class Recorder:
         """Identity of the status of ``task_id`` (cached: it never changes)."""
         return self._key(task_id)
 
-    def _key(self, task_id: str) -> TaskKey | None:
+    def _cached_key(self, task_id: str) -> TaskKey | None:
         with self._keys_lock:
-            key = self._keys.get(task_id)
+            return self._keys.get(task_id)
+
+    def _key(self, task_id: str) -> TaskKey | None:
+        key = self._cached_key(task_id)
         if key is not None:
             return key
         status = self.store.get_by_task_id(task_id)
@@ -158,8 +161,7 @@ class Recorder:
 
     def _prerun(self, event: TaskEvent) -> None:
         now = self.clock()
-        with self._keys_lock:
-            key = self._keys.get(event.task_id)
+        key = self._cached_key(event.task_id)
         if key is None:
             # Published elsewhere: start it by task id, one statement that also returns its key.
             started = self.store.transition_tasks([event.task_id], models.START, now)

@@ -53,6 +53,7 @@ class PublishInfo:
         task_class: str,
         parent_task_id: str | None = None,
         redeliver_on_loss: bool = False,
+        attempt: int = 1,
     ) -> TaskEvent:
         """The publish (or start) event of this call."""
         return TaskEvent(
@@ -65,6 +66,7 @@ class PublishInfo:
             parent_task_id=parent_task_id,
             total_steps=self.total_steps,
             redeliver_on_loss=redeliver_on_loss,
+            attempt=attempt,
         )
 
 

@@ -277,9 +277,11 @@ class SQLAlchemyStore:
                     )
                 )
                 if keys:
-                    stmt = _transition_statement(
-                        transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
-                    )
+                    stmt = self._task_transitions.get(transition)
+                    if stmt is None:
+                        stmt = self._task_transitions[transition] = _transition_statement(
+                            transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
+                        )
                     conn.execute(stmt, {"p_uuids": [k.uuid for k in keys], "p_now": now})
                     changed += keys
         return changed

@@ -614,15 +614,8 @@ class CeleryAdapter:
             _signature_target(task), args, kwargs, task_name=task.name, partial=True
         )
         tracker = self.tracker
-        event = TaskEvent(
-            task_id=request.id,
-            queue=QUEUE,
-            task_class=task.name,
-            name=info.name,
-            arguments=info.arguments,
-            user_id=info.user_id,
-            total_steps=info.total_steps,
-            attempt=(request.retries or 0) + 1,
+        event = info.event(
+            request.id, queue=QUEUE, task_class=task.name, attempt=(request.retries or 0) + 1
         )
         try:
             return self._run(tracker, event, request, original, args, kwargs)

@@ -260,7 +260,12 @@ class TaskstatusMiddleware(Middleware):
         )
 
     def _event(
-        self, task_id: str, actor: dramatiq.Actor[Any, Any], info: PublishInfo, parent: str | None
+        self,
+        task_id: str,
+        actor: dramatiq.Actor[Any, Any],
+        info: PublishInfo,
+        parent: str | None,
+        attempt: int = 1,
     ) -> TaskEvent:
         # Dramatiq acknowledges late: the message of a worker that died comes back.
         return info.event(
@@ -269,6 +274,7 @@ class TaskstatusMiddleware(Middleware):
             task_class=_task_class(actor),
             parent_task_id=parent,
             redeliver_on_loss=True,
+            attempt=attempt,
         )
 
     def _record_step(
@@ -333,17 +339,8 @@ class TaskstatusMiddleware(Middleware):
         _guard(actor)
         info = self._describe(tracked, message.args, message.kwargs, strict=False)
         assert info is not None
-        event = TaskEvent(
-            task_id=message.message_id,
-            queue=QUEUE,
-            task_class=_task_class(actor),
-            name=info.name,
-            arguments=info.arguments,
-            user_id=info.user_id,
-            total_steps=info.total_steps,
-            attempt=int(message.options.get("retries") or 0) + 1,
-            redeliver_on_loss=True,
-        )
+        attempt = int(message.options.get("retries") or 0) + 1
+        event = self._event(message.message_id, actor, info, None, attempt)
         tracker = self.tracker
         try:
             live = tracker.begin(event)
