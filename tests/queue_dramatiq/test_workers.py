@@ -24,7 +24,9 @@ def test_progress_and_success(cell, uid):
 
 def test_failure(cell, uid):
     message = actors.explode.send(uid, "bad header")
-    status = wait_failed(message.message_id)
+    wait_failed(message.message_id)
+    # The traceback is a write of its own, after the state change: read once it is there.
+    status = poll(lambda: find(message.message_id), lambda s: bool(s.traceback), "the traceback")
     assert error_texts(status) == ["ValueError: bad header"]
     assert "ValueError: bad header" in (status.traceback or "")
 
