@@ -75,11 +75,17 @@ class Store(Protocol):
         """Apply ``transition`` if the current state allows it (one conditional UPDATE)."""
 
     def transition_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: datetime,
+        *,
+        unchanged_since: datetime | None = None,
     ) -> list[TaskKey]:
         """Apply ``transition`` to the statuses of ``task_ids`` that allow it (one conditional
         write per status, as :meth:`transition`, however batched); return the keys of those
-        that changed. Statuses that are missing or in another state are left out."""
+        that changed. Statuses that are missing or in another state are left out, and with
+        ``unchanged_since`` also those modified after that time."""
 
     def canceled_unstarted(self, since: datetime) -> list[str]:
         """Task ids of tasks (not containers) canceled before they ever started, whose status

@@ -70,13 +70,27 @@ class MemoryStore:
         return self._update(uuid, lambda s: apply(s, transition, now))
 
     def transition_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: datetime,
+        *,
+        unchanged_since: datetime | None = None,
     ) -> list[TaskKey]:
         changed = []
         with self._lock:
             for task_id in dict.fromkeys(task_ids):
                 uuid = self._by_task_id.get(task_id)
-                if uuid is not None and self.transition(uuid, transition, now):
+                if uuid is None:
+                    continue
+                modified = self._statuses[uuid].modified
+                if (
+                    unchanged_since is not None
+                    and modified is not None
+                    and modified > unchanged_since
+                ):
+                    continue
+                if self.transition(uuid, transition, now):
                     s = self._statuses[uuid]
                     changed.append(TaskKey(task_id, uuid, s.parent_uuid, s.is_container))
         return changed

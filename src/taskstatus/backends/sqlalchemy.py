@@ -108,7 +108,7 @@ class SQLAlchemyStore:
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
-        self._task_transitions: dict[Transition, Update] = {}
+        self._task_transitions: dict[tuple[Transition, str], Update] = {}
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
@@ -243,44 +243,60 @@ class SQLAlchemyStore:
         return self._run(stmt, {"p_uuid": uuid, "p_now": now}, _rowcount) > 0
 
     def transition_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: datetime,
+        *,
+        unchanged_since: datetime | None = None,
     ) -> list[TaskKey]:
         ids = list(dict.fromkeys(task_ids))
         if not ids:
             return []
         if not self.engine.dialect.update_returning:
-            return self._transition_tasks_locking(ids, transition, now)
-        stmt = self._task_transitions.get(transition)
+            return self._transition_tasks_locking(ids, transition, now, unchanged_since)
+        variant = "by task id" if unchanged_since is None else "by task id, unchanged"
+        stmt = self._task_transitions.get((transition, variant))
         if stmt is None:
-            stmt = self._task_transitions[transition] = _transition_statement(
-                transition, _c.task_id.in_(bindparam("p_ids", expanding=True))
+            which: ColumnElement[bool] = _c.task_id.in_(bindparam("p_ids", expanding=True))
+            if unchanged_since is not None:
+                which = and_(which, _UNCHANGED)
+            stmt = self._task_transitions[(transition, variant)] = _transition_statement(
+                transition, which
             ).returning(*_KEY_COLUMNS)
         changed: list[TaskKey] = []
         for chunk in _chunks(ids):
-            changed += self._run(stmt, {"p_ids": chunk, "p_now": now}, _keys)
+            params = {"p_ids": chunk, "p_now": now, "p_since": unchanged_since}
+            changed += self._run(stmt, params, _keys)
         return changed
 
     def _transition_tasks_locking(
-        self, ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        ids: Sequence[str],
+        transition: Transition,
+        now: datetime,
+        unchanged_since: datetime | None,
     ) -> list[TaskKey]:
         """Without UPDATE .. RETURNING (MySQL, MariaDB): lock the rows that can change, then
         change them, in one transaction."""
-        sources = _c.state.in_(_states(transition.sources))
+        which: list[ColumnElement[bool]] = [_c.state.in_(_states(transition.sources))]
+        if unchanged_since is not None:
+            which.append(_c.modified <= unchanged_since)
         changed: list[TaskKey] = []
         with self._begin() as conn:
             for chunk in _chunks(ids):
                 keys = _keys(
                     conn.execute(
-                        select(*_KEY_COLUMNS)
-                        .where(_c.task_id.in_(chunk), sources)
-                        .with_for_update()
+                        select(*_KEY_COLUMNS).where(_c.task_id.in_(chunk), *which).with_for_update()
                     )
                 )
                 if keys:
-                    stmt = self._task_transitions.get(transition)
+                    stmt = self._task_transitions.get((transition, "by uuid"))
                     if stmt is None:
-                        stmt = self._task_transitions[transition] = _transition_statement(
-                            transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
+                        stmt = self._task_transitions[(transition, "by uuid")] = (
+                            _transition_statement(
+                                transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
+                            )
                         )
                     conn.execute(stmt, {"p_uuids": [k.uuid for k in keys], "p_now": now})
                     changed += keys
@@ -664,6 +680,8 @@ _BY_UUID = select(statuses).where(_c.uuid == bindparam("p_uuid"))
 _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
 _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
+#: Not modified since (a start that another process may have written first).
+_UNCHANGED = _c.modified <= bindparam("p_since", type_=UTCDateTime())
 _CANCELED_UNSTARTED = select(_c.task_id).where(
     # Inline, so that the planner matches the partial index's predicate.
     _c.state == literal_column(f"'{State.CANCELED.value}'"),
