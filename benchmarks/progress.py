@@ -169,11 +169,11 @@ def _instrument_flush(live: LiveStatus, counter: StatementCounter) -> _Writes:
     writes = _Writes(Counts())
     flush = live.flush
 
-    def timed_flush(*, final: bool = True, force: bool = False) -> None:
+    def timed_flush(*, final: bool = True, force: bool = False, succeeding: bool = False) -> None:
         before = counter.snapshot()
         start = time.perf_counter()
         try:
-            flush(final=final, force=force)
+            flush(final=final, force=force, succeeding=succeeding)
         finally:
             writes.seconds += time.perf_counter() - start
             spent = counter.snapshot() - before

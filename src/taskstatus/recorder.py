@@ -67,6 +67,8 @@ class Recorder:
         self._keys_lock = threading.Lock()
         #: Batches task starts and successes (None: each is written at once).
         self.writer: WriteBehind | None = None
+        #: See defer_start.
+        self._deferred_start: tuple[TaskEvent, datetime] | None = None
 
     def batch_writes(self, interval: float, cancel_horizon: timedelta) -> None:
         """From now on, queue task starts and successes and write them every ``interval``
@@ -83,8 +85,47 @@ class Recorder:
     def drain(self, *, ended_only: bool = False) -> None:
         """Write the queued starts and successes now (before any other write or a read);
         ``ended_only``: only those of tasks that ended."""
+        if self._deferred_start is not None and not ended_only:
+            event, since = self._deferred_start
+            self.start_unless_changed(event, since)
+            self._deferred_start = None
         if self.writer is not None:
             self.writer.flush(ended_only=ended_only)
+
+    # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
+    def defer_start(self, event: TaskEvent, since: datetime) -> None:
+        """In a child forked to run one task: write its start only before this process's
+        next write, and only if its status has not changed since ``since`` (the parent
+        process may have written it meanwhile)."""
+        self._deferred_start = (event, since)
+
+    def withdraw_start(self) -> bool:
+        """True if the deferred start was never written (it now never will be)."""
+        deferred, self._deferred_start = self._deferred_start, None
+        return deferred is not None
+
+    def start_unless_changed(self, event: TaskEvent, since: datetime) -> None:
+        """Start the task unless its status changed since ``since``: of two processes that
+        may both write one start, only the first does."""
+        now = self.clock()
+        started = self.store.transition_tasks(
+            [event.task_id], models.START, now, unchanged_since=since
+        )
+        if started:
+            key = self._remember(started[0])
+            if key.parent_uuid is not None:
+                self._start_ancestors(key, now)
+        elif self._key(event.task_id) is None:
+            self._prerun(event)  # published where no hook ran: record it now
+
+    def start_queued(self, event: TaskEvent) -> None:
+        """Start the task as a worker's write (batched), without checking for a cancel
+        first: the write itself refuses a canceled status."""
+        if self.writer is not None:
+            self.writer.start(event, check_canceled=False)
+        else:
+            with contextlib.suppress(TaskCanceledException):
+                self._prerun(event)
 
     # -- lookups -------------------------------------------------------------------------------
     def _remember(self, key: TaskKey) -> TaskKey:
@@ -117,6 +158,9 @@ class Recorder:
     # -- lifecycle hooks -------------------------------------------------------------------------
     @hookimpl
     def taskstatus_publish(self, event: TaskEvent) -> None:
+        # What this process recorded comes first: a task published from a task (the next step
+        # of a chain) may run, and end its container, before the next batch.
+        self.drain()
         self._create(event)
 
     def _create(self, event: TaskEvent) -> TaskKey:
@@ -154,6 +198,8 @@ class Recorder:
 
     @hookimpl
     def taskstatus_prerun(self, event: TaskEvent) -> None:
+        if self._deferred_start is not None and self._deferred_start[0].task_id == event.task_id:
+            return  # written before this process's next write, if at all
         if self.writer is not None:
             self.writer.start(event)
         else:

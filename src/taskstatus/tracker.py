@@ -25,6 +25,7 @@ from . import models
 from .artifacts import ArtifactStorage
 from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
+from .handoff import HandOff
 from .heartbeat import Heartbeat, reap_lost
 from .models import Artifact, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
@@ -74,6 +75,8 @@ class Tracker:
         self.heartbeat = Heartbeat(self)
         self.pm.register(self.recorder, name="taskstatus.recorder")
         self.artifact_storage = ArtifactStorage(self.settings.artifact_url())
+        #: Set once prepare_for_fork() has warmed the store up.
+        self._forkable = False
 
     def _store_for(self, url: str) -> Store:
         store = self.pm.hook.taskstatus_store(url=url)
@@ -100,11 +103,21 @@ class Tracker:
         if self.recorder.writer is not None:
             self.recorder.writer.stop()
         self.store.close()
+        self._forkable = False
 
     def prepare_for_fork(self) -> None:
-        """Open the store and run the hot path once with nothing to change, so that processes
-        forked from this one (a work horse per job) start with the schema checked and every
-        statement compiled, and only open a connection of their own."""
+        """Get this process ready to fork children that run tasks (a work horse per job).
+
+        The first call opens the store and runs the hot path once with nothing to change, so
+        that every child starts with the schema checked and the statements compiled. Each call
+        refreshes the ids of tasks canceled before they started, if not recently read: a child
+        inherits them and refuses such a task without a query.
+        """
+        if self.recorder.writer is not None:
+            self.recorder.writer.refresh_canceled()
+        if self._forkable:
+            return
+        self._forkable = True
         self.open()
         now = utcnow()
         nobody = uuid_module.uuid4()
@@ -445,16 +458,78 @@ class Tracker:
         self.heartbeat.add(event.task_id)
         return live
 
-    def release(self, live: LiveStatus) -> None:
+    def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
         """The run stopped without an outcome (its message goes back to the queue): write
-        its progress and clear ``current()``; the next delivery counts a new attempt."""
+        its progress and clear ``current()``; the next delivery counts a new attempt.
+        ``succeeded``: the success is written next, which completes every step anyway."""
         try:
-            live.flush(final=True)
+            live.flush(final=True, succeeding=succeeded)
         finally:
             self.heartbeat.discard(live.task_id)
             if live.token is not None:
                 deactivate(live.token)
                 live.token = None
+
+    # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
+    def hand_off(self, event: TaskEvent) -> HandOff:
+        """In a worker, just before it forks a child to run the task of ``event``: nothing is
+        written yet; this process vouches for the task's heartbeat, and writes its start if
+        the child still runs after ``write_interval``. Call :meth:`finish_hand_off` once the
+        child has ended."""
+        self.prepare_for_fork()
+        writer = self.recorder.writer
+        handoff = HandOff(event, utcnow(), deferred=writer is not None)
+        self.heartbeat.add(event.task_id)
+        if writer is not None:
+            handoff.start_call = writer.call_later(
+                writer.interval,
+                lambda: self.recorder.start_unless_changed(handoff.event, handoff.since),
+            )
+        return handoff
+
+    def take_over(self, handoff: HandOff) -> LiveStatus:
+        """In the child: :meth:`begin` the task handed off, its start written only before
+        this process's first other write. Raises TaskCanceledException as :meth:`begin`."""
+        if not handoff.deferred:
+            return self.begin(handoff.event)
+        event = handoff.event
+        writer = self.recorder.writer
+        if writer is not None and writer.canceled_unstarted(event.task_id):
+            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
+        self.recorder.defer_start(event, handoff.since)
+        self.hook.taskstatus_prerun(event=event)
+        live = LiveStatus(self, event)
+        live.token = activate(live)
+        self.heartbeat.add(event.task_id)  # the parent's, in fact (see hand_off)
+        return live
+
+    def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
+        """In the child, once the task succeeded: write its pending progress and leave the
+        success to the parent, which writes it in its next batch (with the start, as one
+        write, if that was never written)."""
+        if not handoff.deferred:
+            self.end(live)
+            return
+        self.release(live, succeeded=True)
+        unstarted = self.recorder.withdraw_start()
+        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED)
+
+    def finish_hand_off(self, handoff: HandOff) -> None:
+        """In the worker, once the child has ended: write the success it handed back. Any
+        other outcome the child wrote itself, or the adapter ends the task with :meth:`end`
+        (a child that died)."""
+        event = handoff.event
+        self.heartbeat.discard(event.task_id)
+        writer = self.recorder.writer
+        unwritten = True
+        if handoff.start_call is not None and writer is not None:
+            unwritten = writer.cancel_call(handoff.start_call)
+        outcome = handoff.outcome()
+        if outcome == HandOff.NOTHING:
+            return
+        if outcome == HandOff.SUCCEEDED_UNSTARTED and unwritten:
+            self.recorder.start_queued(event)
+        self.hook.taskstatus_succeed(event=event)
 
     def end(
         self,
@@ -468,7 +543,7 @@ class Tracker:
         """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
         retried (``retrying``) or failed; pending progress is written first."""
         if isinstance(task, LiveStatus):
-            self.release(task)
+            self.release(task, succeeded=exception is None)
             event = task._event()
         else:
             event = task

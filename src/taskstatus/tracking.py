@@ -316,11 +316,16 @@ class LiveStatus:
             self.uuid, name=name, file=file, filename=filename, url=url, text=text
         )
 
-    def flush(self, *, final: bool = True, force: bool = False) -> None:
-        """Write what was counted since the last write. ``final`` re-raises store errors."""
+    def flush(self, *, final: bool = True, force: bool = False, succeeding: bool = False) -> None:
+        """Write what was counted since the last write. ``final`` re-raises store errors.
+        ``succeeding``: the task's success is written next, which completes its steps and
+        clears its stage, so only added total steps are still worth a write."""
         if self._canceled and not final:
             raise TaskCanceledException(f"task {self.task_id} was canceled")
         self._deadline = time.monotonic() + self._interval
+        if succeeding and not self._total:
+            self._completed = 0
+            self._stage = None
         completed, total, stage = self._completed, self._total, self._stage
         if not (completed or total or stage or force):
             return

@@ -71,9 +71,13 @@ class WriteBehind:
         self._clock = clock
         self._horizon = horizon
         self._fresh_after = max(2 * interval, 0.1)
+        self._canceled: set[str] = set()
+        self._polled_at: datetime | None = None
+        self._fresh_until = 0.0
         self._setup()
         quiesce_across_fork(self, lambda writer: writer._busy)
-        # A child starts empty: what the parent queued is the parent's to write.
+        # A child starts empty: what the parent queued is the parent's to write. It keeps the
+        # ids of canceled tasks, as fresh as they were in the parent.
         reset_after_fork(self, WriteBehind._setup)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
@@ -87,21 +91,44 @@ class WriteBehind:
         self._urgent = threading.Event()
         #: Run after the next write that succeeds (a queue's acknowledgements).
         self._after: list[Callable[[], object]] = []
+        #: call_later: handle -> (monotonic time due, callback).
+        self._later: dict[object, tuple[float, Callable[[], object]]] = {}
         self._thread: threading.Thread | None = None
-        self._canceled: set[str] = set()
-        self._polled_at: datetime | None = None
-        self._fresh_until = 0.0
         self._backoff = 0.0
 
     # -- the hot path -----------------------------------------------------------------------
-    def start(self, event: TaskEvent) -> None:
+    def start(self, event: TaskEvent, *, check_canceled: bool = True) -> None:
         """Queue the start of a task; raise TaskCanceledException if it was canceled."""
+        if check_canceled and self.canceled_unstarted(event.task_id):
+            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
+        self._put(START, event)
+
+    def canceled_unstarted(self, task_id: str) -> bool:
+        """Whether the task was canceled before it started, as of the last read of such ids
+        (read again first if that was a while ago)."""
+        self.refresh_canceled()
+        return task_id in self._canceled
+
+    def refresh_canceled(self) -> None:
+        """Read the ids of tasks canceled before they started, unless read recently."""
         if time.monotonic() >= self._fresh_until:
             with self._busy:
                 self._poll_canceled()
-        if event.task_id in self._canceled:
-            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
-        self._put(START, event)
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> object:
+        """Run ``callback`` on the thread, as a write, once ``delay`` seconds have passed (at
+        the thread's next round after that), unless :meth:`cancel_call` comes first."""
+        handle = object()
+        with self._lock:
+            self._later[handle] = (time.monotonic() + delay, callback)
+            self._ensure_thread()
+        return handle
+
+    def cancel_call(self, handle: object) -> bool:
+        """Cancel a :meth:`call_later`: True if it had not run, and now never will; False if
+        it ran (this waits for it to finish)."""
+        with self._busy, self._lock:
+            return self._later.pop(handle, None) is not None
 
     def succeed(self, event: TaskEvent) -> None:
         """Queue the success of a task."""
@@ -210,6 +237,8 @@ class WriteBehind:
             return False
         with self._lock:
             waiting, self._after = self._after, []
+        if self._later:
+            self._run_due()
         if not self._queue and not waiting:
             return True
         try:
@@ -231,6 +260,15 @@ class WriteBehind:
         for callback in waiting:
             _call(callback)
         return True
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        with self._busy:
+            with self._lock:
+                due = [handle for handle, (at, _) in self._later.items() if at <= now]
+                callbacks = [self._later.pop(handle)[1] for handle in due]
+            for callback in callbacks:
+                _call(callback)
 
 
 def _call(callback: Callable[[], object]) -> None:

@@ -337,6 +337,9 @@ class CeleryAdapter:
                 )
             )
             return
+        # Sent from a task (the next step of a chain): what this worker recorded comes first,
+        # as the step may run, and end its chain, before the next batch.
+        tracker.flush()
         known = bool(steps or chord_body or scope) and (
             tracker.store.get_by_task_id(task_id) is not None
         )

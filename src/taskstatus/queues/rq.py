@@ -6,8 +6,10 @@
   recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
   the task id.
 * **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``): their job class
-  :class:`TrackedJob` records the start, the outcome and retries around ``Job.perform``, in
-  the work horse. A job canceled before it started returns at once without running.
+  :class:`TrackedJob` records the run around ``Job.perform``; starts and successes are written
+  in batches. The forking ``Worker`` hands each run to its work horse (see
+  :mod:`taskstatus.handoff`), so a short job costs the horse no database connection. A job
+  canceled before it started returns at once without running.
 * **What the horse cannot tell** (it was killed, or stopped with ``send_stop_job_command``):
   the worker's ``handle_job_failure`` ends the status in the main process.
 * **Dependencies**: a job that failed (for good) or was canceled cancels the statuses — and
@@ -33,6 +35,7 @@ from rq.timeouts import JobTimeoutException
 from .. import get_tracker
 from ..events import TaskEvent
 from ..exceptions import ConfigurationError, TaskCanceledException
+from ..handoff import HandOff
 from ..hookspecs import hookimpl
 from ..plugins import register_default
 from ..tracking import TrackSpec, find_spec, qualified_name
@@ -122,22 +125,20 @@ class TrackedJob(Job):
     """A job that records its run; the job class of :class:`Worker` and :class:`SimpleWorker`."""
 
     def perform(self) -> Any:
-        tracked = _spec(self)
-        if tracked is None:
-            return super().perform()
-        func, spec = tracked
+        handoff = _forking.handoff
+        if handoff is not None and handoff.task_id != self.id:
+            handoff = None
+        if handoff is not None:
+            event = handoff.event  # a work horse: its worker described the run
+        else:
+            tracked = _spec(self)
+            if tracked is None:
+                return super().perform()
+            event = _run_event(self, *tracked)
         _redis.connection = self.connection  # to cancel the dependents' jobs from the horse
         tracker = get_tracker()
-        info = spec.describe(
-            func,
-            tuple(self.args or ()),
-            dict(self.kwargs or {}),
-            task_name=qualified_name(func),
-            partial=True,
-        )
-        event = info.event(self.id, queue=QUEUE, task_class=qualified_name(func))
         try:
-            live = tracker.begin(event)
+            live = tracker.take_over(handoff) if handoff else tracker.begin(event)
         except TaskCanceledException as exc:
             tracker.end(event, exception=exc)
             _cancel_dependents(self)
@@ -155,8 +156,31 @@ class TrackedJob(Job):
             if not retrying:
                 _cancel_dependents(self)
             raise
-        tracker.end(live)
+        if handoff is not None:
+            tracker.hand_back(handoff, live)
+        else:
+            tracker.end(live)
         return result
+
+
+def _run_event(job: Job, func: Callable[..., Any], spec: TrackSpec) -> TaskEvent:
+    info = spec.describe(
+        func,
+        tuple(job.args or ()),
+        dict(job.kwargs or {}),
+        task_name=qualified_name(func),
+        partial=True,
+    )
+    return info.event(job.id, queue=QUEUE, task_class=qualified_name(func))
+
+
+class _Forking:
+    """The run the forking worker handed to the work horse it is about to fork (or runs)."""
+
+    handoff: HandOff | None = None
+
+
+_forking = _Forking()
 
 
 class _WorkerMixin:
@@ -165,9 +189,13 @@ class _WorkerMixin:
 
     def __init__(self, *args: Any, job_class: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, job_class=_tracked_job_class(job_class), **kwargs)  # type: ignore[call-arg]
-        # Once, here: a work horse forked per job then inherits a configured tracker whose
-        # schema was checked and statements compiled, and only opens a connection of its own.
-        get_tracker().prepare_for_fork()
+        tracker = get_tracker()
+        # Job starts and successes are written in batches every write_interval (see
+        # taskstatus.writebehind), and what is queued when the worker exits.
+        tracker.batch_writes()
+        # A work horse forked per job then inherits a tracker whose schema was checked and
+        # statements compiled, and opens a connection of its own only if it needs one.
+        tracker.prepare_for_fork()
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
@@ -205,23 +233,31 @@ def _tracked_job_class(job_class: Any) -> type[Job]:
 
 
 class Worker(_WorkerMixin, RQWorker):
-    """RQ's forking worker, tracking: ``rq worker -w taskstatus.queues.rq.Worker``."""
+    """RQ's forking worker, tracking: ``rq worker -w taskstatus.queues.rq.Worker``.
+
+    It hands each tracked job's run to the work horse (see :mod:`taskstatus.handoff`): the
+    horse writes what happens inside the job, and leaves a success to this process, which
+    writes it in batches. A short job costs its horse no database connection.
+    """
+
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        tracked = _spec(job)
+        if tracked is None:
+            return super().execute_job(job, queue)
+        tracker = get_tracker()
+        _forking.handoff = handoff = tracker.hand_off(_run_event(job, *tracked))
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            _forking.handoff = None
+            try:
+                tracker.finish_hand_off(handoff)
+            except Exception:
+                log.exception("could not record the success of job %s", job.id)
 
 
 class SimpleWorker(_WorkerMixin, RQSimpleWorker):
-    """RQ's worker that runs jobs in its own process, tracking. A job's start and outcome are
-    written as one statement, before RQ records the job as finished."""
-
-    def execute_job(self, job: Job, queue: Queue) -> Any:
-        get_tracker().batch_writes()
-        return super().execute_job(job, queue)
-
-    def handle_job_success(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
-        try:
-            get_tracker().flush(ended_only=True)
-        except Exception:
-            log.warning("could not write the outcome of job %s yet", job.id, exc_info=True)
-        return super().handle_job_success(job, queue, *args, **kwargs)
+    """RQ's worker that runs jobs in its own process, tracking."""
 
 
 class _Canceler:
