@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .events import TaskEvent
-from .forking import quiesce_across_fork, reset_after_fork
+from .forking import FORK_WAIT_SECONDS, quiesce_across_fork, reset_after_fork
 from .recorder import utcnow
 
 if TYPE_CHECKING:
@@ -72,7 +72,11 @@ class Heartbeat:
             self._running.discard(task_id)
 
     def stop(self) -> None:
+        """Stop the thread; once this returns, it no longer uses the store (which the tracker
+        is closing)."""
         self._wake.set()
+        if self._busy.acquire(timeout=FORK_WAIT_SECONDS):
+            self._busy.release()
 
     def _loop(self) -> None:
         # The first beat waits an interval: starting a task already stamped it.
@@ -89,6 +93,8 @@ class Heartbeat:
                 return
             try:
                 with self._busy:
+                    if self._wake.is_set():
+                        return
                     self.beat(tracker)
                     reap_lost(tracker)
             except Exception:

@@ -241,9 +241,13 @@ class WriteBehind:
             self._run_due()
         if not self._queue and not waiting:
             return True
+        stopped = False
         try:
             with self._busy:
-                self._write_queued()
+                # Stopped meanwhile: stop() wrote the queue, and the store is closing.
+                stopped = self._wake.is_set()
+                if not stopped:
+                    self._write_queued()
             self._backoff = 0.0
         except Exception:
             with self._lock:
@@ -259,11 +263,13 @@ class WriteBehind:
             return True
         for callback in waiting:
             _call(callback)
-        return True
+        return not stopped
 
     def _run_due(self) -> None:
         now = time.monotonic()
         with self._busy:
+            if self._wake.is_set():
+                return  # stopped: the store is closing
             with self._lock:
                 due = [handle for handle, (at, _) in self._later.items() if at <= now]
                 callbacks = [self._later.pop(handle)[1] for handle in due]
