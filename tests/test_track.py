@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import taskstatus
-from taskstatus.tracking import find_spec
+from taskstatus.tracking import TrackSpec, find_spec
 
 
 @taskstatus.track(name="Export {course_id}", total_steps=lambda a: len(a["items"]))
@@ -88,3 +92,35 @@ def test_callable_name_and_bad_total():
 def test_bad_track_arguments(kwargs, error):
     with pytest.raises(error):
         taskstatus.track(**kwargs)
+
+
+def _plain(user_id, a, b=2, c="c"):
+    return a
+
+
+@given(
+    args=st.lists(st.integers(), max_size=5).map(tuple),
+    kwargs=st.dictionaries(st.sampled_from(["user_id", "a", "b", "c", "d"]), st.integers()),
+    partial=st.booleans(),
+)
+def test_fast_binding_agrees_with_inspect(args, kwargs, partial):
+    """Plain parameters are bound without inspect; the result (or error) is inspect's."""
+    signature = inspect.signature(_plain)
+
+    def by_inspect():
+        bound = (
+            signature.bind_partial(*args, **kwargs) if partial else signature.bind(*args, **kwargs)
+        )
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    spec = TrackSpec()
+    try:
+        expected = by_inspect()
+    except TypeError:
+        with pytest.raises(TypeError, match="_plain"):
+            spec.arguments(_plain, args, kwargs, partial=partial)
+        return
+    got = spec.arguments(_plain, args, kwargs, partial=partial)
+    assert got == expected
+    assert list(got) == list(expected)

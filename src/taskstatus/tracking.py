@@ -92,7 +92,11 @@ class TrackSpec:
         ``partial`` accepts a call that still lacks arguments (a chain step whose first
         argument is the previous step's result).
         """
-        signature = _signature(func, skip_first)
+        binder = _binder(func, skip_first)
+        arguments = binder.simple_arguments(args, kwargs, partial)
+        if arguments is not None:
+            return arguments
+        signature = binder.signature
         try:
             bound = (
                 signature.bind_partial(*args, **kwargs)
@@ -171,24 +175,63 @@ class TrackSpec:
         return check_steps(total, "total_steps")
 
 
-def _signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
-    """A callable's signature, computed once: a worker binds every call of a task to it."""
+class _Binder:
+    """Binds calls to one signature.
+
+    A worker binds every run of a task, and ``inspect``'s general binding costs more than the
+    rest of tracking a trivial task. So a call to plain positional-or-keyword parameters (nearly
+    every task) is bound here by position and name; anything else — other kinds of
+    parameters, or a call that does not fit — goes through ``inspect``, which also words the
+    errors.
+    """
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = signature.parameters.values()
+        plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(signature.parameters) if plain else None
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+    def simple_arguments(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], partial: bool
+    ) -> dict[str, Any] | None:
+        """The arguments by name with defaults applied, or None: bind with inspect."""
+        names = self._names
+        if names is None or len(args) > len(names):
+            return None
+        given = dict(zip(names, args, strict=False))  # fewer args than names: keywords, defaults
+        for key, value in kwargs.items():
+            if key in given or key not in self.signature.parameters:
+                return None
+            given[key] = value
+        defaults = self._defaults
+        if not partial and any(n not in given and n not in defaults for n in names):
+            return None
+        return {
+            name: given[name] if name in given else defaults[name]
+            for name in names
+            if name in given or name in defaults
+        }
+
+
+def _binder(func: Callable[..., Any], skip_first: bool) -> _Binder:
+    """The binder of a callable, made once: a worker binds every call of a task to it."""
     try:
         hash(func)
     except TypeError:
-        return _compute_signature(func, skip_first)
-    return _cached_signature(func, skip_first)
+        return _make_binder(func, skip_first)
+    return _cached_binder(func, skip_first)
 
 
-def _compute_signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
+def _make_binder(func: Callable[..., Any], skip_first: bool) -> _Binder:
     signature = inspect.signature(func)
     if skip_first:
         params = list(signature.parameters.values())[1:]
         signature = signature.replace(parameters=params)
-    return signature
+    return _Binder(signature)
 
 
-_cached_signature = functools.lru_cache(maxsize=1024)(_compute_signature)
+_cached_binder = functools.lru_cache(maxsize=1024)(_make_binder)
 
 
 def track(

@@ -11,7 +11,18 @@ import taskstatus
 from taskstatus import State
 from tests.queue_celery import app as tasks
 
-from .conftest import TIMEOUT, Cell, error_texts, find, only_root, settled, shape, wait_state
+from .conftest import (
+    TIMEOUT,
+    Cell,
+    error_texts,
+    find,
+    only_root,
+    poll,
+    settled,
+    shape,
+    wait_failed,
+    wait_state,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -145,7 +156,7 @@ def test_chord_with_a_failing_member_never_runs_its_body(cell: Cell, uid: int) -
         [tasks.add.s(1, 2, user_id=uid), tasks.explode.si(uid, "no rows")],
         tasks.total.s(user_id=uid),
     ).apply_async()
-    root = settled(uid)
+    root = wait_failed(settled(uid).task_id)  # its Error artifact follows the state change
     header = (
         "celery.group",
         "celery.group",
@@ -172,7 +183,8 @@ def test_taskstatus_group_ends_with_its_last_child(cell: Cell, uid: int, tmp_pat
     assert quick.get(timeout=TIMEOUT) == 3
     assert steps.get(timeout=TIMEOUT) == 11
     wait_state(slow.id, State.IN_PROGRESS)
-    assert taskstatus.get(container.uuid).state is State.IN_PROGRESS
+    # A container starts in the write after its first child's start.
+    poll(lambda: taskstatus.get(container.uuid).state, State.IN_PROGRESS.__eq__, "the group")
 
     gate.touch()
     assert slow.get(timeout=TIMEOUT) == "opened"
