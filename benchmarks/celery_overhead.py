@@ -42,7 +42,7 @@ whose worker dumps cProfile stats of the timed tasks to ``DIR/celery-worker-<sto
     python benchmarks/celery_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
         [--rounds R] [--profile] [--cprofile DIR]
 
-N defaults to 2,000 (200 with ``--quick``), rounds to 3 (1 with ``--quick``). The broker is
+N defaults to 2,000 (200 with ``--quick``), rounds to 5 (1 with ``--quick``). The broker is
 ``TASKSTATUS_BENCH_BROKER`` (default ``redis://127.0.0.1:6379/0``); PostgreSQL is
 ``TASKSTATUS_BENCH_POSTGRES`` as for the other benchmarks.
 """
@@ -632,14 +632,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("-n", "--tasks", type=int, help="tasks per run (default 2000, quick 200)")
-    parser.add_argument("--rounds", type=int, help="rounds per store (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per store (default 5, quick 1)")
     parser.add_argument("--profile", action="store_true", help="add an instrumented tracked run")
     parser.add_argument(
         "--cprofile", type=Path, help="one more tracked run, its worker's cProfile stats go here"
     )
     args = parser.parse_args()
     tasks = args.tasks or (200 if args.quick else 2000)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     if tasks < 2 or rounds < 1:
         parser.error("need at least 2 tasks and 1 round")
     broker = str(app.conf.broker_url)

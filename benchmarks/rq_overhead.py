@@ -14,7 +14,7 @@ on SQLite, >= 0.8 on PostgreSQL. Every tracked status is then checked to be Succ
         [--rounds R] [--workers simple,fork]
 
 N defaults to 1,000 for SimpleWorker and 200 for the forking Worker (a fork per job; a tenth of
-that with ``--quick``), rounds to 3 (1 with ``--quick``). Redis is ``TASKSTATUS_BENCH_REDIS``
+that with ``--quick``), rounds to 5 (1 with ``--quick``). Redis is ``TASKSTATUS_BENCH_REDIS``
 (default ``redis://127.0.0.1:6379/0``); PostgreSQL is ``TASKSTATUS_BENCH_POSTGRES``.
 """
 
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", default="simple,fork", help="simple,fork (default: both)")
     args = parser.parse_args()
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     backends = [b for b in args.backends if b in OVERHEAD_TARGETS]
     workers = [w for w in args.workers.split(",") if w in WORKERS]
     print(f"RQ overhead benchmark: {rounds} round(s); {machine()}")
