@@ -61,6 +61,15 @@ def long_running(user_id, marker, seconds=20.0):
 
 
 @taskstatus.track()
+def gated(user_id, gate):
+    """Waits, reporting nothing, until the file ``gate`` exists."""
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "opened"
+
+
+@taskstatus.track()
 def too_slow(user_id):
     time.sleep(10)
 

@@ -36,6 +36,21 @@ def test_failure(rq_cell, uid, worker):
     assert "ValueError: bad header" in (status.traceback or "")
 
 
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_silent_long_job_shows_in_progress(rq_cell, uid, worker, tmp_path: Path):
+    """A job that reports nothing still shows In Progress while it runs (with the forking
+    worker, the worker writes its start for the work horse)."""
+    gate = tmp_path / "gate"
+    job = rq_cell.queue.enqueue(jobs.gated, uid, str(gate))
+    rq_cell.start(worker)
+    running = wait_state(job.id, State.IN_PROGRESS)
+    assert running.started_at is not None
+    gate.touch()
+    done = wait_state(job.id, State.SUCCEEDED)
+    assert (done.attempts, done.completed_steps, done.total_steps) == (1, 1, 1)
+    assert done.started_at == running.started_at
+
+
 def test_retry_counts_an_attempt(rq_cell, uid, tmp_path: Path):
     job = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "m"), retry=Retry(max=1))
     rq_cell.work()
