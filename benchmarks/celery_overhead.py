@@ -9,22 +9,24 @@ Two tasks that differ only in tracking (``benchmarks/_celery_app.py``)::
 For each store (a fresh SQLite file; a private PostgreSQL schema, dropped at the end) and each
 round, in the same run:
 
-1. **Publish**: W = 20 warm-up + N messages of each task go to a new queue of their own
-   (``apply_async`` in this process; the tracked publish inserts the Pending status first).
-   The N timed publishes give publish-side throughput (informative ratio). A third queue gets
-   W + N of each task in alternating blocks of 20.
-2. **Worker**: for each queue in turn (untracked and tracked alternate in going first between
-   rounds, the mixed queue last), a real worker subprocess ``celery -A _celery_app worker
+1. **Publish**: each task's N messages are split over two new queues of their own, each
+   after W = 20 warm-up messages (``apply_async`` in this process; the tracked publish inserts
+   the Pending status first). The N timed publishes give publish-side throughput (informative
+   ratio). A fifth queue gets W + N of each task in alternating blocks of 20.
+2. **Worker**: for each queue in turn — A B B A, where A is the untracked task in odd rounds
+   and the tracked one in even rounds, so that a slow spell of a shared machine weighs on
+   both alike; the mixed queue last — a real worker subprocess ``celery -A _celery_app worker
    --pool=solo -c 1 -Q <queue> --without-gossip --without-mingle --without-heartbeat`` drains
    it. ``task_prerun``/``task_postrun`` receivers (the same for both tasks) read
    ``time.perf_counter()`` in the worker; warm-up tasks are left out. The worker is then
    stopped (terminate, then kill; also on errors, Ctrl-C and SIGTERM), and every tracked
    status is checked to be Succeeded (the untracked task must leave none).
 
-Worker throughput of a queue of one task = N / (postrun of the last task - prerun of the first
-timed one): the whole cycle of a task in the worker (fetch from Redis, tracking, body, ack),
-without worker start-up, warm-up and shutdown. Ratio = tracked / untracked tasks/s of the same
-round, median over rounds; this is the issue's measurement. The mixed queue gives the same ratio
+Worker throughput of one task = N / the sum, over its two runs, of (postrun of the last task -
+prerun of the first timed one): the whole cycle of a task in the worker (fetch from Redis,
+tracking, body, ack), without worker start-up, warm-up and shutdown. Ratio = tracked /
+untracked tasks/s of the same round, median over rounds; this is the issue's measurement. The
+mixed queue gives the same ratio
 "paired": tasks/s of each kind = its tasks over the sum of their cycles (prerun to the next
 prerun) in one worker run, so that both kinds meet the same load of the machine; on a shared
 machine it varies far less between rounds. Both are judged against the targets from the issue:
@@ -289,8 +291,33 @@ def publish_mixed(queue: str, user_id: int, count: int, tracked_first: bool) -> 
 
 # -- one store -----------------------------------------------------------------------------------
 @dataclass
+class Runs:
+    """The worker runs of one task in one round, taken in turn with the other task's (A B B A),
+    so that a slow spell of the machine weighs on both alike."""
+
+    runs: list[WorkerRun]
+
+    @property
+    def per_second(self) -> float:
+        """Tasks over the runs' summed timed spans."""
+        tasks = sum(len(run.starts) for run in self.runs)
+        return tasks / sum(run.ends[-1] - run.starts[0] for run in self.runs)
+
+    @property
+    def body_seconds(self) -> float:
+        return statistics.fmean(run.body_seconds for run in self.runs)
+
+    @property
+    def between_seconds(self) -> float:
+        return statistics.fmean(run.between_seconds for run in self.runs)
+
+    def gc_seconds(self) -> float:
+        return statistics.fmean(run.gc_seconds() for run in self.runs)
+
+
+@dataclass
 class Round:
-    worker: dict[str, WorkerRun]
+    worker: dict[str, Runs]
     publish_seconds: dict[str, float]
     #: One worker that ran both tasks in alternating blocks.
     mixed: WorkerRun
@@ -366,33 +393,39 @@ def measure(
         try:
             for n in range(rounds):
                 user_id = 1000 + n
-                names = {v: f"ts-bench-{uuid.uuid4().hex[:12]}-{v}" for v in (*VARIANTS, "mixed")}
-                queues += names.values()
-                tasks_of = {"untracked": noop, "tracked": tracked_noop}
-                for variant in VARIANTS:  # warm-ups: connection, queue declaration, caches
-                    publish(tasks_of[variant], names[variant], user_id, WARMUP)
-                published = {
-                    v: publish(tasks_of[v], names[v], user_id, tasks, WARMUP) for v in VARIANTS
+                first, second = VARIANTS if n % 2 == 0 else tuple(reversed(VARIANTS))
+                # A B B A: each task's N in two runs of N/2, taken in turn.
+                order = [(first, 0), (second, 0), (second, 1), (first, 1)]
+                names = {
+                    run: f"ts-bench-{uuid.uuid4().hex[:12]}-{run[0]}-{run[1]}" for run in order
                 }
-                publish_mixed(names["mixed"], user_id + 500, tasks, tracked_first=n % 2 == 1)
-                order = VARIANTS if n % 2 == 0 else tuple(reversed(VARIANTS))
-                runs = {}
-                for variant in (*order, "mixed"):
-                    mixed = variant == "mixed"
-                    runs[variant] = run_worker(
-                        names[variant],
-                        2 * tasks if mixed else tasks,
-                        store_url,
-                        folder,
-                        broker,
-                        skip=2 * WARMUP if mixed else WARMUP,
+                mixed_queue = f"ts-bench-{uuid.uuid4().hex[:12]}-mixed"
+                queues += [*names.values(), mixed_queue]
+                tasks_of = {"untracked": noop, "tracked": tracked_noop}
+                halves = (tasks // 2, tasks - tasks // 2)
+                published = dict.fromkeys(VARIANTS, 0.0)
+                for (variant, half), queue in names.items():
+                    task = tasks_of[variant]
+                    publish(task, queue, user_id, WARMUP)  # warm-up: connection, queue, caches
+                    published[variant] += publish(task, queue, user_id, halves[half], WARMUP)
+                publish_mixed(mixed_queue, user_id + 500, tasks, tracked_first=n % 2 == 1)
+                halves_run: dict[str, list[WorkerRun]] = {v: [] for v in VARIANTS}
+                for (variant, half), queue in names.items():
+                    halves_run[variant].append(
+                        run_worker(queue, halves[half], store_url, folder, broker, skip=WARMUP)
                     )
-                    left = queue_length(client, names[variant])
+                    left = queue_length(client, queue)
                     if left:
-                        raise RuntimeError(f"{left} messages left in {names[variant]}")
-                _check_statuses(tracker, user_id, WARMUP + tasks)
+                        raise RuntimeError(f"{left} messages left in {queue}")
+                mixed_run = run_worker(
+                    mixed_queue, 2 * tasks, store_url, folder, broker, skip=2 * WARMUP
+                )
+                left = queue_length(client, mixed_queue)
+                if left:
+                    raise RuntimeError(f"{left} messages left in {mixed_queue}")
+                runs = {v: Runs(halves_run[v]) for v in VARIANTS}
+                _check_statuses(tracker, user_id, 2 * WARMUP + tasks)
                 _check_statuses(tracker, user_id + 500, WARMUP + tasks)
-                mixed_run = runs.pop("mixed")
                 result.rounds.append(Round(runs, published, mixed_run))
                 done = result.rounds[-1]
                 print(
