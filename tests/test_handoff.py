@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from taskstatus import State, TaskCanceledException, Tracker
+from taskstatus import State, TaskCanceledException, TaskStatus, Tracker
+from taskstatus.handoff import HandOff
 from taskstatus.models import START
 
 from .helpers import event, publish
@@ -50,6 +51,13 @@ class Child:
         return report
 
 
+def finish(worker: Tracker, handoff: HandOff) -> TaskStatus:
+    """The worker's side once the child has ended: record, write, read back."""
+    worker.finish_hand_off(handoff)
+    worker.flush()
+    return worker.get_by_task_id(handoff.task_id)
+
+
 def wait_for(read: Callable[[], Any], expected: Any) -> None:
     deadline = time.monotonic() + 10
     while (value := read()) != expected:
@@ -75,9 +83,7 @@ def test_short_run_costs_the_child_no_connection(worker):
         tracker.hand_back(handoff, live)
 
     assert Child(worker, run).wait()["connections"] == 0
-    worker.finish_hand_off(handoff)
-    worker.flush()
-    status = worker.get_by_task_id("short")
+    status = finish(worker, handoff)
     assert status.state is State.SUCCEEDED
     assert status.started_at is not None
     assert (status.completed_steps, status.total_steps, status.attempts) == (3, 3, 1)
@@ -98,9 +104,7 @@ def test_long_run_shows_in_progress_from_the_worker(worker, make_tracker):
     wait_for(lambda: observer.get_by_task_id("long").state, State.IN_PROGRESS)
     os.write(told, b"x")
     assert child.wait()["connections"] == 0  # the worker wrote the start, not the child
-    worker.finish_hand_off(handoff)
-    worker.flush()
-    status = worker.get_by_task_id("long")
+    status = finish(worker, handoff)
     assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
 
 
@@ -116,9 +120,7 @@ def test_a_late_start_never_undoes_what_the_child_wrote(worker):
         time.sleep(8 * INTERVAL)  # alive while the worker's own start comes due
 
     assert Child(worker, run).wait()["connections"] > 0
-    worker.finish_hand_off(handoff)
-    worker.flush()
-    status = worker.get_by_task_id("retried")
+    status = finish(worker, handoff)
     assert (status.state, status.attempts, status.completed_steps) == (State.RETRYING, 2, 2)
 
 
@@ -134,9 +136,7 @@ def test_a_success_after_the_childs_own_writes(worker):
         tracker.hand_back(handoff, live)
 
     Child(worker, run).wait()
-    worker.finish_hand_off(handoff)
-    worker.flush()
-    status = worker.get_by_task_id("progress")
+    status = finish(worker, handoff)
     assert (status.state, status.attempts, status.completed_steps) == (State.SUCCEEDED, 1, 4)
     assert status.started_at is not None
 
