@@ -3,10 +3,12 @@
 Two functions that differ only in tracking (``benchmarks/_rq_jobs.py``). For each worker class
 (``taskstatus.queues.rq.SimpleWorker``, and the forking ``taskstatus.queues.rq.Worker``), each
 store (a fresh SQLite file; a private PostgreSQL schema, dropped at the end) and each round, in
-the same run: W = 20 warm-up + N jobs of each function go to a queue of their own (the tracked
-ones record their Pending status first), then ``rq worker --burst -w <class>`` drains each queue
-in turn (which goes first alternates between rounds). Worker throughput = N / (``ended_at`` of
-the last timed job - ``started_at`` of the first), as RQ records them. Ratio = tracked /
+the same run: each function's N jobs are split over two queues of their own, each after W = 20
+warm-up jobs (the tracked ones record their Pending status first), then ``rq worker --burst -w
+<class>`` drains each queue in turn, A B B A (A is the untracked function in odd rounds), so that
+a slow spell of a shared machine weighs on both alike. Worker throughput = N / the sum over the
+two runs of (``ended_at`` of the last timed job - ``started_at`` of the first), as RQ records
+them. Ratio = tracked /
 untracked of the same round, median over rounds, judged against the issue's targets: >= 0.9
 on SQLite, >= 0.8 on PostgreSQL. Every tracked status is then checked to be Succeeded.
 
@@ -26,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from _support import (
     OVERHEAD_TARGETS,
@@ -58,11 +62,12 @@ def drain(queue_name: str, worker: str, store: str, tmp: Path) -> None:
         subprocess.run(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def rate(jobs: list[object]) -> float:
+def span(jobs: Sequence[Any]) -> float:
+    """Seconds from the start of the first timed job to the end of the last, as RQ records."""
     timed = jobs[WARMUP:]
-    first = min(j.started_at for j in timed)  # type: ignore[attr-defined]
-    last = max(j.ended_at for j in timed)  # type: ignore[attr-defined]
-    return len(timed) / (last - first).total_seconds()
+    first = min(j.started_at for j in timed)
+    last = max(j.ended_at for j in timed)
+    return float((last - first).total_seconds())
 
 
 def one_round(backend: str, worker: str, n: int, tracked_first: bool) -> tuple[float, float]:
@@ -77,26 +82,35 @@ def one_round(backend: str, worker: str, n: int, tracked_first: bool) -> tuple[f
 
     taskstatus.queues.rq.install()
     connection = Redis.from_url(REDIS)
+    functions = {"u": _rq_jobs.noop, "t": _rq_jobs.tracked_noop}
+    first, second = ("t", "u") if tracked_first else ("u", "t")
+    # A B B A: each function's n jobs in two runs of n/2, taken in turn.
+    order = [(first, 0), (second, 0), (second, 1), (first, 1)]
+    halves = (n // 2, n - n // 2)
     with bench_tracker(backend) as tracker, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         taskstatus.configure(url=tracker.settings.url, artifact_storage=str(tmp / "artifacts"))
         suffix = uuid.uuid4().hex[:10]
-        queues = {kind: Queue(f"{kind}-{suffix}", connection=connection) for kind in ("u", "t")}
+        queues = {run: Queue(f"{run[0]}{run[1]}-{suffix}", connection=connection) for run in order}
         ids = {
-            "u": [queues["u"].enqueue(_rq_jobs.noop, 7, i).id for i in range(WARMUP + n)],
-            "t": [queues["t"].enqueue(_rq_jobs.tracked_noop, 7, i).id for i in range(WARMUP + n)],
+            (kind, half): [
+                queues[(kind, half)].enqueue(functions[kind], 7, i).id
+                for i in range(WARMUP + halves[half])
+            ]
+            for kind, half in order
         }
-        rates = {}
-        for kind in ("t", "u") if tracked_first else ("u", "t"):
-            drain(queues[kind].name, worker, tracker.settings.url, tmp)
-            rates[kind] = rate(Job.fetch_many(ids[kind], connection=connection))
-        states = {taskstatus.get_by_task_id(task_id).state for task_id in ids["t"]}
+        seconds = {"u": 0.0, "t": 0.0}
+        for kind, half in order:
+            drain(queues[(kind, half)].name, worker, tracker.settings.url, tmp)
+            seconds[kind] += span(Job.fetch_many(ids[(kind, half)], connection=connection))
+        tracked_ids = [i for (kind, _), run_ids in ids.items() if kind == "t" for i in run_ids]
+        states = {taskstatus.get_by_task_id(task_id).state for task_id in tracked_ids}
         if states != {State.SUCCEEDED}:
             raise RuntimeError(f"tracked statuses ended {sorted(s.value for s in states)}")
         for queue in queues.values():
             queue.delete(delete_jobs=True)
         taskstatus.get_tracker().close()
-        return rates["u"], rates["t"]
+        return n / seconds["u"], n / seconds["t"]
 
 
 def main() -> None:
