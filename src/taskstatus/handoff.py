@@ -44,13 +44,16 @@ class HandOff:
 
     def __init__(self, event: TaskEvent, since: datetime, *, deferred: bool) -> None:
         self.event = event
-        self.task_id = event.task_id
         self.since = since
         self.deferred = deferred
         #: The worker's pending write of the start (a WriteBehind.call_later handle).
         self.start_call: object | None = None
         self._shared = mmap.mmap(-1, 1)  # anonymous, so shared with children
         self._shared[0] = self.NOTHING
+
+    @property
+    def task_id(self) -> str:
+        return self.event.task_id
 
     def report(self, outcome: int) -> None:
         """In the child."""

@@ -36,29 +36,23 @@ class Heartbeat:
         self._tracker = weakref.ref(tracker)
         #: Task ids of the tasks running in this process.
         self._running: set[str] = set()
-        #: In a child process: the tasks its parent was running when it forked, which the
-        #: parent's thread keeps vouching for (a work horse forked to run one of them).
-        self._vouched: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         #: Held while the thread uses the store; a fork waits for it.
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
         quiesce_across_fork(self, lambda heartbeat: heartbeat._busy)
-        # Threads do not survive fork: a child beats for the tasks it starts itself.
+        # Threads do not survive fork; neither do the parent's running tasks.
         reset_after_fork(self, Heartbeat._forget_parent)
 
     def _forget_parent(self) -> None:
         self._lock = threading.Lock()
         self._busy = threading.Lock()
-        self._vouched = frozenset(self._running)
         self._running = set()
         self._thread = None
         self._wake = threading.Event()
 
     def add(self, task_id: str) -> None:
-        if task_id in self._vouched:
-            return
         with self._lock:
             self._running.add(task_id)
             if self._thread is None:

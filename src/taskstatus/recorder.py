@@ -118,15 +118,6 @@ class Recorder:
         elif self._key(event.task_id) is None:
             self._prerun(event)  # published where no hook ran: record it now
 
-    def start_queued(self, event: TaskEvent) -> None:
-        """Start the task as a worker's write (batched), without checking for a cancel
-        first: the write itself refuses a canceled status."""
-        if self.writer is not None:
-            self.writer.start(event, check_canceled=False)
-        else:
-            with contextlib.suppress(TaskCanceledException):
-                self._prerun(event)
-
     # -- lookups -------------------------------------------------------------------------------
     def _remember(self, key: TaskKey) -> TaskKey:
         with self._keys_lock:

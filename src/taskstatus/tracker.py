@@ -499,8 +499,7 @@ class Tracker:
         self.recorder.defer_start(event, handoff.since)
         self.hook.taskstatus_prerun(event=event)
         live = LiveStatus(self, event)
-        live.token = activate(live)
-        self.heartbeat.add(event.task_id)  # the parent's, in fact (see hand_off)
+        live.token = activate(live)  # no heartbeat here: the worker keeps it (see hand_off)
         return live
 
     def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
@@ -521,14 +520,20 @@ class Tracker:
         event = handoff.event
         self.heartbeat.discard(event.task_id)
         writer = self.recorder.writer
-        unwritten = True
-        if handoff.start_call is not None and writer is not None:
-            unwritten = writer.cancel_call(handoff.start_call)
+        # Taken back unless it ran: the start is then this process's to write.
+        start_pending = (
+            writer is not None
+            and handoff.start_call is not None
+            and writer.cancel_call(handoff.start_call)
+        )
         outcome = handoff.outcome()
         if outcome == HandOff.NOTHING:
             return
-        if outcome == HandOff.SUCCEEDED_UNSTARTED and unwritten:
-            self.recorder.start_queued(event)
+        if outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending:
+            assert writer is not None
+            # Checked for a cancel in the child; a later cancel wins in the write itself,
+            # which the success joins into one.
+            writer.start(event, check_canceled=False)
         self.hook.taskstatus_succeed(event=event)
 
     def end(
