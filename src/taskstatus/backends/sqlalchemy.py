@@ -40,7 +40,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..forking import reset_after_fork
@@ -314,9 +317,7 @@ class SQLAlchemyStore:
 
     def set_stage(self, uuids: Sequence[UUID], stage: str | None, now: datetime) -> int:
         c = statuses.c
-        return self._update_many(
-            uuids, {c.stage: stage, c.modified: now}, c.state == State.IN_PROGRESS.value
-        )
+        return self._update_many(uuids, {c.stage: stage, c.modified: now}, _RUNNING_BY_KEY)
 
     def set_name(self, uuids: Sequence[UUID], name: str, now: datetime) -> int:
         c = statuses.c
@@ -334,7 +335,7 @@ class SQLAlchemyStore:
 
     def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
         c = statuses.c
-        return self._update_many(uuids, {c.heartbeat_at: now}, c.state == State.IN_PROGRESS.value)
+        return self._update_many(uuids, {c.heartbeat_at: now}, _RUNNING_BY_KEY)
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
         c = statuses.c
@@ -674,7 +675,46 @@ def _artifact(row: Mapping[Any, Any]) -> Artifact:
 
 
 # -- prebuilt statements: built and compiled once, executed with parameters ---------------------
+class _Unindexed(ColumnElement[Any]):
+    """A column whose condition must not pick the index that holds it.
+
+    A batch names its rows by a unique key (``task_id IN (...)``) and also requires their
+    state. A planner without fresh statistics (SQLite always, PostgreSQL until the table is
+    analyzed) guesses that a few states match fewer rows than a list of a hundred keys and
+    walks the ``(state, created)`` index instead: each batch then reads every waiting task,
+    and gets slower as the backlog grows. Rendered as an expression no index covers
+    (``+state``, SQLite's documented way; ``state || ''`` on PostgreSQL). MySQL and MariaDB
+    count the rows in the index before they choose, and get the column as it is."""
+
+    inherit_cache = True
+    _traverse_internals = [  # noqa: RUF012 (the cache key; SQLAlchemy declares it so)
+        ("column", InternalTraversal.dp_clauseelement)
+    ]
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _compile_unindexed(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _compile_unindexed_sqlite(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.column, **kw)
+
+
+@compiles(_Unindexed, "postgresql")
+def _compile_unindexed_postgresql(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.column, **kw)} || '')"
+
+
 _c = statuses.c
+#: The state, in conditions of statements that name their rows by key.
+_KEYED_STATE = _Unindexed(_c.state)
+_RUNNING_BY_KEY = _Unindexed(_c.state) == literal_column(f"'{State.IN_PROGRESS.value}'")
 _INSERT_STATUS = statuses.insert()
 _BY_UUID = select(statuses).where(_c.uuid == bindparam("p_uuid"))
 _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
@@ -737,7 +777,7 @@ def _transition_statement(transition: Transition, which: ColumnElement[bool]) ->
     values += [(_c.modified, _NOW), (_c.state, transition.target.value)]
     return (
         update(statuses)
-        .where(which, _c.state.in_(_states(transition.sources)))
+        .where(which, _KEYED_STATE.in_(_states(transition.sources)))
         .ordered_values(*values)
     )
 
