@@ -151,20 +151,18 @@ def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker,
     publish(tracker, "long")
     _run(tracker, "short")  # started and ended: one write
     live = tracker.begin(event("long"))  # started only: written first
-    real = tracker.store.transition_tasks
+    real = tracker.store.end_tasks
 
-    def success_unavailable(task_ids, transition, now):
-        if transition.target is State.SUCCEEDED:
-            raise StoreUnavailable("database error: server closed the connection")
-        return real(task_ids, transition, now)
+    def ends_unavailable(task_ids, transition, now):
+        raise StoreUnavailable("database error: server closed the connection")
 
     # The start is written, then the store fails: only the other write stays queued.
-    monkeypatch.setattr(tracker.store, "transition_tasks", success_unavailable)
+    monkeypatch.setattr(tracker.store, "end_tasks", ends_unavailable)
     with pytest.raises(StoreUnavailable):
         tracker.flush()
     assert tracker.store.get_by_task_id("long").state is State.IN_PROGRESS
     assert tracker.store.get_by_task_id("short").state is State.PENDING
-    monkeypatch.setattr(tracker.store, "transition_tasks", real)
+    monkeypatch.setattr(tracker.store, "end_tasks", real)
     tracker.flush()
     short, long = (tracker.store.get_by_task_id(t) for t in ("short", "long"))
     assert (short.state, short.attempts) == (State.SUCCEEDED, 1)
@@ -246,7 +244,7 @@ def test_flush_waits_for_a_write_in_progress(sql_url, make_tracker, monkeypatch)
     tracker = _worker(make_tracker, sql_url)
     publish(tracker, "slow")
     _run(tracker, "slow")
-    real = tracker.store.transition_tasks
+    real = tracker.store.end_tasks
     writing = threading.Event()
 
     def slow(*args):
@@ -254,7 +252,7 @@ def test_flush_waits_for_a_write_in_progress(sql_url, make_tracker, monkeypatch)
         time.sleep(0.3)
         return real(*args)
 
-    monkeypatch.setattr(tracker.store, "transition_tasks", slow)
+    monkeypatch.setattr(tracker.store, "end_tasks", slow)
     other = threading.Thread(target=tracker.flush)
     other.start()
     assert writing.wait(5)
@@ -302,7 +300,7 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
     tracker = _worker(make_tracker, sql_url)
     publish(tracker, "waiting")
     _run(tracker, "waiting")
-    real = tracker.store.transition_tasks
+    real = tracker.store.end_tasks
     failing = threading.Event()
     failing.set()
 
@@ -311,10 +309,44 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
             raise StoreUnavailable("database error: server closed the connection")
         return real(*args)
 
-    monkeypatch.setattr(tracker.store, "transition_tasks", flaky)
+    monkeypatch.setattr(tracker.store, "end_tasks", flaky)
     done = threading.Event()
     tracker.recorder.writer.after_write(done.set)
     assert not done.wait(0.5)  # not acknowledged while its outcome is not stored
     failing.clear()
     assert done.wait(10)
     assert tracker.store.get_by_task_id("waiting").state is State.SUCCEEDED
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_ending_a_batch_reports_only_what_needs_following_up(
+    any_url, make_tracker, monkeypatch, chunk
+):
+    from datetime import datetime, timezone
+
+    import taskstatus.backends.sqlalchemy as sql_store
+    from taskstatus import models
+
+    if chunk:  # several statements per batch on the SQL stores
+        monkeypatch.setattr(sql_store, "_IN_CHUNK", chunk)
+    tracker = make_tracker(any_url)
+    publish(tracker, "box", container="tests.box")
+    for task_id in ("plain", "other", "ended", "inside"):
+        publish(tracker, task_id, parent="box" if task_id == "inside" else None)
+    tracker.end(tracker.begin(event("ended")))
+    before = tracker.get_by_task_id("ended")
+    ids = ["plain", "missing", "inside", "ended", "other", "plain"]
+    batch = tracker.store.end_tasks(ids, models.RUN, datetime.now(timezone.utc))
+    assert batch.unchanged == ["missing", "ended"]
+    box, inside = tracker.get_by_task_id("box"), tracker.get_by_task_id("inside")
+    assert [(k.task_id, k.uuid, k.parent_uuid) for k in batch.contained] == [
+        ("inside", inside.uuid, box.uuid)
+    ]
+    for task_id in ("plain", "other", "inside"):
+        status = tracker.get_by_task_id(task_id)
+        assert (status.state, status.attempts, status.started_at is not None) == (
+            State.SUCCEEDED,
+            1,
+            True,
+        )
+    assert tracker.get_by_task_id("ended").modified == before.modified  # left as it was

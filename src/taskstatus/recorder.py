@@ -25,7 +25,7 @@ from . import models
 from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
-from .store import TaskKey
+from .store import EndedBatch, TaskKey
 from .writebehind import RUN, START, SUCCEED, WriteBehind
 
 if TYPE_CHECKING:
@@ -322,7 +322,14 @@ class Recorder:
         then what follows from it."""
         now = self.clock()
         transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
-        changed = self.store.transition_tasks([e.task_id for e in events], transition, now)
+        task_ids = [e.task_id for e in events]
+        if kind == START or self._stopped_heard():
+            # The keys of all: a start's are cached for its progress, a listener gets each end.
+            changed = self.store.transition_tasks(task_ids, transition, now)
+            batch = EndedBatch.of(task_ids, changed)
+        else:
+            batch = self.store.end_tasks(task_ids, transition, now)
+            changed = batch.contained  # the others need nothing more
         if kind == START:
             for key in changed:
                 self._remember(key)  # the running task's progress and artifacts need it
@@ -333,9 +340,9 @@ class Recorder:
                 self._succeeded(key)
         if kind == SUCCEED:
             return  # the others had ended already, as they would have at once
-        done = {key.task_id for key in changed}
+        unchanged = set(batch.unchanged)
         for event in events:
-            if event.task_id in done:
+            if event.task_id not in unchanged:
                 continue
             # Never published here (eager mode), or canceled meanwhile: the task's next
             # progress call notices the cancel.
@@ -412,9 +419,12 @@ class Recorder:
             self.store.seal(key.uuid, self.clock())
             self.settle(key.uuid)
 
+    def _stopped_heard(self) -> bool:
+        return bool(self.pm.hook.taskstatus_stopped.get_hookimpls())
+
     def _stopped(self, uuid: UUID) -> None:
         """Fire ``taskstatus_stopped`` for a status that just reached a terminal state."""
-        if not self.pm.hook.taskstatus_stopped.get_hookimpls():
+        if not self._stopped_heard():
             return  # nobody listens: spare the read
         status = self.store.get(uuid)
         if status is None:

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from .models import Artifact, State, TaskStatus, Transition
 
-__all__ = ["ANY", "StatusQuery", "Store", "TaskKey"]
+__all__ = ["ANY", "EndedBatch", "StatusQuery", "Store", "TaskKey"]
 
 
 class _Any(enum.Enum):
@@ -54,6 +54,26 @@ class TaskKey:
     is_container: bool
 
 
+@dataclass(frozen=True)
+class EndedBatch:
+    """What :meth:`Store.end_tasks` reports: only what its caller must follow up on."""
+
+    #: Task ids whose status did not change: missing, or in a state the transition does not
+    #: leave.
+    unchanged: list[str]
+    #: Keys of the statuses that ended and belong to a container (which may end with them).
+    contained: list[TaskKey]
+
+    @classmethod
+    def of(cls, task_ids: Sequence[str], changed: Sequence[TaskKey]) -> EndedBatch:
+        """The report for a batch whose changed keys are known (from ``transition_tasks``)."""
+        done = {key.task_id for key in changed}
+        return cls(
+            unchanged=[task_id for task_id in dict.fromkeys(task_ids) if task_id not in done],
+            contained=[key for key in changed if key.parent_uuid is not None],
+        )
+
+
 @runtime_checkable
 class Store(Protocol):
     """Persistence of statuses and artifacts. Implementations must be safe to share between
@@ -86,6 +106,14 @@ class Store(Protocol):
         write per status, as :meth:`transition`, however batched); return the keys of those
         that changed. Statuses that are missing or in another state are left out, and with
         ``unchanged_since`` also those modified after that time."""
+
+    def end_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> EndedBatch:
+        """Apply ``transition``, one that ends a task, to the statuses of ``task_ids`` as
+        :meth:`transition_tasks` does, but report only the statuses left unchanged and the keys
+        of those ended inside a container. A worker ends most of its tasks this way, and
+        reading back a key for each would cost more than the write."""
 
     def canceled_unstarted(self, since: datetime) -> list[str]:
         """Task ids of tasks (not containers) canceled before they ever started, whose status

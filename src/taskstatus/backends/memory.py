@@ -23,7 +23,7 @@ from ..models import (
     apply,
     is_lost,
 )
-from ..store import ANY, StatusQuery, TaskKey
+from ..store import ANY, EndedBatch, StatusQuery, TaskKey
 
 __all__ = ["MemoryStore"]
 
@@ -94,6 +94,11 @@ class MemoryStore:
                     s = self._statuses[uuid]
                     changed.append(TaskKey(task_id, uuid, s.parent_uuid, s.is_container))
         return changed
+
+    def end_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> EndedBatch:
+        return EndedBatch.of(task_ids, self.transition_tasks(task_ids, transition, now))
 
     def canceled_unstarted(self, since: datetime) -> list[str]:
         with self._lock:

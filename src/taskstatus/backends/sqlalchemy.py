@@ -57,7 +57,7 @@ from ..models import (
     TaskStatus,
     Transition,
 )
-from ..store import ANY, StatusQuery, TaskKey
+from ..store import ANY, EndedBatch, StatusQuery, TaskKey
 from . import migrate
 from .tables import UTCDateTime, artifacts, statuses
 
@@ -261,9 +261,7 @@ class SQLAlchemyStore:
         variant = "by task id" if unchanged_since is None else "by task id, unchanged"
         stmt = self._task_transitions.get((transition, variant))
         if stmt is None:
-            which: ColumnElement[bool] = _c.task_id.in_(bindparam("p_ids", expanding=True))
-            if unchanged_since is not None:
-                which = and_(which, _UNCHANGED)
+            which = _IDS if unchanged_since is None else and_(_IDS, _UNCHANGED)
             stmt = self._task_transitions[(transition, variant)] = _transition_statement(
                 transition, which
             ).returning(*_KEY_COLUMNS)
@@ -304,6 +302,36 @@ class SQLAlchemyStore:
                     conn.execute(stmt, {"p_uuids": [k.uuid for k in keys], "p_now": now})
                     changed += keys
         return changed
+
+    def end_tasks(
+        self, task_ids: Sequence[str], transition: Transition, now: datetime
+    ) -> EndedBatch:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids or not self.engine.dialect.update_returning:
+            # MySQL, MariaDB: the locking write reads the keys anyway.
+            return EndedBatch.of(ids, self.transition_tasks(ids, transition, now))
+        stmt = self._task_transitions.get((transition, "by task id, quiet"))
+        if stmt is None:
+            stmt = self._task_transitions[(transition, "by task id, quiet")] = (
+                _transition_statement(transition, _IDS)
+            )
+        unchanged: list[str] = []
+        contained: list[TaskKey] = []
+        # One transaction: a retried batch must not find its first attempt half done.
+        with self._begin() as conn:
+            for chunk in _chunks(ids):
+                ended = conn.execute(stmt, {"p_ids": chunk, "p_now": now}).rowcount
+                if ended == len(chunk):
+                    # No RETURNING: a row per task would cost more than the write itself.
+                    contained += _keys(conn.execute(_CONTAINED, {"p_ids": chunk}))
+                    continue
+                # Some did not change: those that did carry this write's time and state.
+                params = {"p_ids": chunk, "p_now": now, "p_state": transition.target.value}
+                changed = _keys(conn.execute(_WRITTEN_AT, params))
+                batch = EndedBatch.of(chunk, changed)
+                unchanged += batch.unchanged
+                contained += batch.contained
+        return EndedBatch(unchanged, contained)
 
     def canceled_unstarted(self, since: datetime) -> list[str]:
         return self._run(
@@ -679,12 +707,12 @@ class _Unindexed(ColumnElement[Any]):
     """A column whose condition must not pick the index that holds it.
 
     A batch names its rows by a unique key (``task_id IN (...)``) and also requires their
-    state. A planner without fresh statistics (SQLite always, PostgreSQL until the table is
-    analyzed) guesses that a few states match fewer rows than a list of a hundred keys and
-    walks the ``(state, created)`` index instead: each batch then reads every waiting task,
-    and gets slower as the backlog grows. Rendered as an expression no index covers
-    (``+state``, SQLite's documented way; ``state || ''`` on PostgreSQL). MySQL and MariaDB
-    count the rows in the index before they choose, and get the column as it is."""
+    state, or a container. A planner without fresh statistics (SQLite always, PostgreSQL
+    until the table is analyzed) guesses that a few states match fewer rows than a list of a
+    hundred keys and walks the ``(state, created)`` index instead: each batch then reads every
+    waiting task, and gets slower as the backlog grows. Rendered as an expression no index
+    covers (``+state``, SQLite's documented way; ``state || ''`` on PostgreSQL). MySQL and
+    MariaDB count the rows in the index before they choose, and get the column as it is."""
 
     inherit_cache = True
     _traverse_internals = [  # noqa: RUF012 (the cache key; SQLAlchemy declares it so)
@@ -713,8 +741,8 @@ def _compile_unindexed_postgresql(element: _Unindexed, compiler: SQLCompiler, **
 
 _c = statuses.c
 #: The state, in conditions of statements that name their rows by key.
-_KEYED_STATE = _Unindexed(_c.state)
-_RUNNING_BY_KEY = _Unindexed(_c.state) == literal_column(f"'{State.IN_PROGRESS.value}'")
+_state_by_key = _Unindexed(_c.state)
+_RUNNING_BY_KEY = _state_by_key == literal_column(f"'{State.IN_PROGRESS.value}'")
 _INSERT_STATUS = statuses.insert()
 _BY_UUID = select(statuses).where(_c.uuid == bindparam("p_uuid"))
 _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
@@ -722,6 +750,15 @@ _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
 #: Not modified since (a start that another process may have written first).
 _UNCHANGED = _c.modified <= bindparam("p_since", type_=UTCDateTime())
+_IDS = _c.task_id.in_(bindparam("p_ids", expanding=True))
+#: The statuses of a batch that belong to a container.
+_CONTAINED = select(*_KEY_COLUMNS).where(_IDS, _Unindexed(_c.parent_uuid).is_not(None))
+#: The statuses of a batch that the write at ``p_now`` changed to ``p_state``.
+_WRITTEN_AT = select(*_KEY_COLUMNS).where(
+    _IDS,
+    _c.modified == _NOW,
+    _state_by_key == bindparam("p_state"),
+)
 _CANCELED_UNSTARTED = select(_c.task_id).where(
     # Inline, so that the planner matches the partial index's predicate.
     _c.state == literal_column(f"'{State.CANCELED.value}'"),
@@ -777,7 +814,7 @@ def _transition_statement(transition: Transition, which: ColumnElement[bool]) ->
     values += [(_c.modified, _NOW), (_c.state, transition.target.value)]
     return (
         update(statuses)
-        .where(which, _KEYED_STATE.in_(_states(transition.sources)))
+        .where(which, _state_by_key.in_(_states(transition.sources)))
         .ordered_values(*values)
     )
 
