@@ -326,10 +326,10 @@ class Recorder:
         if kind == START or self._stopped_heard():
             # The keys of all: a start's are cached for its progress, a listener gets each end.
             changed = self.store.transition_tasks(task_ids, transition, now)
-            batch = EndedBatch.of(task_ids, changed)
+            unchanged = EndedBatch.of(task_ids, changed).unchanged
         else:
             batch = self.store.end_tasks(task_ids, transition, now)
-            changed = batch.contained  # the others need nothing more
+            changed, unchanged = batch.contained, batch.unchanged  # the others need no more
         if kind == START:
             for key in changed:
                 self._remember(key)  # the running task's progress and artifacts need it
@@ -340,9 +340,9 @@ class Recorder:
                 self._succeeded(key)
         if kind == SUCCEED:
             return  # the others had ended already, as they would have at once
-        unchanged = set(batch.unchanged)
+        left = set(unchanged)
         for event in events:
-            if event.task_id not in unchanged:
+            if event.task_id not in left:
                 continue
             # Never published here (eager mode), or canceled meanwhile: the task's next
             # progress call notices the cancel.
