@@ -105,15 +105,18 @@ class Settings:
             lost_after = _seconds(env["TASKSTATUS_LOST_AFTER"], "TASKSTATUS_LOST_AFTER")
         if write_interval is None and env.get("TASKSTATUS_WRITE_INTERVAL"):
             write_interval = _seconds(env["TASKSTATUS_WRITE_INTERVAL"], "TASKSTATUS_WRITE_INTERVAL")
+        given = {
+            "max_age": max_age,
+            "progress_interval": progress_interval,
+            "purge_batch_size": purge_batch_size,
+            "heartbeat_interval": heartbeat_interval,
+            "lost_after": lost_after,
+            "write_interval": write_interval,
+        }
         return cls(
             url=url,
-            max_age=DEFAULT_MAX_AGE if max_age is None else max_age,
             artifact_storage=artifact_storage or env.get("TASKSTATUS_ARTIFACT_STORAGE") or None,
-            progress_interval=0.5 if progress_interval is None else progress_interval,
-            purge_batch_size=1000 if purge_batch_size is None else purge_batch_size,
-            heartbeat_interval=15.0 if heartbeat_interval is None else heartbeat_interval,
-            lost_after=120.0 if lost_after is None else lost_after,
-            write_interval=0.1 if write_interval is None else write_interval,
+            **{name: value for name, value in given.items() if value is not None},  # type: ignore[arg-type]
         )
 
     def artifact_url(self) -> str:
