@@ -34,7 +34,7 @@ class Settings:
     lost_after: float = 120.0
     #: Seconds a worker gathers task starts and successes before writing them in one batch
     #: (0: write each at once).
-    write_interval: float = 0.1
+    write_interval: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or ":" not in self.url:
