@@ -2,7 +2,7 @@
 
 A trivial task costs a queue about a millisecond; two synchronous database writes (start and
 success) would double that. So a worker process only queues those two events, and one thread
-writes what has gathered every ``write_interval`` seconds — one statement per kind for the whole
+writes what has gathered every ``write_interval`` seconds — one UPDATE per kind for the whole
 batch — then runs what follows from them (containers starting and ending, ``taskstatus_stopped``).
 Everything else (progress, retries, failures, cancels, reads through the tracker) first writes
 out what is queued, so a process always reads its own writes and events keep their order.
