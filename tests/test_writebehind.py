@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from datetime import datetime, timezone
 
 import pytest
 
 import taskstatus
-from taskstatus import State, StoreUnavailable, TaskCanceledException, TaskEvent
+import taskstatus.backends.sqlalchemy as sql_store
+from taskstatus import State, StoreUnavailable, TaskCanceledException, TaskEvent, models
 
 from .helpers import event, publish
 
@@ -322,11 +324,6 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
 def test_ending_a_batch_reports_only_what_needs_following_up(
     any_url, make_tracker, monkeypatch, chunk
 ):
-    from datetime import datetime, timezone
-
-    import taskstatus.backends.sqlalchemy as sql_store
-    from taskstatus import models
-
     if chunk:  # several statements per batch on the SQL stores
         monkeypatch.setattr(sql_store, "_IN_CHUNK", chunk)
     tracker = make_tracker(any_url)
