@@ -202,6 +202,59 @@ def test_url_from_environment(sqlite_tracker: Tracker) -> None:
     assert str(status.uuid) in ok(result)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "--url", "{url}"],
+        ["show", "--url", "{url}", "{uuid}"],
+        ["show", "{uuid}", "--url", "{url}"],
+        ["--url", "foo://the-group-value-loses", "show", "{uuid}", "--url", "{url}"],
+        ["cancel", "{uuid}", "--url={url}"],
+    ],
+)
+def test_store_options_after_the_command(sqlite_tracker: Tracker, argv: list[str]) -> None:
+    status = publish(sqlite_tracker, "t")
+    values = {"url": sqlite_tracker.settings.url, "uuid": str(status.uuid)}
+    result = CliRunner(env=CLEAN_ENV).invoke(cli, [arg.format(**values) for arg in argv])
+    assert str(status.uuid) in ok(result)
+
+
+@pytest.mark.parametrize(
+    "argv", [["db", "current", "--url", "{url}"], ["db", "--url", "{url}", "current"]]
+)
+def test_store_options_in_the_db_group(sqlite_tracker: Tracker, argv: list[str]) -> None:
+    url = sqlite_tracker.settings.url
+    result = CliRunner(env=CLEAN_ENV).invoke(cli, [arg.format(url=url) for arg in argv])
+    assert ok(result).endswith("The schema is up to date.\n")
+
+
+def test_store_options_on_the_command_line_beat_the_environment(sqlite_tracker: Tracker) -> None:
+    status = publish(sqlite_tracker, "t")
+    url = sqlite_tracker.settings.url
+    runner = CliRunner(env={**CLEAN_ENV, "TASKSTATUS_URL": "foo://from-the-environment"})
+    for argv in (["--url", url, "list"], ["list", "--url", url], ["db", "--url", url, "current"]):
+        assert ok(runner.invoke(cli, argv)), argv
+    assert str(status.uuid) in ok(runner.invoke(cli, ["--url", url, "list"]))
+
+
+def test_artifact_storage_after_the_command(sqlite_tracker: Tracker, tmp_path: Path) -> None:
+    status = publish(sqlite_tracker, "t")
+    artifact = sqlite_tracker.add_artifact(status, file=b"data", filename="out.csv")
+    assert artifact.file is not None
+    url, storage = sqlite_tracker.settings.url, str(tmp_path / "artifacts")
+    argv = ["delete", "--yes", str(status.uuid), "--url", url, "--artifact-storage", storage]
+    ok(CliRunner(env=CLEAN_ENV).invoke(cli, argv))
+    assert not sqlite_tracker.artifact_storage.exists(artifact.file)
+
+
+@pytest.mark.parametrize("command", [["list"], ["show"], ["db"], ["db", "upgrade"], ["demo"]])
+def test_store_options_in_every_help(command: list[str]) -> None:
+    out = ok(CliRunner(env=CLEAN_ENV).invoke(cli, [*command, "--help"]))
+    assert "--url URL" in out
+    assert "TASKSTATUS_URL" in out
+    assert "--artifact-storage URL" in out
+
+
 def test_text_is_not_rich_markup(run: Run, sqlite_tracker: Tracker) -> None:
     status = publish(sqlite_tracker, "m", name="Report [bold]Q1[/bold]", user_id="[red]7")
     for args in (["list"], ["show", str(status.uuid)]):

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import click
 from alembic.util import CommandError
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -67,6 +68,7 @@ STATUS_FIELDS = (
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNBOUNDED = 10_000
 _UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class Failure(click.ClickException):
@@ -89,6 +91,42 @@ class _Group(click.Group):
 
 
 # -- plumbing ----------------------------------------------------------------------------------
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep a store option given on the command line; one given after the command name is
+    parsed last and so wins. The environment is read by :meth:`Settings.load`."""
+    if ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
+        ctx.meta[f"taskstatus.{param.name}"] = value
+
+
+_STORE_OPTIONS = (
+    click.option(
+        "--url",
+        envvar="TASKSTATUS_URL",
+        show_envvar=True,
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help=f"Store URL. [default: {DEFAULT_URL}]",
+    ),
+    click.option(
+        "--artifact-storage",
+        envvar="TASKSTATUS_ARTIFACT_STORAGE",
+        show_envvar=True,
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help="fsspec URL of the artifact files (needed to delete them with their statuses).",
+    ),
+)
+
+
+def _store_options(command: _F) -> _F:
+    """``--url`` and ``--artifact-storage``, accepted before and after a command's name."""
+    for option in reversed(_STORE_OPTIONS):
+        command = option(command)
+    return command
+
+
 def _tracker() -> Tracker:
     """A tracker on the configured store, closed when the command ends.
 
@@ -96,7 +134,11 @@ def _tracker() -> Tracker:
     outdated schema instead of being refused by it.
     """
     ctx = click.get_current_context()
-    tracker = Tracker(ctx.find_object(Settings))
+    settings = Settings.load(
+        url=ctx.meta.get("taskstatus.url"),
+        artifact_storage=ctx.meta.get("taskstatus.artifact_storage"),
+    )
+    tracker = Tracker(settings)
     ctx.call_on_close(tracker.close)
     return tracker
 
@@ -228,25 +270,13 @@ def _artifact_table(artifacts: Sequence[Artifact]) -> Table:
 
 # -- commands ----------------------------------------------------------------------------------
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar="TASKSTATUS_URL",
-    show_envvar=True,
-    metavar="URL",
-    help=f"Store URL. [default: {DEFAULT_URL}]",
-)
-@click.option(
-    "--artifact-storage",
-    envvar="TASKSTATUS_ARTIFACT_STORAGE",
-    show_envvar=True,
-    metavar="URL",
-    help="fsspec URL of the artifact files (needed to delete them with their statuses).",
-)
+@_store_options
 @click.version_option(__version__, prog_name="taskstatus")
-@click.pass_context
-def cli(ctx: click.Context, url: str | None, artifact_storage: str | None) -> None:
-    """Inspect and manage the statuses of background tasks."""
-    ctx.obj = Settings.load(url=url, artifact_storage=artifact_storage)
+def cli() -> None:
+    """Inspect and manage the statuses of background tasks.
+
+    --url and --artifact-storage go before or after the command's name.
+    """
 
 
 @cli.command("list")
@@ -258,6 +288,7 @@ def cli(ctx: click.Context, url: str | None, artifact_storage: str | None) -> No
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_store_options
 def list_(
     *,
     user: str | None,
@@ -293,6 +324,7 @@ def list_(
 @cli.command()
 @click.argument("uuid")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@_store_options
 def show(uuid: str, as_json: bool) -> None:
     """Show every field of a status, its children, its artifacts and its traceback."""
     status = _tracker().get(uuid)
@@ -318,6 +350,7 @@ def show(uuid: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("uuid")
 @click.option("--terminate", is_flag=True, help="Ask the queue to stop running work at once.")
+@_store_options
 def cancel(uuid: str, terminate: bool) -> None:
     """Cancel a status (a container's children too); finished work keeps its state."""
     status = _tracker().cancel(uuid, terminate=terminate)
@@ -327,6 +360,7 @@ def cancel(uuid: str, terminate: bool) -> None:
 @cli.command()
 @click.argument("uuid")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_store_options
 def delete(uuid: str, yes: bool) -> None:
     """Delete a status with its children, artifacts and artifact files."""
     tracker = _tracker()
@@ -344,6 +378,7 @@ def delete(uuid: str, yes: bool) -> None:
     metavar="DURATION",
     help="30d, 12h, 90m, 45s or seconds. [default: the max_age setting, TASKSTATUS_MAX_AGE]",
 )
+@_store_options
 def purge(older_than: str | None) -> None:
     """Delete finished statuses created longer ago than DURATION; unfinished work stays."""
     tracker = _tracker()
@@ -353,6 +388,7 @@ def purge(older_than: str | None) -> None:
 
 
 @cli.group()
+@_store_options
 def db() -> None:
     """Manage the database schema of a SQL store."""
 
@@ -374,6 +410,7 @@ def _sql_store() -> Iterator[SQLAlchemyStore]:
 
 
 @db.command()
+@_store_options
 def upgrade() -> None:
     """Migrate the schema to the newest revision (Alembic)."""
     with _sql_store() as store:
@@ -385,6 +422,7 @@ def upgrade() -> None:
 
 
 @db.command()
+@_store_options
 def current() -> None:
     """Print the schema revision and the newest one; exit code 1 when an upgrade is needed."""
     with _sql_store() as store:
@@ -407,6 +445,7 @@ def current() -> None:
     show_default=True,
     help="Scale the sample tasks' sleeps (0.2 runs five times faster).",
 )
+@_store_options
 def demo(user: str, speed: float) -> None:
     """Run sample tasks on an in-process Celery worker with live progress (no server needed).
 
