@@ -202,6 +202,15 @@ def test_url_from_environment(sqlite_tracker: Tracker) -> None:
     assert str(status.uuid) in ok(result)
 
 
+def test_list_offset_past_the_end_says_so(run: Run, filled: Tracker) -> None:
+    url = filled.settings.url
+    assert ok(run(url, "list", "--offset", "9")) == "No task statuses at offset 9 (matching: 5).\n"
+    out = ok(run(url, "list", "--user", "8", "--offset", "1"))
+    assert out == "No task statuses at offset 1 (matching: 1).\n"
+    assert ok(run(url, "list", "--user", "9", "--offset", "1")) == "No task statuses match.\n"
+    assert json.loads(ok(run(url, "list", "--offset", "9", "--json"))) == []
+
+
 @pytest.mark.parametrize(
     "argv",
     [

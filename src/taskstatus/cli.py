@@ -314,7 +314,12 @@ def list_(
     if as_json:
         _echo_json([status_dict(s) for s in statuses])
     elif not statuses:
-        click.echo("No task statuses match.")
+        total = tracker.count(**filters) if offset else 0
+        click.echo(
+            f"No task statuses at offset {offset} (matching: {total})."
+            if total
+            else "No task statuses match."
+        )
     else:
         table = _status_table(statuses)
         table.caption = f"{len(statuses)} of {tracker.count(**filters)}, from offset {offset}"
