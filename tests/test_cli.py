@@ -526,16 +526,23 @@ def tables(url: str) -> list[str]:
         store.close()
 
 
+def sqlite_file(url: str) -> Path | None:
+    database = sa.engine.make_url(url).database
+    return Path(database) if url.startswith("sqlite") and database else None
+
+
 def test_db_upgrade_of_an_empty_database(run: Run, sql_url: str) -> None:
     head = migrate.head_revision()
     result = run(sql_url, "db", "current")
     assert result.exit_code == 1
+    file = sqlite_file(sql_url)
     assert result.stdout.splitlines() == [
-        "current: (empty)",
+        f"current: (no database file {file})" if file else "current: (empty)",
         f"head:    {head}",
         "The schema is not at the newest revision: run `taskstatus db upgrade`.",
     ]
-    assert tables(sql_url) == []  # looking does not create the schema
+    assert file is None or not file.exists()  # looking creates no file
+    assert tables(sql_url) == []  # nor the schema
     out = ok(run(sql_url, "db", "upgrade"))
     assert out.endswith(f": (empty) -> {head}\n")
     assert "taskstatus_status" in tables(sql_url)
@@ -546,6 +553,22 @@ def test_db_upgrade_of_an_empty_database(run: Run, sql_url: str) -> None:
     ]
     assert ok(run(sql_url, "db", "upgrade")).endswith(f": {head} -> {head} (already the newest)\n")
     assert ok(run(sql_url, "list")) == "No task statuses match.\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["show", NIL], ["cancel", NIL], ["delete", "--yes", NIL], ["purge"]],
+)
+def test_commands_create_no_database(run: Run, sql_url: str, command: list[str]) -> None:
+    """A missing SQLite file or an empty database is most likely a wrong URL: say so, and
+    create neither the file nor the schema."""
+    file = sqlite_file(sql_url)
+    if file is None:
+        fails(run(sql_url, *command), "has no taskstatus schema; check the store URL")
+        assert tables(sql_url) == []
+    else:
+        fails(run(sql_url, *command), f"no database file {file}; check the store URL")
+        assert not file.exists()
 
 
 @pytest.fixture

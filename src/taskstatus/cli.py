@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
@@ -141,6 +142,44 @@ def _tracker() -> Tracker:
     tracker = Tracker(settings)
     ctx.call_on_close(tracker.close)
     return tracker
+
+
+def _recorded() -> Tracker:
+    """A tracker on a store that taskstatus has written to, for the commands on statuses.
+
+    They create nothing: a missing SQLite file or a database without taskstatus's tables most
+    likely means a wrong URL, which creating them would hide.
+    """
+    tracker = _tracker()
+    store = tracker.store
+    if isinstance(store, SQLAlchemyStore):
+        hint = "check the store URL (`taskstatus db upgrade` creates it)"
+        missing = _missing_file(store)
+        if missing:
+            raise Failure(f"no database file {missing}; {hint}")
+        with _sql_errors(store, "read"):
+            empty = migrate.is_empty(store.engine)
+        if empty:
+            raise Failure(f"the database at {store.url} has no taskstatus schema; {hint}")
+    return tracker
+
+
+def _missing_file(store: SQLAlchemyStore) -> Path | None:
+    file = store.database_file
+    return file if file is not None and not file.exists() else None
+
+
+@contextmanager
+def _sql_errors(store: SQLAlchemyStore, doing: str) -> Iterator[None]:
+    """Driver and Alembic errors, reported like the store reports its own."""
+    try:
+        yield
+    except sa_exc.OperationalError as exc:
+        raise StoreUnavailable(f"cannot reach the database at {store.url}: {exc.orig}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(f"cannot {doing} the database at {store.url}: {exc.orig}") from exc
+    except CommandError as exc:
+        raise StoreError(f"cannot {doing} the database at {store.url}: {exc}") from exc
 
 
 def _print(*renderables: RenderableType) -> None:
@@ -303,7 +342,7 @@ def list_(
     """List statuses, newest first."""
     if parent is not None and top_level:
         raise click.UsageError("--parent and --top-level exclude each other")
-    tracker = _tracker()
+    tracker = _recorded()
     filters: dict[str, Any] = {
         "user_id": user,
         "state": state,
@@ -332,7 +371,7 @@ def list_(
 @_store_options
 def show(uuid: str, as_json: bool) -> None:
     """Show every field of a status, its children, its artifacts and its traceback."""
-    status = _tracker().get(uuid)
+    status = _recorded().get(uuid)
     children = status.children() if status.is_container else []
     artifacts = status.artifacts
     if as_json:
@@ -358,7 +397,7 @@ def show(uuid: str, as_json: bool) -> None:
 @_store_options
 def cancel(uuid: str, terminate: bool) -> None:
     """Cancel a status (a container's children too); finished work keeps its state."""
-    status = _tracker().cancel(uuid, terminate=terminate)
+    status = _recorded().cancel(uuid, terminate=terminate)
     _print(Text.assemble(f"{status.uuid} {status.name}: ", _state(status)))
 
 
@@ -368,7 +407,7 @@ def cancel(uuid: str, terminate: bool) -> None:
 @_store_options
 def delete(uuid: str, yes: bool) -> None:
     """Delete a status with its children, artifacts and artifact files."""
-    tracker = _tracker()
+    tracker = _recorded()
     status = tracker.get(uuid)
     label = f"{status.uuid} ({status.name})"
     if not yes:
@@ -386,7 +425,7 @@ def delete(uuid: str, yes: bool) -> None:
 @_store_options
 def purge(older_than: str | None) -> None:
     """Delete finished statuses created longer ago than DURATION; unfinished work stays."""
-    tracker = _tracker()
+    tracker = _recorded()
     age = tracker.settings.max_age if older_than is None else parse_duration(older_than)
     deleted = tracker.purge(age)
     click.echo(f"Deleted {deleted} finished task status(es) older than {format_duration(age)}.")
@@ -404,14 +443,8 @@ def _sql_store() -> Iterator[SQLAlchemyStore]:
     store = _tracker().store
     if not isinstance(store, SQLAlchemyStore):
         raise Failure(f"the store at {store.url} has no SQL schema; `taskstatus db` needs SQL")
-    try:
+    with _sql_errors(store, "migrate"):
         yield store
-    except sa_exc.OperationalError as exc:
-        raise StoreUnavailable(f"cannot reach the database at {store.url}: {exc.orig}") from exc
-    except sa_exc.DBAPIError as exc:
-        raise StoreError(f"cannot migrate the database at {store.url}: {exc.orig}") from exc
-    except CommandError as exc:
-        raise StoreError(f"cannot migrate the database at {store.url}: {exc}") from exc
 
 
 @db.command()
@@ -431,9 +464,11 @@ def upgrade() -> None:
 def current() -> None:
     """Print the schema revision and the newest one; exit code 1 when an upgrade is needed."""
     with _sql_store() as store:
-        revision = migrate.current_revision(store.engine)
+        missing = _missing_file(store)
+        revision = None if missing else migrate.current_revision(store.engine)
     head = migrate.head_revision()
-    click.echo(f"current: {revision or '(empty)'}\nhead:    {head}")
+    found = f"(no database file {missing})" if missing else revision or "(empty)"
+    click.echo(f"current: {found}\nhead:    {head}")
     if revision == head:
         click.echo("The schema is up to date.")
         return

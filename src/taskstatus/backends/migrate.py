@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from ..exceptions import SchemaOutdated
 from .tables import VERSION_TABLE, statuses
 
-__all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
+__all__ = ["current_revision", "ensure_schema", "head_revision", "is_empty", "upgrade"]
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -39,6 +39,11 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when the database holds none of taskstatus's tables: nothing was recorded there."""
+    return current_revision(engine) is None and not inspect(engine).has_table(statuses.name)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
