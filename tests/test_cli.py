@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -603,6 +604,13 @@ def test_commands_refuse_a_foreign_table(run: Run, make_url: Callable[[str], str
         conn.execute(sa.text("CREATE TABLE taskstatus_status (id INTEGER PRIMARY KEY)"))
     engine.dispose()
     fails(run(url, "show", str(uuid4())), "not created by taskstatus")
+
+
+def test_docs_show_the_head_revision() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    shown = re.findall(r"^(?:current|head): +(\w+)$|-> (\w+)", text, re.MULTILINE)
+    assert len(shown) >= 4
+    assert {a or b for a, b in shown} == {migrate.head_revision()}
 
 
 def test_db_needs_a_sql_store(run: Run) -> None:
