@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -200,6 +201,68 @@ def test_url_from_environment(sqlite_tracker: Tracker) -> None:
         cli, ["list"]
     )
     assert str(status.uuid) in ok(result)
+
+
+def test_list_offset_past_the_end_says_so(run: Run, filled: Tracker) -> None:
+    url = filled.settings.url
+    assert ok(run(url, "list", "--offset", "9")) == "No task statuses at offset 9 (matching: 5).\n"
+    out = ok(run(url, "list", "--user", "8", "--offset", "1"))
+    assert out == "No task statuses at offset 1 (matching: 1).\n"
+    assert ok(run(url, "list", "--user", "9", "--offset", "1")) == "No task statuses match.\n"
+    assert json.loads(ok(run(url, "list", "--offset", "9", "--json"))) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "--url", "{url}"],
+        ["show", "--url", "{url}", "{uuid}"],
+        ["show", "{uuid}", "--url", "{url}"],
+        ["--url", "foo://the-group-value-loses", "show", "{uuid}", "--url", "{url}"],
+        ["cancel", "{uuid}", "--url={url}"],
+    ],
+)
+def test_store_options_after_the_command(sqlite_tracker: Tracker, argv: list[str]) -> None:
+    status = publish(sqlite_tracker, "t")
+    values = {"url": sqlite_tracker.settings.url, "uuid": str(status.uuid)}
+    result = CliRunner(env=CLEAN_ENV).invoke(cli, [arg.format(**values) for arg in argv])
+    assert str(status.uuid) in ok(result)
+
+
+@pytest.mark.parametrize(
+    "argv", [["db", "current", "--url", "{url}"], ["db", "--url", "{url}", "current"]]
+)
+def test_store_options_in_the_db_group(sqlite_tracker: Tracker, argv: list[str]) -> None:
+    url = sqlite_tracker.settings.url
+    result = CliRunner(env=CLEAN_ENV).invoke(cli, [arg.format(url=url) for arg in argv])
+    assert ok(result).endswith("The schema is up to date.\n")
+
+
+def test_store_options_on_the_command_line_beat_the_environment(sqlite_tracker: Tracker) -> None:
+    status = publish(sqlite_tracker, "t")
+    url = sqlite_tracker.settings.url
+    runner = CliRunner(env={**CLEAN_ENV, "TASKSTATUS_URL": "foo://from-the-environment"})
+    for argv in (["--url", url, "list"], ["list", "--url", url]):
+        assert str(status.uuid) in ok(runner.invoke(cli, argv))
+    assert "up to date" in ok(runner.invoke(cli, ["db", "--url", url, "current"]))
+
+
+def test_artifact_storage_after_the_command(sqlite_tracker: Tracker, tmp_path: Path) -> None:
+    status = publish(sqlite_tracker, "t")
+    artifact = sqlite_tracker.add_artifact(status, file=b"data", filename="out.csv")
+    assert artifact.file is not None
+    url, storage = sqlite_tracker.settings.url, str(tmp_path / "artifacts")
+    argv = ["delete", "--yes", str(status.uuid), "--url", url, "--artifact-storage", storage]
+    ok(CliRunner(env=CLEAN_ENV).invoke(cli, argv))
+    assert not sqlite_tracker.artifact_storage.exists(artifact.file)
+
+
+@pytest.mark.parametrize("command", [["list"], ["show"], ["db"], ["db", "upgrade"], ["demo"]])
+def test_store_options_in_every_help(command: list[str]) -> None:
+    out = ok(CliRunner(env=CLEAN_ENV).invoke(cli, [*command, "--help"]))
+    assert "--url URL" in out
+    assert "TASKSTATUS_URL" in out
+    assert "--artifact-storage URL" in out
 
 
 def test_text_is_not_rich_markup(run: Run, sqlite_tracker: Tracker) -> None:
@@ -464,16 +527,23 @@ def tables(url: str) -> list[str]:
         store.close()
 
 
+def sqlite_file(url: str) -> Path | None:
+    database = sa.engine.make_url(url).database
+    return Path(database) if url.startswith("sqlite") and database else None
+
+
 def test_db_upgrade_of_an_empty_database(run: Run, sql_url: str) -> None:
     head = migrate.head_revision()
     result = run(sql_url, "db", "current")
     assert result.exit_code == 1
+    file = sqlite_file(sql_url)
     assert result.stdout.splitlines() == [
-        "current: (empty)",
+        f"current: (no database file {file})" if file else "current: (empty)",
         f"head:    {head}",
         "The schema is not at the newest revision: run `taskstatus db upgrade`.",
     ]
-    assert tables(sql_url) == []  # looking does not create the schema
+    assert file is None or not file.exists()  # looking creates no file
+    assert tables(sql_url) == []  # nor the schema
     out = ok(run(sql_url, "db", "upgrade"))
     assert out.endswith(f": (empty) -> {head}\n")
     assert "taskstatus_status" in tables(sql_url)
@@ -484,6 +554,22 @@ def test_db_upgrade_of_an_empty_database(run: Run, sql_url: str) -> None:
     ]
     assert ok(run(sql_url, "db", "upgrade")).endswith(f": {head} -> {head} (already the newest)\n")
     assert ok(run(sql_url, "list")) == "No task statuses match.\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["show", NIL], ["cancel", NIL], ["delete", "--yes", NIL], ["purge"]],
+)
+def test_commands_create_no_database(run: Run, sql_url: str, command: list[str]) -> None:
+    """A missing SQLite file or an empty database is most likely a wrong URL: say so, and
+    create neither the file nor the schema."""
+    file = sqlite_file(sql_url)
+    if file is None:
+        fails(run(sql_url, *command), "has no taskstatus schema; check the store URL")
+        assert tables(sql_url) == []
+    else:
+        fails(run(sql_url, *command), f"no database file {file}; check the store URL")
+        assert not file.exists()
 
 
 @pytest.fixture
@@ -518,6 +604,13 @@ def test_commands_refuse_a_foreign_table(run: Run, make_url: Callable[[str], str
         conn.execute(sa.text("CREATE TABLE taskstatus_status (id INTEGER PRIMARY KEY)"))
     engine.dispose()
     fails(run(url, "show", str(uuid4())), "not created by taskstatus")
+
+
+def test_docs_show_the_head_revision() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    shown = re.findall(r"^(?:current|head): +(\w+)$|-> (\w+)", text, re.MULTILINE)
+    assert len(shown) >= 4
+    assert {a or b for a, b in shown} == {migrate.head_revision()}
 
 
 def test_db_needs_a_sql_store(run: Run) -> None:

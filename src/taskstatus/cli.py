@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import click
 from alembic.util import CommandError
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -67,6 +69,7 @@ STATUS_FIELDS = (
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNBOUNDED = 10_000
 _UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class Failure(click.ClickException):
@@ -89,6 +92,42 @@ class _Group(click.Group):
 
 
 # -- plumbing ----------------------------------------------------------------------------------
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep a store option given on the command line; one given after the command name is
+    parsed last and so wins. The environment is read by :meth:`Settings.load`."""
+    if ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
+        ctx.meta[f"taskstatus.{param.name}"] = value
+
+
+_STORE_OPTIONS = (
+    click.option(
+        "--url",
+        envvar="TASKSTATUS_URL",
+        show_envvar=True,
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help=f"Store URL. [default: {DEFAULT_URL}]",
+    ),
+    click.option(
+        "--artifact-storage",
+        envvar="TASKSTATUS_ARTIFACT_STORAGE",
+        show_envvar=True,
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help="fsspec URL of the artifact files (needed to delete them with their statuses).",
+    ),
+)
+
+
+def _store_options(command: _F) -> _F:
+    """``--url`` and ``--artifact-storage``, accepted before and after a command's name."""
+    for option in reversed(_STORE_OPTIONS):
+        command = option(command)
+    return command
+
+
 def _tracker() -> Tracker:
     """A tracker on the configured store, closed when the command ends.
 
@@ -96,9 +135,51 @@ def _tracker() -> Tracker:
     outdated schema instead of being refused by it.
     """
     ctx = click.get_current_context()
-    tracker = Tracker(ctx.find_object(Settings))
+    settings = Settings.load(
+        url=ctx.meta.get("taskstatus.url"),
+        artifact_storage=ctx.meta.get("taskstatus.artifact_storage"),
+    )
+    tracker = Tracker(settings)
     ctx.call_on_close(tracker.close)
     return tracker
+
+
+def _recorded() -> Tracker:
+    """A tracker on a store that taskstatus has written to, for the commands on statuses.
+
+    They create nothing: a missing SQLite file or a database without taskstatus's tables most
+    likely means a wrong URL, which creating them would hide.
+    """
+    tracker = _tracker()
+    store = tracker.store
+    if isinstance(store, SQLAlchemyStore):
+        hint = "check the store URL (`taskstatus db upgrade` creates it)"
+        missing = _missing_file(store)
+        if missing:
+            raise Failure(f"no database file {missing}; {hint}")
+        with _sql_errors(store, "read"):
+            empty = migrate.is_empty(store.engine)
+        if empty:
+            raise Failure(f"the database at {store.url} has no taskstatus schema; {hint}")
+    return tracker
+
+
+def _missing_file(store: SQLAlchemyStore) -> Path | None:
+    file = store.database_file
+    return file if file is not None and not file.exists() else None
+
+
+@contextmanager
+def _sql_errors(store: SQLAlchemyStore, doing: str) -> Iterator[None]:
+    """Driver and Alembic errors, reported like the store reports its own."""
+    try:
+        yield
+    except sa_exc.OperationalError as exc:
+        raise StoreUnavailable(f"cannot reach the database at {store.url}: {exc.orig}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(f"cannot {doing} the database at {store.url}: {exc.orig}") from exc
+    except CommandError as exc:
+        raise StoreError(f"cannot {doing} the database at {store.url}: {exc}") from exc
 
 
 def _print(*renderables: RenderableType) -> None:
@@ -228,25 +309,13 @@ def _artifact_table(artifacts: Sequence[Artifact]) -> Table:
 
 # -- commands ----------------------------------------------------------------------------------
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar="TASKSTATUS_URL",
-    show_envvar=True,
-    metavar="URL",
-    help=f"Store URL. [default: {DEFAULT_URL}]",
-)
-@click.option(
-    "--artifact-storage",
-    envvar="TASKSTATUS_ARTIFACT_STORAGE",
-    show_envvar=True,
-    metavar="URL",
-    help="fsspec URL of the artifact files (needed to delete them with their statuses).",
-)
+@_store_options
 @click.version_option(__version__, prog_name="taskstatus")
-@click.pass_context
-def cli(ctx: click.Context, url: str | None, artifact_storage: str | None) -> None:
-    """Inspect and manage the statuses of background tasks."""
-    ctx.obj = Settings.load(url=url, artifact_storage=artifact_storage)
+def cli() -> None:
+    """Inspect and manage the statuses of background tasks.
+
+    --url and --artifact-storage go before or after the command's name.
+    """
 
 
 @cli.command("list")
@@ -258,6 +327,7 @@ def cli(ctx: click.Context, url: str | None, artifact_storage: str | None) -> No
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_store_options
 def list_(
     *,
     user: str | None,
@@ -272,7 +342,7 @@ def list_(
     """List statuses, newest first."""
     if parent is not None and top_level:
         raise click.UsageError("--parent and --top-level exclude each other")
-    tracker = _tracker()
+    tracker = _recorded()
     filters: dict[str, Any] = {
         "user_id": user,
         "state": state,
@@ -283,7 +353,12 @@ def list_(
     if as_json:
         _echo_json([status_dict(s) for s in statuses])
     elif not statuses:
-        click.echo("No task statuses match.")
+        total = tracker.count(**filters) if offset else 0
+        click.echo(
+            f"No task statuses at offset {offset} (matching: {total})."
+            if total
+            else "No task statuses match."
+        )
     else:
         table = _status_table(statuses)
         table.caption = f"{len(statuses)} of {tracker.count(**filters)}, from offset {offset}"
@@ -293,9 +368,10 @@ def list_(
 @cli.command()
 @click.argument("uuid")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@_store_options
 def show(uuid: str, as_json: bool) -> None:
     """Show every field of a status, its children, its artifacts and its traceback."""
-    status = _tracker().get(uuid)
+    status = _recorded().get(uuid)
     children = status.children() if status.is_container else []
     artifacts = status.artifacts
     if as_json:
@@ -318,18 +394,20 @@ def show(uuid: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("uuid")
 @click.option("--terminate", is_flag=True, help="Ask the queue to stop running work at once.")
+@_store_options
 def cancel(uuid: str, terminate: bool) -> None:
     """Cancel a status (a container's children too); finished work keeps its state."""
-    status = _tracker().cancel(uuid, terminate=terminate)
+    status = _recorded().cancel(uuid, terminate=terminate)
     _print(Text.assemble(f"{status.uuid} {status.name}: ", _state(status)))
 
 
 @cli.command()
 @click.argument("uuid")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_store_options
 def delete(uuid: str, yes: bool) -> None:
     """Delete a status with its children, artifacts and artifact files."""
-    tracker = _tracker()
+    tracker = _recorded()
     status = tracker.get(uuid)
     label = f"{status.uuid} ({status.name})"
     if not yes:
@@ -344,15 +422,17 @@ def delete(uuid: str, yes: bool) -> None:
     metavar="DURATION",
     help="30d, 12h, 90m, 45s or seconds. [default: the max_age setting, TASKSTATUS_MAX_AGE]",
 )
+@_store_options
 def purge(older_than: str | None) -> None:
     """Delete finished statuses created longer ago than DURATION; unfinished work stays."""
-    tracker = _tracker()
+    tracker = _recorded()
     age = tracker.settings.max_age if older_than is None else parse_duration(older_than)
     deleted = tracker.purge(age)
     click.echo(f"Deleted {deleted} finished task status(es) older than {format_duration(age)}.")
 
 
 @cli.group()
+@_store_options
 def db() -> None:
     """Manage the database schema of a SQL store."""
 
@@ -363,17 +443,12 @@ def _sql_store() -> Iterator[SQLAlchemyStore]:
     store = _tracker().store
     if not isinstance(store, SQLAlchemyStore):
         raise Failure(f"the store at {store.url} has no SQL schema; `taskstatus db` needs SQL")
-    try:
+    with _sql_errors(store, "migrate"):
         yield store
-    except sa_exc.OperationalError as exc:
-        raise StoreUnavailable(f"cannot reach the database at {store.url}: {exc.orig}") from exc
-    except sa_exc.DBAPIError as exc:
-        raise StoreError(f"cannot migrate the database at {store.url}: {exc.orig}") from exc
-    except CommandError as exc:
-        raise StoreError(f"cannot migrate the database at {store.url}: {exc}") from exc
 
 
 @db.command()
+@_store_options
 def upgrade() -> None:
     """Migrate the schema to the newest revision (Alembic)."""
     with _sql_store() as store:
@@ -385,12 +460,15 @@ def upgrade() -> None:
 
 
 @db.command()
+@_store_options
 def current() -> None:
     """Print the schema revision and the newest one; exit code 1 when an upgrade is needed."""
     with _sql_store() as store:
-        revision = migrate.current_revision(store.engine)
+        missing = _missing_file(store)
+        revision = None if missing else migrate.current_revision(store.engine)
     head = migrate.head_revision()
-    click.echo(f"current: {revision or '(empty)'}\nhead:    {head}")
+    found = f"(no database file {missing})" if missing else revision or "(empty)"
+    click.echo(f"current: {found}\nhead:    {head}")
     if revision == head:
         click.echo("The schema is up to date.")
         return
@@ -407,6 +485,7 @@ def current() -> None:
     show_default=True,
     help="Scale the sample tasks' sleeps (0.2 runs five times faster).",
 )
+@_store_options
 def demo(user: str, speed: float) -> None:
     """Run sample tasks on an in-process Celery worker with live progress (no server needed).
 

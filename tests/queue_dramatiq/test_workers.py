@@ -123,3 +123,20 @@ def test_killed_worker_redelivers_and_counts_an_attempt(make_cell, broker, uid, 
     status = wait_state(message.message_id, State.SUCCEEDED, timeout=60)
     assert marker.read_text().count("\n") == 2
     assert status.attempts == 2
+
+
+def test_worker_start_logs_nothing_from_alembic(make_cell, uid):
+    """Workers open a store whose schema is current: Alembic has nothing to say at INFO."""
+    cell = make_cell("redis", "sqlite")
+    cell.start_worker()
+    log = cell.tmp / "worker-0.log"
+    poll(
+        lambda: log.read_text(errors="replace"),
+        lambda text: text.count("Worker process is ready for action") == 2,
+        "both worker processes to start",
+    )
+    message = actors.count.send(uid, 1)
+    wait_state(message.message_id, State.SUCCEEDED)
+    text = log.read_text(errors="replace")
+    assert "[INFO]" in text  # the worker does log at INFO
+    assert "alembic" not in text.lower(), text

@@ -6,23 +6,35 @@ alone and refused with :class:`~taskstatus.SchemaOutdated` until ``taskstatus db
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, column, inspect, select, table
 from sqlalchemy import exc as sa_exc
 
 from ..exceptions import SchemaOutdated
 from .tables import VERSION_TABLE, statuses
 
-__all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["current_revision", "ensure_schema", "head_revision", "is_empty", "upgrade"]
+
+
+# Every process that opens a store imports Alembic, whose first import logs one INFO line per
+# autogenerate plugin it registers: chatter at each worker start. Hence Alembic is imported
+# here only when used, after this (an application's own level for that logger stays).
+_plugins_log = logging.getLogger("alembic.runtime.plugins")
+if _plugins_log.level == logging.NOTSET:
+    _plugins_log.setLevel(logging.WARNING)
+
+_version = table(VERSION_TABLE, column("version_num"))
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(files("taskstatus") / "migrations"))
     config.attributes["engine"] = engine
@@ -30,23 +42,39 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The schema's revision, read from Alembic's version table without an Alembic migration
+    context, which logs its set-up at INFO: every store opening would."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        revision: str | None = conn.execute(select(_version.c.version_num)).scalar_one_or_none()
+        return revision
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when the database holds none of taskstatus's tables: nothing was recorded there."""
+    return current_revision(engine) is None and not inspect(engine).has_table(statuses.name)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the migrations up to ``revision`` (``taskstatus db upgrade``)."""
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
 
 
 def _known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except CommandError:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -117,6 +118,15 @@ class SQLAlchemyStore:
         self._opened = False
         # A pooled connection must never be used by two processes: drop the pool in a child.
         reset_after_fork(self, SQLAlchemyStore._after_fork)
+
+    @property
+    def database_file(self) -> Path | None:
+        """The file of a SQLite database, which connecting creates when it is missing; None
+        for a server, an in-memory database or a ``file:`` URI."""
+        database = self.sa_url.database or ""
+        if self.dialect != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        return Path(database).absolute()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _make_engine(self) -> Engine:
