@@ -146,11 +146,13 @@ class Tracker:
 
     # -- reads ---------------------------------------------------------------------------------
     def _bind(self, statuses: Sequence[TaskStatus]) -> list[TaskStatus]:
+        # The one rule for a container's steps, whichever read returns it: the sums over its
+        # leaf descendants (0/0 while it has none), never its own columns.
         containers = [s.uuid for s in statuses if s.is_container]
         sums = self.store.step_sums(containers) if containers else {}
         for status in statuses:
-            if status.uuid in sums:
-                status.completed_steps, status.total_steps = sums[status.uuid]
+            if status.is_container:
+                status.completed_steps, status.total_steps = sums.get(status.uuid, (0, 0))
             status.bind(self)
         return list(statuses)
 
