@@ -143,3 +143,108 @@ def test_purge_in_batches(sql_url, make_tracker):
     assert small.purge(older_than=timedelta(0)) == 10
     assert small.count() == 0
     small.close()
+
+
+# -- where files go without artifact_storage ---------------------------------------------------
+def test_default_location_is_beside_the_sqlite_file_whatever_the_cwd(
+    make_tracker, tmp_path, monkeypatch
+):
+    """Processes in other working directories (a web server, ``taskstatus delete``) find the
+    files a worker wrote: they sit beside the database, not in anyone's working directory."""
+    from click.testing import CliRunner
+
+    from taskstatus.cli import cli
+
+    url = f"sqlite:///{tmp_path / 'data' / 'app.db'}"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "web").mkdir()
+    monkeypatch.chdir(tmp_path / "worker")
+    worker = make_tracker(url, artifact_storage=None)
+    status = publish(worker, "t")
+    artifact = status.add_artifact(file=b"rows", filename="export.csv")
+    assert stored_files(tmp_path / "data" / "app.db.artifacts") != []
+    assert stored_files(tmp_path / "worker") == []
+
+    monkeypatch.chdir(tmp_path / "web")
+    web = make_tracker(url, artifact_storage=None)
+    with web.get_artifact(artifact.uuid).open() as f:
+        assert f.read() == b"rows"
+    env = {"TASKSTATUS_ARTIFACT_STORAGE": None, "TASKSTATUS_URL": None}
+    result = CliRunner(env=env).invoke(cli, ["--url", url, "delete", str(status.uuid), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert stored_files(tmp_path / "data" / "app.db.artifacts") == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_server_database_stores_files_only_where_told(
+    backend, make_url, make_tracker, tmp_path, monkeypatch
+):
+    """A database several machines share has no default folder for files: a file artifact
+    names the setting; texts and URLs need none."""
+    from taskstatus import ConfigurationError
+
+    monkeypatch.chdir(tmp_path)
+    tracker = make_tracker(make_url(backend), artifact_storage=None)
+    status = publish(tracker, "t")
+    with pytest.raises(ConfigurationError, match=r"artifact_storage.*TASKSTATUS_ARTIFACT_STORAGE"):
+        status.add_artifact(file=b"rows", filename="export.csv")
+    status.add_artifact(name="Summary", text="2 rows")
+    status.add_artifact(name="Link", url="https://example.com/r/1")
+    assert sorted(a.name for a in status.artifacts) == ["Link", "Summary"]
+    assert stored_files(tmp_path) == []
+
+
+def test_deleting_without_the_file_location_says_so(make_url, make_tracker, tmp_path, caplog):
+    """A process without ``artifact_storage`` deletes a status whose file a worker stored:
+    the file cannot be reached, and a warning names it and the setting."""
+    url = make_url("postgresql")
+    worker = make_tracker(url, artifact_storage=str(tmp_path / "shared"))
+    status = publish(worker, "t")
+    artifact = status.add_artifact(file=b"rows", filename="export.csv")
+    elsewhere = make_tracker(url, artifact_storage=None)
+    elsewhere.delete(status.uuid)
+    [message] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(artifact.uuid) in message and artifact.file in message
+    assert "TASKSTATUS_ARTIFACT_STORAGE" in message
+
+
+def test_memory_store_keeps_files_in_memory(make_tracker, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracker = make_tracker("memory://", artifact_storage=None)
+    artifact = publish(tracker, "t").add_artifact(file=b"rows", filename="export.csv")
+    with artifact.open() as f:
+        assert f.read() == b"rows"
+    assert stored_files(tmp_path) == []
+
+
+def test_missing_files_are_named_in_a_warning(tracker, tmp_path, caplog):
+    """A file that should exist but does not: opening it fails, deleting or purging its
+    status goes on, and each says which artifact and which file."""
+    for task_id in ("opened", "deleted", "purged"):
+        publish(tracker, task_id)
+        tracker.end(tracker.begin(event(task_id)))
+    files = {
+        t: tracker.get_by_task_id(t).add_artifact(file=b"x", filename=f"{t}.bin")
+        for t in ("opened", "deleted", "purged")
+    }
+    for path in stored_files(tmp_path / "artifacts"):
+        path.unlink()
+
+    def warned(artifact):
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelname == "WARNING"
+            and str(artifact.uuid) in r.getMessage()
+            and artifact.file in r.getMessage()
+        ]
+
+    with pytest.raises(FileNotFoundError):
+        files["opened"].open()
+    assert warned(files["opened"])
+    tracker.delete(tracker.get_by_task_id("deleted").uuid)
+    assert warned(files["deleted"])
+    tracker.delete(tracker.get_by_task_id("opened").uuid)
+    assert tracker.purge(older_than=timedelta(0)) == 1
+    assert warned(files["purged"])

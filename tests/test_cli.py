@@ -345,6 +345,29 @@ def test_show_json(run: Run, failed_group: Tracker) -> None:
     UUID(partial["uuid"])
 
 
+def test_list_and_show_agree_on_nested_container_steps(run: Run, sql_tracker: Tracker) -> None:
+    """chord -> group -> tasks: ``list`` (the chord listed with its group) and ``show`` both
+    give a container the sums over its leaf tasks."""
+    publish(sql_tracker, "chord", name="Chord", container="celery.chord")
+    publish(sql_tracker, "header", name="Header", parent="chord", container="celery.group")
+    publish(sql_tracker, "h1", parent="header", total_steps=2)
+    publish(sql_tracker, "h2", parent="header", total_steps=2)
+    succeed_task(sql_tracker, "h1")
+    chord, header = (sql_tracker.get_by_task_id(t) for t in ("chord", "header"))
+    url = sql_tracker.settings.url
+    listed = ok(run(url, "list"))
+    assert "2/4 (50%)" in row_of(listed, chord)
+    assert "2/4 (50%)" in row_of(listed, header)
+    shown = ok(run(url, "show", str(chord.uuid)))
+    fields = dict(line.strip().split(None, 1) for line in shown.split("\n\n")[0].splitlines())
+    assert (fields["completed_steps"], fields["total_steps"]) == ("2", "4")
+    assert "2/4 (50%)" in row_of(shown, header)
+    data = json.loads(ok(run(url, "show", str(chord.uuid), "--json")))
+    assert (data["completed_steps"], data["total_steps"]) == (2, 4)
+    rows = {r["task_id"]: r for r in json.loads(ok(run(url, "list", "--json")))}
+    assert (rows["chord"]["completed_steps"], rows["chord"]["total_steps"]) == (2, 4)
+
+
 # -- cancel and delete -----------------------------------------------------------------------------
 def test_cancel_pending(run: Run, sql_tracker: Tracker) -> None:
     status = publish(sql_tracker, "t", name="Export")

@@ -76,6 +76,23 @@ def test_artifact_storage_defaults_beside_sqlite_file(tmp_path):
     assert s.artifact_url() == str(tmp_path / "app.db.artifacts")
 
 
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        ("memory://", "memory://taskstatus-artifacts"),
+        ("sqlite://", "memory://taskstatus-artifacts"),
+        ("sqlite:///:memory:", "memory://taskstatus-artifacts"),
+        ("sqlite:///file:x?mode=memory&uri=true", "memory://taskstatus-artifacts"),
+        ("postgresql://u@h/db", None),
+        ("mysql+pymysql://u@h/db", None),
+        ("custom://x", None),
+    ],
+)
+def test_artifact_storage_default_by_store(url, location):
+    assert Settings(url=url).artifact_url() == location
+    assert Settings(url=url, artifact_storage="s3://b/p").artifact_url() == "s3://b/p"
+
+
 def test_schema_created_on_first_use_and_versioned(sql_url, make_tracker):
     tracker = make_tracker(sql_url)
     engine = tracker.store.engine

@@ -113,3 +113,33 @@ def test_module_level_api(make_url, tmp_path, monkeypatch):
         assert taskstatus.statuses() == []
     finally:
         tracker.close()
+
+
+def steps(statuses):
+    return {s.task_id: (s.completed_steps, s.total_steps) for s in statuses}
+
+
+def test_container_steps_agree_between_list_get_and_children(tracker):
+    """A container's steps are the sums over its leaf descendants, however it is read; a
+    container with none has 0/0, whatever was published for it."""
+    publish(tracker, "chord", container="celery.chord", total_steps=1)
+    publish(tracker, "header", parent="chord", container="celery.group", total_steps=1)
+    publish(tracker, "h1", parent="header", total_steps=2)
+    publish(tracker, "h2", parent="header", total_steps=3)
+    publish(tracker, "body", parent="chord", total_steps=1)
+    publish(tracker, "empty", parent="chord", container="celery.group", total_steps=1)
+    tracker.end(tracker.begin(event("h1")))
+    expected = {
+        "chord": (2, 6),
+        "header": (2, 5),
+        "empty": (0, 0),
+        "h1": (2, 2),
+        "h2": (0, 3),
+        "body": (0, 1),
+    }
+    assert steps(tracker.statuses()) == expected
+    assert steps(tracker.statuses(parent=None)) == {"chord": (2, 6)}
+    assert steps(tracker.statuses(search="e")) == {t: expected[t] for t in expected if "e" in t}
+    assert steps(tracker.get_by_task_id(t) for t in expected) == expected
+    chord = tracker.get(tracker.get_by_task_id("chord").uuid)
+    assert steps(chord.children()) == {t: expected[t] for t in ("header", "body", "empty")}

@@ -82,21 +82,27 @@ class ArtifactStorage:
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(self._full(path)))
 
-    def delete(self, paths: Iterable[str]) -> int:
-        """Remove files and their generated folders; failures are logged, not raised."""
-        removed = 0
+    def location(self, path: str) -> str:
+        """The URL of a stored file, for messages."""
+        return str(self.fs.unstrip_protocol(self._full(path)))
+
+    def delete(self, paths: Iterable[str]) -> list[str]:
+        """Remove files and their generated folders; failures are logged, not raised.
+        Returns the paths that had no file."""
+        missing = []
         for path in paths:
             full = self._full(path)
             try:
                 if self.fs.exists(full):
                     self.fs.rm(full)
-                    removed += 1
+                else:
+                    missing.append(path)
                 for folder in (posixpath.dirname(full), posixpath.dirname(posixpath.dirname(full))):
                     if folder.startswith(self.root) and folder != self.root and self._empty(folder):
                         self.fs.rmdir(folder)
             except OSError:
                 log.warning("could not delete artifact file %s", full, exc_info=True)
-        return removed
+        return missing
 
     def _empty(self, folder: str) -> bool:
         try:

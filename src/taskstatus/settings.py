@@ -14,6 +14,8 @@ __all__ = ["DEFAULT_URL", "Settings"]
 
 DEFAULT_URL = "sqlite:///taskstatus.db"
 DEFAULT_MAX_AGE = timedelta(days=30)
+#: Artifact files of stores that live in memory.
+MEMORY_ARTIFACTS = "memory://taskstatus-artifacts"
 
 
 @dataclass(frozen=True)
@@ -119,17 +121,24 @@ class Settings:
             **{name: value for name, value in given.items() if value is not None},  # type: ignore[arg-type]
         )
 
-    def artifact_url(self) -> str:
-        """Where artifact files go: the setting, else a folder beside a SQLite database file,
-        else ``./taskstatus-artifacts``."""
+    def artifact_url(self) -> str | None:
+        """Where artifact files go, the same for every process of one store: the setting;
+        else a folder beside a SQLite database file (``app.db`` -> ``app.db.artifacts``);
+        else, for a store in memory, fsspec's in-memory filesystem (files end with the
+        process, like the statuses). None for any other store (PostgreSQL, MySQL...): its
+        processes may run on several machines, so files need ``artifact_storage``."""
         if self.artifact_storage:
             return self.artifact_storage
-        scheme, _, rest = self.url.partition(":///")
-        database = rest.partition("?")[0]
-        if scheme.partition("+")[0] == "sqlite" and database and database != ":memory:":
-            db = Path(database)
-            return str((db.parent / f"{db.name}.artifacts").resolve())
-        return str(Path("taskstatus-artifacts").resolve())
+        scheme, _, rest = self.url.partition(":")
+        if scheme == "memory":
+            return MEMORY_ARTIFACTS
+        if scheme.partition("+")[0] != "sqlite":
+            return None
+        database, _, query = rest.removeprefix("///").partition("?")
+        if not rest.startswith("///") or database in ("", ":memory:") or "mode=memory" in query:
+            return MEMORY_ARTIFACTS
+        db = Path(database)
+        return str((db.parent / f"{db.name}.artifacts").resolve())
 
 
 def _seconds(value: str, name: str) -> float:

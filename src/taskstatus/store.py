@@ -168,7 +168,8 @@ class Store(Protocol):
     def child_states(self, uuid: UUID) -> Counter[State]: ...
 
     def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
-        """(completed, total) summed over the leaf descendants of each container."""
+        """(completed, total) summed over the leaf descendants of each container, also when
+        one of ``uuids`` contains another; a container without leaves may be left out."""
 
     def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]: ...
 

@@ -43,6 +43,12 @@ _group: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+def _warn_missing(artifact: Artifact, location: str) -> None:
+    log.warning(
+        "the file of artifact %s (%s) is missing: %s", artifact.uuid, artifact.name, location
+    )
+
+
 def parse_uuid(value: UUID | str, what: str = "status") -> UUID:
     if isinstance(value, UUID):
         return value
@@ -74,7 +80,8 @@ class Tracker:
         self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
         self.heartbeat = Heartbeat(self)
         self.pm.register(self.recorder, name="taskstatus.recorder")
-        self.artifact_storage = ArtifactStorage(self.settings.artifact_url())
+        location = self.settings.artifact_url()
+        self._artifact_storage = ArtifactStorage(location) if location else None
         #: Set once prepare_for_fork() has warmed the store up.
         self._forkable = False
 
@@ -87,6 +94,20 @@ class Tracker:
                 f"postgresql, mysql, mariadb, memory (plugins may add more)"
             )
         return store  # type: ignore[no-any-return]
+
+    @property
+    def artifact_storage(self) -> ArtifactStorage:
+        """Where artifact files are kept (see :meth:`Settings.artifact_url`); a store with no
+        default location and no ``artifact_storage`` raises :class:`ConfigurationError` here,
+        before any file is written (text and URL artifacts need no location)."""
+        if self._artifact_storage is None:
+            scheme = self.settings.url.partition(":")[0]
+            raise ConfigurationError(
+                f"artifact files need the artifact_storage setting (env "
+                f"TASKSTATUS_ARTIFACT_STORAGE) with a {scheme} store: set it to a location "
+                f"every process reaches, e.g. s3://bucket/prefix or a shared folder"
+            )
+        return self._artifact_storage
 
     @property
     def hook(self) -> Any:
@@ -146,11 +167,13 @@ class Tracker:
 
     # -- reads ---------------------------------------------------------------------------------
     def _bind(self, statuses: Sequence[TaskStatus]) -> list[TaskStatus]:
+        # The one rule for a container's steps, whichever read returns it: the sums over its
+        # leaf descendants (0/0 while it has none), never its own columns.
         containers = [s.uuid for s in statuses if s.is_container]
         sums = self.store.step_sums(containers) if containers else {}
         for status in statuses:
-            if status.uuid in sums:
-                status.completed_steps, status.total_steps = sums[status.uuid]
+            if status.is_container:
+                status.completed_steps, status.total_steps = sums.get(status.uuid, (0, 0))
             status.bind(self)
         return list(statuses)
 
@@ -238,7 +261,12 @@ class Tracker:
     def open_artifact(self, artifact: Artifact) -> BinaryIO:
         if artifact.file is None:
             raise ValueError(f"artifact {artifact.uuid} has no file")
-        return self.artifact_storage.open(artifact.file)
+        storage = self.artifact_storage
+        try:
+            return storage.open(artifact.file)
+        except FileNotFoundError:
+            _warn_missing(artifact, storage.location(artifact.file))
+            raise
 
     def refresh(self, status: TaskStatus) -> TaskStatus:
         return self.get(status.uuid)
@@ -339,8 +367,7 @@ class Tracker:
         self.recorder.drain()
         if self.store.get(key) is None:
             raise NotFound(f"no task status with uuid {key}")
-        files = self.store.delete(key)
-        self.artifact_storage.delete(a.file for a in files if a.file)
+        self._delete_files(self.store.delete(key))
 
     def reap_lost(self) -> int:
         """End running tasks whose worker stopped sending heartbeats for ``lost_after``
@@ -364,8 +391,25 @@ class Tracker:
             return 0  # older than any date: nothing qualifies
         for count, files in self.store.purge(before, self.settings.purge_batch_size):
             deleted += count
-            self.artifact_storage.delete(a.file for a in files if a.file)
+            self._delete_files(files)
         return deleted
+
+    def _delete_files(self, artifacts: Sequence[Artifact]) -> None:
+        """Remove the files of deleted artifacts; warn of each that cannot be or is missing."""
+        files = {a.file: a for a in artifacts if a.file}
+        storage = self._artifact_storage
+        if storage is None:
+            for path, artifact in files.items():
+                log.warning(
+                    "the file %s of deleted artifact %s (%s) is left: deleting it needs the "
+                    "artifact_storage setting (env TASKSTATUS_ARTIFACT_STORAGE)",
+                    path,
+                    artifact.uuid,
+                    artifact.name,
+                )
+            return
+        for path in storage.delete(files):
+            _warn_missing(files[path], storage.location(path))
 
     # -- containers ----------------------------------------------------------------------------
     @contextlib.contextmanager

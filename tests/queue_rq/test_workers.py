@@ -126,13 +126,19 @@ def test_cancel_running(rq_cell, uid, tmp_path: Path):
     assert error_texts(status) == []
 
 
-def test_dependency_chain_with_a_failure(rq_cell, uid):
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_dependency_chain_with_a_failure(rq_cell, uid, worker):
+    """The dependent of a failed job ends Canceled here and in RQ, though the job module
+    (tests/queue_rq/jobs.py) never calls ``install()``: the worker sets up what it needs."""
     first = rq_cell.queue.enqueue(jobs.add, 1, 2, user_id=uid)
     failing = rq_cell.queue.enqueue(jobs.explode, uid, "no", depends_on=first)
     after = rq_cell.queue.enqueue(jobs.add, 3, 4, user_id=uid, depends_on=failing)
-    rq_cell.work()
+    rq_cell.work(worker)
     states = [taskstatus.get_by_task_id(j.id).state for j in (first, failing, after)]
     assert states == [State.SUCCEEDED, State.FAILED, State.CANCELED]
+    assert after.get_status(refresh=True) == JobStatus.CANCELED
+    assert rq_cell.queue.deferred_job_registry.get_job_ids() == []
+    assert rq_cell.queue.canceled_job_registry.get_job_ids() == [after.id]
 
 
 def test_taskstatus_group(rq_cell, uid):
@@ -159,6 +165,7 @@ def test_killed_work_horse_ends_failed(rq_cell, uid, tmp_path: Path):
 
     marker = tmp_path / "running"
     job = rq_cell.queue.enqueue(jobs.long_running, uid, str(marker), seconds=20)
+    after = rq_cell.queue.enqueue(jobs.add, 3, 4, user_id=uid, depends_on=job)
     worker = rq_cell.start()
     poll(marker.exists, bool, "the job to start")
     wait_state(job.id, State.IN_PROGRESS)
@@ -167,6 +174,13 @@ def test_killed_work_horse_ends_failed(rq_cell, uid, tmp_path: Path):
     status = poll(lambda: find(job.id), lambda s: s.is_terminal, "the status to end")
     assert status.state is State.FAILED
     assert error_texts(status) == ["The worker running this task was lost."]
+    # The worker's main process ends the status, and cancels the dependent's RQ job too.
+    assert wait_state(after.id, State.CANCELED)
+    poll(
+        lambda: after.get_status(refresh=True),
+        lambda s: s == JobStatus.CANCELED,
+        "RQ to cancel the dependent",
+    )
 
 
 def test_cancel_with_terminate_stops_the_horse(rq_cell, uid, tmp_path: Path):

@@ -596,18 +596,35 @@ class SQLAlchemyStore:
     def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
         if not uuids:
             return {}
+        wanted = set(uuids)
         c = statuses.c
+        parent_of: dict[UUID, UUID] = {}
+        leaves: list[tuple[UUID, int, int]] = []
+        level = list(wanted)
+        # Walk down level by level; a leaf counts for every wanted ancestor, so a container
+        # listed with one of its own containers gets the same sums as when read alone.
         with self._begin() as conn:
-            tree = self._subtree(conn, uuids)
-            leaves = [u for u, root in tree.items() if u != root]
-            sums: dict[UUID, tuple[int, int]] = {}
-            for chunk in _chunks(leaves):
-                query = select(c.uuid, c.completed_steps, c.total_steps).where(
-                    c.uuid.in_(chunk), c.is_container.is_(False)
-                )
-                for row in conn.execute(query):
-                    done, total = sums.get(tree[row.uuid], (0, 0))
-                    sums[tree[row.uuid]] = (done + row.completed_steps, total + row.total_steps)
+            while level:
+                found = []
+                for chunk in _chunks(level):
+                    query = select(
+                        c.uuid, c.parent_uuid, c.is_container, c.completed_steps, c.total_steps
+                    ).where(c.parent_uuid.in_(chunk))
+                    for row in conn.execute(query):
+                        parent_of[row.uuid] = row.parent_uuid
+                        if not row.is_container:
+                            leaves.append((row.parent_uuid, row.completed_steps, row.total_steps))
+                        elif row.uuid not in wanted:  # a wanted one is walked from already
+                            found.append(row.uuid)
+                level = found
+        sums: dict[UUID, tuple[int, int]] = {}
+        for parent, completed, total in leaves:
+            ancestor: UUID | None = parent
+            while ancestor is not None:
+                if ancestor in wanted:
+                    done, all_total = sums.get(ancestor, (0, 0))
+                    sums[ancestor] = (done + completed, all_total + total)
+                ancestor = parent_of.get(ancestor)
         return sums
 
     def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]:

@@ -5,11 +5,11 @@
   job with ``Queue.create_job`` before saving it. ``install`` wraps that method: the status is
   recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
   the task id.
-* **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``): their job class
-  :class:`TrackedJob` records the run around ``Job.perform``; starts and successes are written
-  in batches. The forking ``Worker`` hands each run to its work horse (see
-  :mod:`taskstatus.handoff`), so a short job costs the horse no database connection. A job
-  canceled before it started returns at once without running.
+* **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``; both install
+  the adapter themselves): their job class :class:`TrackedJob` records the run around
+  ``Job.perform``; starts and successes are written in batches. The forking ``Worker`` hands
+  each run to its work horse (see :mod:`taskstatus.handoff`), so a short job costs the horse
+  no database connection. A job canceled before it started returns at once without running.
 * **What the horse cannot tell** (it was killed, or stopped with ``send_stop_job_command``):
   the worker's ``handle_job_failure`` ends the status in the main process.
 * **Dependencies**: a job that failed (for good) or was canceled cancels the statuses — and
@@ -187,8 +187,15 @@ class _WorkerMixin:
     """Run jobs as :class:`TrackedJob`, and end what the work horse cannot report: it was
     killed, or stopped on request."""
 
+    connection: Redis  # set by RQ's worker
+
     def __init__(self, *args: Any, job_class: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, job_class=_tracked_job_class(job_class), **kwargs)  # type: ignore[call-arg]
+        # ``rq worker -w ...`` imports only this class and the job modules: record the jobs
+        # enqueued here, and cancel the RQ jobs of canceled statuses (a failed job's
+        # dependents), even when no module calls install().
+        install()
+        _redis.connection = self.connection
         tracker = get_tracker()
         # Job starts and successes are written in batches every write_interval (see
         # taskstatus.writebehind), and what is queued when the worker exits.
