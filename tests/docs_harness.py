@@ -39,6 +39,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,8 @@ class DocBlock(pytest.Item):
     def __init__(self, *, block: Block, index: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.block, self.index = block, index
+        # Celery's Redis result backend calls a method that redis-py deprecated.
+        self.add_marker(pytest.mark.filterwarnings("ignore:Call to deprecated setex"))
         if "known-defect" in block.marks:
             self.add_marker(pytest.mark.xfail(reason=block.marks["known-defect"], strict=False))
 
@@ -211,7 +214,8 @@ class PageRun:
             **{k: v for k, v in vars(docs_helpers).items() if not k.startswith("_")},
         }
         self.done: set[int] = set()
-        self.cleanups: list[Callable[[], object]] = []
+        self.cleanups: list[Callable[[], object]] = []  # workers and the like
+        self._servers: list[Callable[[], object]] = []  # the private databases, dropped last
         self._urls: dict[str, str] = {}
         self._environ = dict(os.environ)
         self._cwd = os.getcwd()
@@ -310,20 +314,26 @@ class PageRun:
     def _bash(self, script: str, *, expected: int, answer: str | None) -> None:
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         env = dict(os.environ, PATH=path)  # the `taskstatus` of this environment
-        done = subprocess.run(
+        # A session of its own, so that nothing a block starts outlives it.
+        with subprocess.Popen(
             ["bash", "-e", "-o", "pipefail", "-c", script],
-            check=False,
             cwd=self.dir,
             env=env,
-            input=f"{answer}\n" if answer else "",
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=90,
-        )
+            start_new_session=True,
+        ) as done:
+            try:
+                stdout, stderr = done.communicate(f"{answer}\n" if answer else "", timeout=60)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(done.pid, signal.SIGKILL)
         if done.returncode != expected:
             raise DocsError(
                 f"`{script.strip()}` exited with {done.returncode}, the page shows {expected}\n"
-                f"--- stdout\n{done.stdout}--- stderr\n{done.stderr}"
+                f"--- stdout\n{stdout}--- stderr\n{stderr}"
             )
 
     # -- servers -----------------------------------------------------------------------------------
@@ -341,7 +351,7 @@ class PageRun:
 
                 schema = _private_postgres()
                 self._urls[kind] = next(schema)
-                self.cleanups.append(lambda: list(schema))
+                self._servers.append(lambda: list(schema))
             elif kind == "redis":
                 from tests.conftest import require_server
 
@@ -361,7 +371,9 @@ class PageRun:
                 cleanup()
         tracker, taskstatus._default = taskstatus._default, None
         if tracker is not None:
-            tracker.close()
+            tracker.close()  # writes what a worker still had queued
+        for cleanup in self._servers:
+            cleanup()
         dramatiq.broker.global_broker = None
         os.chdir(self._cwd)
         os.environ.clear()
@@ -393,17 +405,12 @@ def celery_worker(run: PageRun) -> None:
     """An in-process worker (a thread pool) for the page's ``proj.celery_app.app``."""
     from celery.contrib.testing.worker import start_worker
 
-    app = sys.modules["proj.celery_app"].app
-    app.conf.task_default_queue = queue = f"docs-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(app, pool="threads", concurrency=4, perform_ping_check=False)
+    worker = start_worker(
+        sys.modules["proj.celery_app"].app, pool="threads", concurrency=4, perform_ping_check=False
+    )
     worker.__enter__()
-
-    def stop() -> None:
-        worker.__exit__(None, None, None)
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
-
-    run.cleanups.append(stop)
+    run.cleanups.append(_forget_queues)
+    run.cleanups.append(lambda: worker.__exit__(None, None, None))
 
 
 @setup_step
@@ -414,13 +421,24 @@ def dramatiq_worker(run: PageRun) -> None:
     broker = sys.modules["proj.broker"].broker
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
+    run.cleanups.append(_forget_queues)
+    run.cleanups.append(broker.close)
+    run.cleanups.append(worker.stop)
 
-    def stop() -> None:
-        worker.stop()
-        broker.flush_all()
-        broker.close()
 
-    run.cleanups.append(stop)
+def _forget_queues() -> None:
+    """Deletes what the queues of a page left in the docs tests' Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(f"{REDIS_URL}/{docs_redis_db()}")
+    keys = [k for k in client.keys("*") if k.startswith(_QUEUE_KEYS)]
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+#: The Redis keys of Celery (queue ``celery``, bindings, results), Dramatiq and RQ.
+_QUEUE_KEYS = (b"celery", b"_kombu.", b"unacked", b"dramatiq:", b"rq:")
 
 
 @setup_step
