@@ -447,6 +447,7 @@ def rq_burst(run: PageRun) -> None:
     from taskstatus.queues.rq import SimpleWorker
 
     queue = sys.modules["proj.queues"].queue
+    run.cleanups.append(_forget_queues)
     SimpleWorker([queue], connection=queue.connection).work(burst=True)
 
 
