@@ -63,9 +63,10 @@ _SHELLS = ("console", "bash", "sh", "shell")
 #: A ``taskstatus`` command line without anything for a shell to interpret.
 _PLAIN_CLI = re.compile(r"^taskstatus(\s+[^|&;<>()$`\\*?]+)?$")
 
-#: The servers the docs' examples name, and what the tests use instead: a private PostgreSQL
-#: schema per page, a Redis database of the docs tests, a scratch file.
+#: The servers and places the docs' examples name, and what the tests use instead: a private
+#: PostgreSQL schema per page, a Redis database of the docs tests, scratch files.
 EXAMPLE_URLS = {
+    "postgresql+psycopg://app@db/app": "postgres",
     "postgresql://app:secret@localhost/app": "postgres",
     "postgresql://app:secret@db.internal/app": "postgres",
     "postgresql://app@db.internal/app": "postgres",
@@ -75,6 +76,7 @@ EXAMPLE_URLS = {
     "redis://localhost:6379/0": "redis",
     "redis://localhost:6379/1": "redis",
     "sqlite:////tmp/demo.db": "sqlite:///demo.db",
+    "/srv/app/media": "media",
 }
 
 
@@ -341,7 +343,10 @@ class PageRun:
         """``source`` with the docs' example servers replaced by the test servers."""
         for example in sorted(EXAMPLE_URLS, key=len, reverse=True):
             if example in source:
-                source = source.replace(example, self._url(EXAMPLE_URLS[example]))
+                url = self._url(EXAMPLE_URLS[example])
+                if example.startswith("postgresql+psycopg:"):
+                    url = url.replace("postgresql:", "postgresql+psycopg:", 1)
+                source = source.replace(example, url)
         return source
 
     def _url(self, kind: str) -> str:
@@ -537,3 +542,52 @@ def _exists(tracker: Any, status: uuid.UUID) -> bool:
     except NotFound:
         return False
     return True
+
+
+@setup_step
+def django_user_tasks_rows(run: PageRun) -> None:
+    """The two tables of django-user-tasks, with a few rows and a file, in the page's PostgreSQL
+    schema (the Django database of docs/migrating-from-django-user-tasks.md)."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(run.localize("postgresql+psycopg://app@db/app"))
+    media = run.dir / "media" / "user_tasks" / "2026" / "11" / "24"
+    media.mkdir(parents=True)
+    (media / "users.csv").write_bytes(b"id,name\n1,Ada\n")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in _DJANGO_TABLES:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+_DJANGO_TABLES = (
+    """CREATE TABLE user_tasks_usertaskstatus (
+        id serial PRIMARY KEY, uuid uuid NOT NULL UNIQUE, user_id integer NOT NULL,
+        task_id varchar(128) NOT NULL UNIQUE, is_container boolean NOT NULL,
+        task_class varchar(128) NOT NULL, name varchar(255) NOT NULL, state varchar(128) NOT NULL,
+        completed_steps smallint NOT NULL, total_steps smallint NOT NULL,
+        attempts smallint NOT NULL, parent_id integer REFERENCES user_tasks_usertaskstatus,
+        created timestamptz NOT NULL, modified timestamptz NOT NULL)""",
+    """CREATE TABLE user_tasks_usertaskartifact (
+        id serial PRIMARY KEY, uuid uuid NOT NULL UNIQUE,
+        status_id integer NOT NULL REFERENCES user_tasks_usertaskstatus,
+        name varchar(255) NOT NULL, file varchar(100) NOT NULL, url varchar(200) NOT NULL,
+        text text NOT NULL, created timestamptz NOT NULL, modified timestamptz NOT NULL)""",
+    """INSERT INTO user_tasks_usertaskstatus VALUES
+        (1, gen_random_uuid(), 3, 'c-1', true, 'celery.chain', 'Nightly import', 'Failed',
+         1, 2, 1, NULL, now() - interval '1 day', now()),
+        (2, gen_random_uuid(), 3, 'c-2', false, 'app.tasks.import_file', 'Import users.csv',
+         'Succeeded', 1, 1, 1, 1, now() - interval '1 day', now()),
+        (3, gen_random_uuid(), 3, 'c-3', false, 'app.tasks.import_file', 'Import grades.csv',
+         'Failed', 0, 1, 2, 1, now() - interval '1 day', now()),
+        (4, gen_random_uuid(), 7, 'c-4', false, 'app.tasks.newsletter', 'Newsletter 42',
+         'Sending emails', 120, 400, 1, NULL, now(), now())""",
+    """INSERT INTO user_tasks_usertaskartifact VALUES
+        (1, gen_random_uuid(), 2, 'Output', 'user_tasks/2026/11/24/users.csv', '', '', now(),
+         now()),
+        (2, gen_random_uuid(), 3, 'Error', '', '', 'ValueError: grade A+ is not a number', now(),
+         now()),
+        (3, gen_random_uuid(), 4, 'Dashboard', '', 'https://bi.example.com/r/42', '', now(),
+         now())""",
+)
