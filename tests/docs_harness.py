@@ -413,9 +413,14 @@ def celery_worker(run: PageRun) -> None:
     worker = start_worker(
         sys.modules["proj.celery_app"].app, pool="threads", concurrency=4, perform_ping_check=False
     )
-    worker.__enter__()
+    controller = worker.__enter__()
+
+    def stop() -> None:
+        controller.stop()  # a warm shutdown: the tasks running finish, and write their outcome
+        worker.__exit__(None, None, None)
+
     run.cleanups.append(_forget_queues)
-    run.cleanups.append(lambda: worker.__exit__(None, None, None))
+    run.cleanups.append(stop)
 
 
 @setup_step
@@ -429,6 +434,13 @@ def dramatiq_worker(run: PageRun) -> None:
     run.cleanups.append(_forget_queues)
     run.cleanups.append(broker.close)
     run.cleanups.append(worker.stop)
+
+
+@setup_step
+def stop_workers(run: PageRun) -> None:
+    """Stops the workers that earlier steps started (before a block that runs tasks eagerly)."""
+    while run.cleanups:
+        run.cleanups.pop()()
 
 
 def _forget_queues() -> None:
