@@ -128,12 +128,13 @@ class DocPage(pytest.File):
     """One Markdown page: its blocks, and the scratch state they share while they run."""
 
     run: PageRun | None = None
+    blocks: list[Block]
 
     def collect(self) -> Iterator[DocBlock]:
-        for index, block in enumerate(parse_blocks(self.path.read_text())):
-            if block.marks.get("illustrative"):
-                continue
-            yield DocBlock.from_parent(self, name=str(block.line), block=block, index=index)
+        self.blocks = parse_blocks(self.path.read_text())
+        for index, block in enumerate(self.blocks):
+            if not block.marks.get("illustrative"):
+                yield DocBlock.from_parent(self, name=str(block.line), block=block, index=index)
 
     def setup(self) -> None:
         self.run = PageRun(self.path)
@@ -162,13 +163,11 @@ class DocBlock(pytest.Item):
         # Blocks build on the ones above them: run those first if this process has not (xdist
         # may hand the blocks of one page to different workers). Their failures are their own
         # items' to report.
-        for earlier in page.collect():
-            if earlier.index >= self.index:
-                break
-            if earlier.index not in page.run.done and not _problem(earlier.block):
-                page.run.done.add(earlier.index)
+        for index, earlier in enumerate(page.blocks[: self.index]):
+            if index not in page.run.done and not _problem(earlier):
+                page.run.done.add(index)
                 with contextlib.suppress(Exception):
-                    page.run.execute(earlier.block)
+                    page.run.execute(earlier)
         page.run.done.add(self.index)
         page.run.execute(self.block)
 
