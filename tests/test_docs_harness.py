@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.docs_harness import SETUP_STEPS, Block, _problem, parse_blocks
+import sys
+
+import pytest
+
+from tests.docs_harness import SETUP_STEPS, Block, DocsError, PageRun, _problem, parse_blocks
 
 PAGE = """\
 # A page
@@ -54,3 +58,19 @@ def test_a_block_that_cannot_run_needs_a_reason():
     assert _problem(Block(1, "python", "", {"ilustrative": "typo"})) is not None
     assert _problem(Block(1, "python", "", {"test-setup": "no-such-step"})) is not None
     assert _problem(Block(1, "python", "", {"test-setup": next(iter(SETUP_STEPS))})) is None
+
+
+def test_blocks_share_a_namespace_modules_and_called_tests(tmp_path):
+    run = PageRun(tmp_path / "page.md")
+    try:
+        run.execute(Block(1, "python", "# pkg/mod.py\nVALUE = 41\n"))
+        run.execute(Block(5, "python", "# pkg/mod.py, continued\nVALUE += 1\n"))
+        run.execute(Block(9, "python", "from pkg.mod import VALUE\n"))
+        with pytest.raises(AssertionError):
+            run.execute(Block(13, "python", "def test_it():\n    assert VALUE == 41\n"))
+        run.execute(Block(17, "console", "$ taskstatus list --limit 1\n"))
+        with pytest.raises(DocsError):
+            run.execute(Block(21, "console", "$ taskstatus list --no-such-option\n"))
+    finally:
+        run.close()
+    assert "pkg.mod" not in sys.modules
