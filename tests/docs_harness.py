@@ -490,37 +490,42 @@ def running_task(run: PageRun) -> None:
     run.cleanups.append(end)
 
 
-#: The statuses that docs/cli.md shows, for its commands to act on.
+#: The statuses that docs/cli.md shows, for its commands to act on: uuid, name, state, steps done
+#: and total; the first two are the steps of the third, a ``taskstatus.group``.
 CLI_SAMPLE = (
-    ("9bf3818f-cd62-4310-92c0-2ccbf182cf85", "Import users.csv", "Failed", 0, 1, "f6f3"),
-    ("8e28cb7c-a289-425f-ba28-03f1764aab1a", "Import grades.csv", "Succeeded", 1, 1, "f6f3"),
-    ("f6f3c4c7-976b-4b9b-ab53-9ad6bd410712", "Nightly import", "Failed", 0, 0, None),
-    ("9e9737fd-bc55-4887-9a53-786dd4a3b2c3", "Export course-v1:demo", "In Progress", 45, 120, None),
+    ("9bf3818f-cd62-4310-92c0-2ccbf182cf85", "Import users.csv", "Failed", 0, 1),
+    ("8e28cb7c-a289-425f-ba28-03f1764aab1a", "Import grades.csv", "Succeeded", 1, 1),
+    ("f6f3c4c7-976b-4b9b-ab53-9ad6bd410712", "Nightly import", "Failed", 0, 0),
+    ("9e9737fd-bc55-4887-9a53-786dd4a3b2c3", "Export course-v1:demo", "In Progress", 45, 120),
 )
 
 
 @setup_step
 def cli_sample(run: PageRun) -> None:
     """The statuses of docs/cli.md's sample output, in the scratch directory's default store."""
-    from taskstatus import Artifact, Settings, State, TaskStatus, Tracker
+    from taskstatus import Artifact, NotFound, Settings, State, TaskStatus, Tracker
 
     created = datetime.now(timezone.utc) - timedelta(days=1)  # younger than the page's purges
+    group = uuid.UUID(CLI_SAMPLE[2][0])
     tracker = Tracker(Settings(url="sqlite:///taskstatus.db")).open()
     try:
-        for sample in CLI_SAMPLE:  # a block may have deleted or canceled some of them
-            if _exists(tracker, uuid.UUID(sample[0])):
-                tracker.delete(sample[0])
-        for uuid_, name, state, done, total, parent in reversed(CLI_SAMPLE):
+        with contextlib.suppress(NotFound):  # left by an earlier block
+            tracker.delete(group)
+        with contextlib.suppress(NotFound):
+            tracker.delete(CLI_SAMPLE[3][0])
+        rows = (CLI_SAMPLE[2], *CLI_SAMPLE[:2], CLI_SAMPLE[3])  # the group before its steps
+        for n, (id_, name, state, done, total) in enumerate(rows):
+            is_group = id_ == CLI_SAMPLE[2][0]
             tracker.store.insert(
                 TaskStatus(
-                    uuid=uuid.UUID(uuid_),
-                    task_id=f"sample-{uuid_[:8]}",
-                    queue="taskstatus" if parent is None and total == 0 else "celery",
-                    task_class="taskstatus.group" if total == 0 else "app.tasks.sample",
+                    uuid=uuid.UUID(id_),
+                    task_id=f"sample-{n}",
+                    queue="taskstatus" if is_group else "celery",
+                    task_class="taskstatus.group" if is_group else "app.tasks.sample",
                     name=name,
                     user_id="7" if name.startswith("Export") else "3",
-                    parent_uuid=uuid.UUID(CLI_SAMPLE[2][0]) if parent else None,
-                    is_container=total == 0,
+                    parent_uuid=group if name.startswith("Import") else None,
+                    is_container=is_group,
                     state=State(state),
                     completed_steps=done,
                     total_steps=total,
@@ -543,16 +548,6 @@ def cli_sample(run: PageRun) -> None:
         )
     finally:
         tracker.close()
-
-
-def _exists(tracker: Any, status: uuid.UUID) -> bool:
-    from taskstatus import NotFound
-
-    try:
-        tracker.get(status)
-    except NotFound:
-        return False
-    return True
 
 
 @setup_step
