@@ -205,6 +205,10 @@ class PageRun:
     """The scratch state of one page while its blocks run: directory, namespace, servers."""
 
     def __init__(self, page: Path) -> None:
+        import celery._state
+        import dramatiq.broker
+
+        import taskstatus
         from tests import docs_helpers
 
         self.page = page
@@ -218,6 +222,11 @@ class PageRun:
         self.cleanups: list[Callable[[], object]] = []  # workers and the like
         self._servers: list[Callable[[], object]] = []  # the private databases, dropped last
         self._urls: dict[str, str] = {}
+        # What the page's blocks may replace (the default tracker, Dramatiq's global broker,
+        # Celery's current app), put back when the page ends.
+        self._tracker, taskstatus._default = taskstatus._default, None
+        self._broker = dramatiq.broker.global_broker
+        self._celery_app = celery._state._tls.current_app
         self._environ = dict(os.environ)
         self._cwd = os.getcwd()
         self._sys_path = list(sys.path)
@@ -366,6 +375,7 @@ class PageRun:
         return self._urls[kind]
 
     def close(self) -> None:
+        import celery._state
         import dramatiq.broker
 
         import taskstatus
@@ -373,12 +383,13 @@ class PageRun:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
-        tracker, taskstatus._default = taskstatus._default, None
+        tracker, taskstatus._default = taskstatus._default, self._tracker
         if tracker is not None:
             tracker.close()  # writes what a worker still had queued
         for cleanup in self._servers:
             cleanup()
-        dramatiq.broker.global_broker = None
+        dramatiq.broker.global_broker = self._broker
+        celery._state._tls.current_app = self._celery_app
         os.chdir(self._cwd)
         os.environ.clear()
         os.environ.update(self._environ)

@@ -14,7 +14,7 @@ from celery import Celery
 
 #: "Your Celery app", for the examples that decorate a task with ``@app.task`` without creating
 #: the app first. An in-memory broker: these examples define tasks, they do not send them.
-app = Celery("docs_examples", broker="memory://", backend="cache+memory://")
+app = Celery("docs_examples", broker="memory://", backend="cache+memory://", set_as_current=False)
 
 #: The exported file of the README's example.
 csv_bytes = b"course,item\ncourse-v1:demo,intro\n"
