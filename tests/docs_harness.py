@@ -77,6 +77,8 @@ EXAMPLE_URLS = {
     "redis://localhost:6379/1": "redis",
     "sqlite:////tmp/demo.db": "sqlite:///demo.db",
     "/srv/app/media": "media",
+    "s3://bucket/taskstatus": "artifacts",
+    "s3://acme-exports/taskstatus": "artifacts",
 }
 
 

@@ -68,7 +68,7 @@ def test_blocks_share_a_namespace_modules_and_called_tests(tmp_path):
         run.execute(Block(9, "python", "from pkg.mod import VALUE\n"))
         with pytest.raises(AssertionError):
             run.execute(Block(13, "python", "def test_it():\n    assert VALUE == 41\n"))
-        run.execute(Block(17, "console", "$ taskstatus list --limit 1\n"))
+        run.execute(Block(17, "console", "$ taskstatus db upgrade\n$ taskstatus list --limit 1\n"))
         with pytest.raises(DocsError):
             run.execute(Block(21, "console", "$ taskstatus list --no-such-option\n"))
     finally:

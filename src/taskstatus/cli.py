@@ -495,7 +495,10 @@ def demo(user: str, speed: float) -> None:
     try:
         from .demo import run_demo
     except ImportError as exc:
-        raise Failure(f"the demo needs Celery: pip install 'taskstatus[celery]' ({exc})") from exc
+        raise Failure(
+            f"the demo needs Celery: install the extra 'celery' (from a clone: "
+            f"pip install -e '.[celery]') ({exc})"
+        ) from exc
     tracker = _tracker()
     tracker.open()
     run_demo(tracker, user_id=user, speed=speed)

@@ -155,7 +155,8 @@ class SQLAlchemyStore:
             extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
             raise ConfigurationError(
                 f"the {self.dialect} store needs the driver {exc.name!r}: "
-                f"pip install 'taskstatus[{extra.get(self.dialect, 'all')}]'"
+                f"install the extra {extra.get(self.dialect, 'all')!r} (from a clone: "
+                f"pip install -e '.[{extra.get(self.dialect, 'all')}]')"
             ) from exc
         if self.dialect == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
