@@ -187,6 +187,27 @@ def test_cancel_running_task(cell: Cell, uid: int, tmp_path: Path) -> None:
     assert final.finished_at is not None
 
 
+def test_cancel_of_a_finished_task_revokes_nothing(one_cell: Cell, uid: int) -> None:
+    done = tasks.add.delay(1, 2, user_id=uid)
+    assert done.get(timeout=TIMEOUT) == 3
+    failed = tasks.explode.delay(uid)
+    with pytest.raises(ValueError):
+        failed.get(timeout=TIMEOUT)
+    finished = [wait_state(done.id, State.SUCCEEDED), wait_state(failed.id, State.FAILED)]
+    for status in finished:
+        ended = status.state
+        status.cancel()
+        assert status.state is ended
+    # A Pending task's revoke, broadcast after theirs would have been: once the worker has
+    # logged it, it has handled every revoke sent before.
+    pending = tasks.count.apply_async((uid, 1), queue=one_cell.new_queue())
+    taskstatus.get_by_task_id(pending.id).cancel()
+    (worker,) = one_cell.workers
+    worker.wait_log(f"Tasks flagged as revoked: {pending.id}")
+    revoked = [line for line in worker.log.read_text().splitlines() if "revoked" in line]
+    assert [line for line in revoked if done.id in line or failed.id in line] == []
+
+
 def test_cancel_with_terminate_stops_a_task_that_never_checks(cell: Cell, uid: int) -> None:
     result = tasks.stubborn.delay(uid, seconds=30)
     running = wait_state(result.id, State.IN_PROGRESS)
