@@ -272,8 +272,8 @@ class Tracker:
         return self._fire("taskstatus_retry", status)
 
     def cancel(self, status: TaskStatus | UUID | str, *, terminate: bool = False) -> TaskStatus:
-        """Cancel a status (and a container's children); no-op once it has ended, when no
-        hook fires either: no queue is asked to revoke work that has finished."""
+        """Cancel a status (and a container's children). Once it has ended this does nothing
+        and fires no hook: no queue is asked to revoke work that has finished."""
         status = self.get(status.uuid if isinstance(status, TaskStatus) else status)
         if status.is_terminal:
             return status

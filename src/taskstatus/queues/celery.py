@@ -14,7 +14,8 @@
   ``task_failure`` for a lost worker or hard time limit, ``task_revoked``.
 
 ``group.apply_async`` is wrapped too, only to learn when a group has published all its
-children, so that its container may end. Untracked tasks are left untouched.
+children, so that its container may end, and ``Task.retry``, only to learn the exception a
+retry was given. Untracked tasks are left untouched.
 """
 
 from __future__ import annotations
