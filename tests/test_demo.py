@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from click.testing import CliRunner
 
 from taskstatus import State
-from taskstatus.cli import cli
 
 pytestmark = pytest.mark.timeout(120)
+
+TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
 
 def test_demo_runs_every_kind_of_outcome(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    result = CliRunner().invoke(cli, ["--url", url, "demo", "--speed", "0.2"])
-    assert result.exit_code == 0, result.output
-    assert "Demo tasks" in result.output
+    # The command as a user runs it: what its worker logs reaches the same terminal.
+    result = subprocess.run(
+        [str(TASKSTATUS), "--url", url, "demo", "--speed", "0.2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Demo tasks" in output
+    # Its intended failure is a line of its own output, not a worker's logged traceback.
+    assert "Traceback" not in output
+    assert "raised unexpected" not in output
+    assert (
+        "Import grades from grades.csv failed: ValueError: grades.csv, line 14: "
+        "grade 'A+' is not a number" in output
+    )
 
     from taskstatus import Settings, Tracker
 

@@ -12,7 +12,7 @@ import taskstatus
 import taskstatus.backends.sqlalchemy as sql_store
 from taskstatus import State, StoreUnavailable, TaskCanceledException, TaskEvent, models
 
-from .helpers import event, publish
+from .helpers import event, publish, state
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -347,3 +347,33 @@ def test_ending_a_batch_reports_only_what_needs_following_up(
             True,
         )
     assert tracker.get_by_task_id("ended").modified == before.modified  # left as it was
+
+
+def test_what_a_batch_sets_off_may_read_and_write_through_the_tracker(any_url, make_tracker):
+    # A batched success ends a group whose other member was canceled; the group's chain then
+    # cancels its waiting step, and a plugin reads the ended statuses, all inside the batch's
+    # own write.
+    tracker = _worker(make_tracker, any_url)
+    seen = []
+
+    class Notify:
+        @taskstatus.hookimpl
+        def taskstatus_stopped(self, status):
+            seen.append((status.task_id, [c.task_id for c in tracker.children(status)]))
+
+    tracker.register(Notify())
+    publish(tracker, "chain", container="celery.chain")
+    publish(tracker, "group", parent="chain", container="celery.group")
+    publish(tracker, "done", parent="group")
+    publish(tracker, "dropped", parent="group")
+    publish(tracker, "later", parent="chain")
+    live = tracker.begin(event("done"))
+    tracker.cancel(tracker.get_by_task_id("dropped"))
+    tracker.end(live)
+    tracker.flush()
+    assert {t: state(tracker, t) for t in ("chain", "group", "later")} == {
+        "chain": "Canceled",
+        "group": "Canceled",
+        "later": "Canceled",
+    }
+    assert ("group", ["done", "dropped"]) in seen

@@ -67,6 +67,17 @@ def wait_failed(task_id: str, timeout: float = TIMEOUT) -> TaskStatus:
     )  # type: ignore[return-value]
 
 
+def wait_retrying(task_id: str, timeout: float = TIMEOUT) -> TaskStatus:
+    """The status of ``task_id`` once it is Retrying and its traceback written (a moment
+    later, as for a failure's Error artifact)."""
+    return poll(
+        lambda: find(task_id),
+        lambda s: s is not None and s.state is State.RETRYING and s.traceback is not None,
+        f"task {task_id} to be Retrying with a traceback",
+        timeout,
+    )  # type: ignore[return-value]
+
+
 def settled(user_id: int, timeout: float = TIMEOUT) -> TaskStatus:
     """The single top-level status of an owner, once all of the owner's statuses have ended."""
     poll(

@@ -7,8 +7,10 @@ would: progress, a chain, a failure with its Error artifact, and a task canceled
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from uuid import UUID
 
 from celery import Celery, chain
@@ -139,8 +141,11 @@ def run_demo(
         tasks["import"],
         tasks["rebuild"],
     )
-    with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30.0
+    with (
+        _quiet_task_failures(),
+        start_worker(
+            app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30.0
+        ),
     ):
         ids = [
             export.delay(user_id, "math-101", 60).id,  # type: ignore[attr-defined]
@@ -157,10 +162,15 @@ def run_demo(
         roots = [_root(tracker, tracker.get_by_task_id(task_id)) for task_id in ids]
         rebuild_status = tracker.get_by_task_id(ids[3])
         started = time.monotonic()
+        reported: set[UUID] = set()
         with Live(console=console, refresh_per_second=10, transient=False) as live:
             while True:
                 current = [tracker.get(uuid) for uuid in roots]
                 live.update(_progress_view(current))
+                for s in current:
+                    if s.state is State.FAILED and s.uuid not in reported:
+                        reported.add(s.uuid)
+                        live.console.print(_failure_line(tracker, s))
                 rebuild_status.refresh()
                 if rebuild_status.state is State.IN_PROGRESS and rebuild_status.completed_steps:
                     rebuild_status.cancel()  # what a user's Cancel button does
@@ -177,6 +187,24 @@ def run_demo(
         "[bold]taskstatus list[/] and [bold]taskstatus show <uuid>[/]."
     )
     return final
+
+
+@contextmanager
+def _quiet_task_failures() -> Iterator[None]:
+    """Keep the worker's log of a failed task (with its traceback) out of the demo's
+    output, which shows the failure itself."""
+    logger = logging.getLogger("celery.app.trace")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def _failure_line(tracker: Tracker, status: TaskStatus) -> str:
+    errors = [a.text for a in tracker.artifacts(status) if a.name == "Error" and a.text]
+    reason = f": {errors[0]}" if errors else ""
+    return f"[{STATE_STYLES[status.state]}]{status.name} failed{reason}[/]"
 
 
 def _root(tracker: Tracker, status: TaskStatus) -> UUID:

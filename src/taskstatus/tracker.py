@@ -300,9 +300,11 @@ class Tracker:
         return self._fire("taskstatus_retry", status)
 
     def cancel(self, status: TaskStatus | UUID | str, *, terminate: bool = False) -> TaskStatus:
-        """Cancel a status (and a container's children); no-op once it has ended."""
-        if not isinstance(status, TaskStatus):
-            status = self.get(status)
+        """Cancel a status (and a container's children). Once it has ended this does nothing
+        and fires no hook: no queue is asked to revoke work that has finished."""
+        status = self.get(status.uuid if isinstance(status, TaskStatus) else status)
+        if status.is_terminal:
+            return status
         return self._fire("taskstatus_cancel", status, terminate=terminate)
 
     def set_state(self, status: TaskStatus, text: str) -> TaskStatus:

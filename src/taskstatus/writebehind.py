@@ -86,6 +86,8 @@ class WriteBehind:
         self._lock = threading.Lock()
         #: Held while writing; one batch at a time, and a fork waits for it.
         self._busy = threading.Lock()
+        #: The thread writing queued events now (see flush).
+        self._writing: int | None = None
         self._wake = threading.Event()
         #: Set when callbacks wait for a write: the thread writes at once.
         self._urgent = threading.Event()
@@ -165,7 +167,13 @@ class WriteBehind:
         running tasks stay queued, to be written with their end as one.
 
         Raises the store's error (the events stay queued); ``final`` (at exit) logs it instead,
-        loudly, since nothing can retry later."""
+        loudly, since nothing can retry later.
+
+        Called back from the write in progress on this thread (a container it ended cancels a
+        waiting sibling, a ``taskstatus_stopped`` plugin reads), this returns at once: the
+        write goes on with the rest of its batch afterwards."""
+        if self._writing == threading.get_ident():
+            return
         if not self._queue and not self._busy.locked():
             return
         with self._busy:
@@ -189,6 +197,7 @@ class WriteBehind:
                 queued, self._queue = self._queue, []
         if not queued:
             return
+        self._writing = threading.get_ident()
         try:
             for segment in _segments(queued):
                 for kind, events, items in _by_kind(segment):
@@ -202,6 +211,8 @@ class WriteBehind:
             with self._lock:
                 self._queue[:0] = queued
             raise
+        finally:
+            self._writing = None
 
     def _poll_canceled(self) -> None:
         now = self._clock()

@@ -43,12 +43,28 @@ class SlowFailureNotifier:
             time.sleep(1.0)
 
 
+class RetryWatcher:
+    """A ``taskstatus_retry`` plugin that appends, once the retry is recorded, what the status
+    shows then ("Retrying 1/3") to the file named by TS_TEST_RETRY_LOG."""
+
+    @taskstatus.hookimpl(trylast=True)
+    def taskstatus_retry(self, event):
+        status = taskstatus.get_by_task_id(event.task_id)
+        with open(os.environ["TS_TEST_RETRY_LOG"], "a") as f:
+            f.write(f"{status.state.value} {status.completed_steps}/{status.total_steps}\n")
+
+
 if os.environ.get("TS_TEST_STORE"):
+    plugins = []
+    if os.environ.get("TS_TEST_SLOW_NOTIFIER"):
+        plugins.append(SlowFailureNotifier())
+    if os.environ.get("TS_TEST_RETRY_LOG"):
+        plugins.append(RetryWatcher())
     taskstatus.configure(
         url=os.environ["TS_TEST_STORE"],
         artifact_storage=os.environ.get("TS_TEST_ARTIFACTS"),
         progress_interval=float(os.environ.get("TS_TEST_PROGRESS_INTERVAL", "0.1")),
-        plugins=[SlowFailureNotifier()] if os.environ.get("TS_TEST_SLOW_NOTIFIER") else [],
+        plugins=plugins,
     )
 ts_celery.install(app)
 
@@ -90,6 +106,16 @@ def flaky(self, user_id, fail_times=1, countdown=0):
         except OSError as exc:
             raise self.retry(exc=exc, countdown=countdown) from exc
     return self.request.retries
+
+
+@taskstatus.track(total_steps=3)
+@app.task(bind=True, max_retries=1)
+def busy(self, user_id, countdown=2.0):
+    """Counts a step, then retries with an error it never raised; the next run succeeds."""
+    if not self.request.retries:
+        taskstatus.current().increment_completed_steps()
+        raise self.retry(exc=OSError("busy"), countdown=countdown)
+    return "done"
 
 
 @taskstatus.track()
@@ -208,27 +234,13 @@ def slow_named(user_id, pause=2.0):
     return pause
 
 
-class HeldError(OSError):
-    """An error whose message can only be built once the file ``path`` exists (at most 10 s)."""
-
-    def __init__(self, path=None):
-        super().__init__("temporary failure")
-        self.path = path
-
-    def __str__(self):
-        end = time.monotonic() + 10
-        while self.path and not os.path.exists(self.path) and time.monotonic() < end:
-            time.sleep(0.05)
-        return "temporary failure"
-
-
 @taskstatus.track()
 @app.task(bind=True, max_retries=3)
 def retry_at_once(self, user_id, marker, run_for=2.0):
-    """Retries once without delay. Describing the first run's error waits for the second run,
-    which creates ``marker`` when it starts and then takes ``run_for`` seconds."""
+    """Retries once without delay; the second run creates ``marker`` when it starts and then
+    takes ``run_for`` seconds."""
     if not self.request.retries:
-        raise self.retry(exc=HeldError(marker), countdown=0)
+        raise self.retry(exc=OSError("temporary failure"), countdown=0)
     open(marker, "w").close()
     time.sleep(run_for)
     return self.request.retries

@@ -37,6 +37,7 @@ from tests.waiting import (  # noqa: F401  (re-exported for the test modules)
     shape,
     uid,
     wait_failed,
+    wait_retrying,
     wait_state,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from celery import chain, chord, group
 
 import taskstatus
 from taskstatus import State
+from taskstatus.models import ACTIVE_STATES
 from tests.queue_celery import app as tasks
 
 from .conftest import (
@@ -268,3 +270,36 @@ def test_group_failure_message_does_not_depend_on_timing(make_cell, uid: int) ->
     root = settled(uid)
     assert root.state is F
     assert error_texts(root) == ["ValueError: bad row"]
+
+
+def test_many_chords_with_a_failing_member_cancel_every_body(make_cell, uid: int) -> None:  # type: ignore[no-untyped-def]
+    # Two pool processes end the two members of each header. The worker's notifier takes a
+    # second over each failed member before its chord hears of it (as a loaded machine may):
+    # meanwhile the other process writes the member that succeeded, sees the failure and
+    # ends the header itself, inside its batched write.
+    cell: Cell = make_cell("rabbitmq", "postgresql")
+    cell.start_worker(concurrency=2, env={"TS_TEST_SLOW_NOTIFIER": "1"})
+    chords = 24
+    for i in range(chords):
+        chord(
+            [tasks.add.s(i, 1, user_id=uid), tasks.explode.si(uid, "no rows")],
+            tasks.total.s(user_id=uid),
+        ).apply_async()
+    counts = poll(
+        lambda: Counter(
+            (s.task_class.rpartition(".")[2], s.state.value)
+            for s in taskstatus.statuses(user_id=uid, limit=None)
+        ),
+        lambda seen: (
+            seen.total() == 5 * chords
+            and not any(State(state) in ACTIVE_STATES for _, state in seen)
+        ),
+        "every chord, member and body to end",
+    )
+    assert counts == {
+        ("chord", "Failed"): chords,
+        ("group", "Failed"): chords,
+        ("add", "Succeeded"): chords,
+        ("explode", "Failed"): chords,
+        ("total", "Canceled"): chords,
+    }

@@ -12,7 +12,7 @@ import taskstatus
 from taskstatus import State
 from tests.queue_celery import app as tasks
 
-from .conftest import TIMEOUT, Cell, error_texts, find, poll, wait_state
+from .conftest import TIMEOUT, Cell, error_texts, find, poll, wait_retrying, wait_state
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -70,14 +70,35 @@ def test_failure_keeps_error_artifact_and_traceback(cell: Cell, uid: int) -> Non
 
 def test_retry_counts_attempts(cell: Cell, uid: int) -> None:
     result = tasks.flaky.delay(uid, fail_times=1, countdown=1)
-    waiting = wait_state(result.id, State.RETRYING)
+    waiting = wait_retrying(result.id)
     assert waiting.attempts == 2
-    assert waiting.traceback is not None
     assert "OSError: temporary failure" in waiting.traceback
     assert result.get(timeout=TIMEOUT) == 1
     status = wait_state(result.id, State.SUCCEEDED)
     assert status.attempts == 2
     assert status.artifacts == []
+
+
+def test_retry_with_an_exception_never_raised_keeps_it(one_cell: Cell, uid: int) -> None:
+    # self.retry(exc=OSError("busy")) outside an except block: no exception is being handled.
+    result = tasks.busy.delay(uid)
+    waiting = wait_retrying(result.id)
+    assert waiting.attempts == 2
+    assert waiting.traceback.startswith("Traceback (most recent call last):")
+    assert 'raise self.retry(exc=OSError("busy")' in waiting.traceback  # where it retried
+    assert waiting.traceback.rstrip().endswith("OSError: busy")
+    assert result.get(timeout=TIMEOUT) == "done"
+    assert wait_state(result.id, State.SUCCEEDED).attempts == 2
+
+
+def test_retry_is_recorded_after_its_runs_progress(make_cell, uid: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cell: Cell = make_cell("redis", "sqlite")
+    log = tmp_path / "retries"
+    cell.start_worker(env={"TS_TEST_RETRY_LOG": str(log)})
+    # Its one step is counted just before the retry, well within a progress interval.
+    result = tasks.busy.delay(uid, countdown=0)
+    assert result.get(timeout=TIMEOUT) == "done"
+    assert log.read_text() == "Retrying 1/3\n"
 
 
 def test_retries_exhausted_fail_with_the_last_error(cell: Cell, uid: int) -> None:
@@ -166,6 +187,27 @@ def test_cancel_running_task(cell: Cell, uid: int, tmp_path: Path) -> None:
     assert final.finished_at is not None
 
 
+def test_cancel_of_a_finished_task_revokes_nothing(one_cell: Cell, uid: int) -> None:
+    done = tasks.add.delay(1, 2, user_id=uid)
+    assert done.get(timeout=TIMEOUT) == 3
+    failed = tasks.explode.delay(uid)
+    with pytest.raises(ValueError):
+        failed.get(timeout=TIMEOUT)
+    finished = [wait_state(done.id, State.SUCCEEDED), wait_state(failed.id, State.FAILED)]
+    for status in finished:
+        ended = status.state
+        status.cancel()
+        assert status.state is ended
+    # A Pending task's revoke, broadcast after theirs would have been: once the worker has
+    # logged it, it has handled every revoke sent before.
+    pending = tasks.count.apply_async((uid, 1), queue=one_cell.new_queue())
+    taskstatus.get_by_task_id(pending.id).cancel()
+    (worker,) = one_cell.workers
+    worker.wait_log(f"Tasks flagged as revoked: {pending.id}")
+    revoked = [line for line in worker.log.read_text().splitlines() if "revoked" in line]
+    assert [line for line in revoked if done.id in line or failed.id in line] == []
+
+
 def test_cancel_with_terminate_stops_a_task_that_never_checks(cell: Cell, uid: int) -> None:
     result = tasks.stubborn.delay(uid, seconds=30)
     running = wait_state(result.id, State.IN_PROGRESS)
@@ -229,7 +271,6 @@ def test_user_task_base_class(cell: Cell, uid: int) -> None:
 
 
 def test_immediate_retry_is_counted_once(one_cell: Cell, uid: int, tmp_path: Path) -> None:
-    # The first run's retry is recorded only after the second run has started.
     marker = tmp_path / "second-run"
     result = tasks.retry_at_once.delay(uid, str(marker), run_for=2.0)
     poll(marker.exists, bool, "the second run")

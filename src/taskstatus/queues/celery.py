@@ -14,7 +14,8 @@
   ``task_failure`` for a lost worker or hard time limit, ``task_revoked``.
 
 ``group.apply_async`` is wrapped too, only to learn when a group has published all its
-children, so that its container may end. Untracked tasks are left untouched.
+children, so that its container may end, and ``Task.retry``, only to learn the exception a
+retry was given. Untracked tasks are left untouched.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import celery.app.trace as celery_trace
@@ -170,6 +172,30 @@ def _signature_target(task: Task) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
+def _running(task_id: str) -> LiveStatus | None:
+    """The live status of ``task_id`` if it is the run in progress here."""
+    try:
+        live = current()
+    except RuntimeError:
+        return None
+    return live if live.task_id == task_id else None
+
+
+def _retry_traceback(failure: BaseException, caller: FrameType | None) -> str:
+    """The traceback of a retry's exception; for one never raised (``retry(exc=...)`` outside
+    an ``except`` block), the task's frames down to its ``retry()`` call."""
+    if failure.__traceback__ is not None or caller is None:
+        return "".join(traceback.format_exception(failure))
+    frames = []
+    for frame, line in traceback.walk_stack(caller):
+        if frame.f_code is CeleryAdapter._run.__code__:
+            break
+        frames.append((frame, line))
+    stack = traceback.StackSummary.extract(reversed(frames))
+    lines = ["Traceback (most recent call last):\n", *stack.format()]
+    return "".join(lines + traceback.format_exception_only(failure))
+
+
 # -- containers in flight --------------------------------------------------------------------------
 @dataclass
 class _GroupScope:
@@ -190,6 +216,12 @@ _eager_chain: contextvars.ContextVar[tuple[str, list[dict[str, Any]]] | None] = 
 
 _scope: contextvars.ContextVar[_GroupScope | None] = contextvars.ContextVar(
     "taskstatus_celery_group", default=None
+)
+
+#: A ``Task.retry()`` call in progress: the exception it was given (or the one being
+#: handled) and the frame that called it.
+_retrying: contextvars.ContextVar[tuple[BaseException | None, FrameType] | None] = (
+    contextvars.ContextVar("taskstatus_celery_retrying", default=None)
 )
 
 
@@ -241,6 +273,27 @@ def _patch_celery() -> None:
             return original_task_apply(self, args, kwargs, *rest, **options)
 
         Task.apply = task_apply
+
+        # The retry message is sent from inside Task.retry(), which alone knows its exception.
+        original_retry = Task.retry
+
+        @functools.wraps(original_retry)
+        def task_retry(
+            self: Task,
+            args: Any = None,
+            kwargs: Any = None,
+            exc: Any = None,
+            *rest: Any,
+            **options: Any,
+        ) -> Any:
+            cause = exc if isinstance(exc, BaseException) else sys.exc_info()[1]
+            token = _retrying.set((cause, sys._getframe(1)))
+            try:
+                return original_retry(self, args, kwargs, exc, *rest, **options)
+            finally:
+                _retrying.reset(token)
+
+        Task.retry = task_retry
 
         original_chain_apply = celery_chain.apply
 
@@ -324,18 +377,7 @@ class CeleryAdapter:
             self.instrument(task)
         tracker = self.tracker
         if headers.get("retries"):
-            # Task.retry() sends this before its run ends: record the retry now, before a
-            # worker can start the next attempt.
-            failure = sys.exc_info()[1]  # retry(exc=...) is called while handling it
-            tracker.hook.taskstatus_retry(
-                event=TaskEvent(
-                    task_id=task_id,
-                    queue=QUEUE,
-                    task_class=name,
-                    exception=failure,
-                    traceback="".join(traceback.format_exception(failure)) if failure else None,
-                )
-            )
+            self._record_retry(tracker, task_id, name)
             return
         # Sent from a task (the next step of a chain): what this worker recorded comes first,
         # as the step may run, and end its chain, before the next batch.
@@ -383,6 +425,23 @@ class CeleryAdapter:
             tracker.publish(_task_event(task_id, task, info, parent))
         for step in steps:
             self._record_step(tracker, step, parent, owner)
+
+    def _record_retry(self, tracker: Tracker, task_id: str, name: str) -> None:
+        """Task.retry() sends the next attempt before its run ends: record the retry now,
+        before a worker can start that attempt, and after the run's last progress."""
+        failure, caller = _retrying.get() or (sys.exc_info()[1], None)
+        live = _running(task_id)
+        if live is not None:
+            live.flush()
+        tracker.hook.taskstatus_retry(
+            event=TaskEvent(
+                task_id=task_id,
+                queue=QUEUE,
+                task_class=name,
+                exception=failure,
+                traceback=_retry_traceback(failure, caller) if failure else None,
+            )
+        )
 
     def before_eager_run(
         self, task: Task, args: Any, kwargs: Any, options: Mapping[str, Any]
