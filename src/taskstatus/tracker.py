@@ -456,6 +456,8 @@ class Tracker:
         live = LiveStatus(self, event)
         live.token = activate(live)
         self.heartbeat.add(event.task_id)
+        if self.settings.progress_interval:  # else every progress call writes at once
+            self.heartbeat.watch(live)
         return live
 
     def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
@@ -465,6 +467,7 @@ class Tracker:
         try:
             live.flush(final=True, succeeding=succeeded)
         finally:
+            self.heartbeat.unwatch(live)
             self.heartbeat.discard(live.task_id)
             if live.token is not None:
                 deactivate(live.token)
@@ -498,8 +501,10 @@ class Tracker:
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self.recorder.defer_start(event, handoff.since)
         self.hook.taskstatus_prerun(event=event)
-        live = LiveStatus(self, event)
-        live.token = activate(live)  # no heartbeat here: the worker keeps it (see hand_off)
+        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
+        # pending progress starts at the task's first progress call, if any.
+        live = LiveStatus(self, event, watched=False)
+        live.token = activate(live)
         return live
 
     def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:

@@ -10,7 +10,15 @@ import pytest
 import taskstatus
 from taskstatus import State
 from tests.queue_dramatiq import actors
-from tests.waiting import error_texts, find, poll, settled, wait_failed, wait_state
+from tests.waiting import (
+    error_texts,
+    find,
+    poll,
+    settled,
+    wait_failed,
+    wait_stage_shown,
+    wait_state,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -123,3 +131,15 @@ def test_killed_worker_redelivers_and_counts_an_attempt(make_cell, broker, uid, 
     status = wait_state(message.message_id, State.SUCCEEDED, timeout=60)
     assert marker.read_text().count("\n") == 2
     assert status.attempts == 2
+
+
+def test_stage_shows_while_the_task_is_quiet(cells, uid, tmp_path: Path):
+    """A stage set before a long stretch without progress calls is written within the
+    progress interval, not when the task next reports (here: when it ends)."""
+    cell = cells("redis", "sqlite")
+    cell.activate()
+    marker = tmp_path / "running"
+    message = actors.quiet_stage.send(uid, str(marker), "Rendering")
+    shown = wait_stage_shown(message.message_id, "Rendering", marker, within=0.1 + 1.0)
+    assert shown.state is State.IN_PROGRESS
+    wait_state(message.message_id, State.SUCCEEDED)
