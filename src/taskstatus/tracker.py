@@ -481,7 +481,7 @@ class Tracker:
         child has ended."""
         self.prepare_for_fork()
         writer = self.recorder.writer
-        handoff = HandOff(event, utcnow(), deferred=writer is not None)
+        handoff = HandOff(event, self.recorder.clock(), deferred=writer is not None)
         self.heartbeat.add(event.task_id)
         if writer is not None:
             handoff.start_call = writer.call_later(
@@ -514,9 +514,10 @@ class Tracker:
         if not handoff.deferred:
             self.end(live)
             return
+        ended = self.recorder.clock()
         self.release(live, succeeded=True)
         unstarted = self.recorder.withdraw_start()
-        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED)
+        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
 
     def finish_hand_off(self, handoff: HandOff) -> None:
         """In the worker, once the child has ended: write the success it handed back. Any
@@ -538,8 +539,8 @@ class Tracker:
             assert writer is not None
             # Checked for a cancel in the child; a later cancel wins in the write itself,
             # which the success joins into one.
-            writer.start(event, check_canceled=False)
-        self.hook.taskstatus_succeed(event=event)
+            writer.start(event, handoff.since, check_canceled=False)
+        self.hook.taskstatus_succeed(event=_replace(event, at=handoff.ended()))
 
     def end(
         self,

@@ -78,6 +78,11 @@ def quiet_stage(user_id, marker, stage, seconds=5.0):
 
 
 @taskstatus.track()
+def nap(user_id, seconds):
+    time.sleep(seconds)
+
+
+@taskstatus.track()
 def too_slow(user_id):
     time.sleep(10)
 
