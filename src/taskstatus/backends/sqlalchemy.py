@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
-    BindParameter,
+    ColumnClause,
     ColumnElement,
     Connection,
     CursorResult,
@@ -27,16 +27,19 @@ from sqlalchemy import (
     Executable,
     Row,
     Select,
+    String,
     Update,
     and_,
     bindparam,
     case,
+    column,
     create_engine,
     event,
     func,
     literal,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -112,7 +115,7 @@ class SQLAlchemyStore:
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
-        self._task_transitions: dict[tuple[Transition, str, int, bool], Update] = {}
+        self._task_transitions: dict[tuple[Transition, str, _Stamps], Update] = {}
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
@@ -264,7 +267,7 @@ class SQLAlchemyStore:
         variant = "returning" if unchanged_since is None else "returning, unchanged"
         changed: list[TaskKey] = []
         for chunk in _chunks(list(at)):
-            stamps = _Stamps.sized(len(chunk), began is not None)
+            stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
             stmt = self._stamped_transition(transition, variant, stamps)
             params = {**stamps.params(chunk, at, began), "p_since": unchanged_since}
             changed += self._run(stmt, params, _keys)
@@ -272,7 +275,7 @@ class SQLAlchemyStore:
 
     def _stamped_transition(self, transition: Transition, variant: str, stamps: _Stamps) -> Update:
         """The batched transition of ``variant`` for a chunk of the size of ``stamps``."""
-        cache_key = (transition, variant, stamps.size, stamps.started is not None)
+        cache_key = (transition, variant, stamps)
         stmt = self._task_transitions.get(cache_key)
         if stmt is None:
             which = and_(stamps.which, _UNCHANGED) if "unchanged" in variant else stamps.which
@@ -304,7 +307,7 @@ class SQLAlchemyStore:
                 )
                 if keys:
                     locked = [key.task_id for key in keys]
-                    stamps = _Stamps.sized(len(locked), began is not None)
+                    stamps = _Stamps.sized(len(locked), began is not None, rows=False)
                     stmt = self._stamped_transition(transition, "locked", stamps)
                     conn.execute(stmt, stamps.params(locked, at, began))
                     changed += keys
@@ -329,7 +332,7 @@ class SQLAlchemyStore:
         # One transaction: a retried batch must not find its first attempt half done.
         with self._begin() as conn:
             for chunk in _chunks(list(at)):
-                stamps = _Stamps.sized(len(chunk), began is not None)
+                stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
                 stmt = self._stamped_transition(transition, "quiet", stamps)
                 params = stamps.params(chunk, at, began)
                 ended = conn.execute(stmt, params).rowcount
@@ -790,29 +793,61 @@ def _states(states: Iterable[State]) -> list[Any]:
 
 class _Stamps:
     """Bound parameters naming the tasks of a batch chunk, each with its own time
-    (``p_id<i>``, ``p_at<i>``, and ``p_st<i>`` for the start of a run): a ``CASE`` over the
-    task ids gives each row its own in one statement. A chunk is padded to a power of two
-    (repeating its last task) so that a few statements, prepared once, serve every size."""
+    (``p_id<i>``, ``p_at<i>``, and ``p_st<i>`` for the start of a run).
 
-    _made: dict[tuple[int, bool], _Stamps] = {}  # noqa: RUF012 (shared, immutable once made)
+    With ``rows`` (databases with UPDATE .. FROM and RETURNING: SQLite, PostgreSQL), the
+    statement joins a ``VALUES`` list of (task id, time, start) on the task id; otherwise
+    (MySQL, MariaDB, whose multiple-table UPDATE does not keep the order of SET clauses) a
+    ``CASE`` over the task ids gives each row its time, which costs the database a comparison
+    per task for each row. A chunk is padded to a power of two with rows that match no task,
+    so that a few statements, prepared once, serve every size."""
 
-    def __init__(self, size: int, started: bool) -> None:
+    _made: dict[tuple[int, bool, bool], _Stamps] = {}  # noqa: RUF012 (immutable once made)
+
+    def __init__(self, size: int, started: bool, rows: bool) -> None:
         self.size = size
-        ids: list[BindParameter[Any]] = [bindparam(f"p_id{i}") for i in range(size)]
-        self.which = _c.task_id.in_(ids)
-        self.at = _per_task(ids, "p_at")
-        self.started = _per_task(ids, "p_st") if started else None
+        ids = [bindparam(f"p_id{i}", type_=String()) for i in range(size)]
+        at = [bindparam(f"p_at{i}", type_=UTCDateTime()) for i in range(size)]
+        begun = [bindparam(f"p_st{i}", type_=UTCDateTime()) for i in range(size)]
+        self.which: ColumnElement[bool]
+        self.at: ColumnElement[Any]
+        self.started: ColumnElement[Any] | None
+        if rows:
+            row = "(:p_id{0}, :p_at{0}, :p_st{0})" if started else "(:p_id{0}, :p_at{0})"
+            columns: list[ColumnClause[Any]] = [
+                column("column1", String()),
+                column("column2", UTCDateTime()),
+            ]
+            if started:
+                columns.append(column("column3", UTCDateTime()))
+            values = (
+                text("VALUES " + ", ".join(row.format(i) for i in range(size)))
+                .bindparams(*ids, *at, *(begun if started else ()))
+                .columns(*columns)
+                .subquery("v")
+            )
+            self.which = _c.task_id == values.c.column1
+            self.at = values.c.column2
+            self.started = values.c.column3 if started else None
+        else:
+            self.which = _c.task_id.in_(ids)
+            self.at = case(*[(_c.task_id == i, t) for i, t in zip(ids, at, strict=True)])
+            self.started = (
+                case(*[(_c.task_id == i, t) for i, t in zip(ids, begun, strict=True)])
+                if started
+                else None
+            )
         #: The statuses of the chunk that its write changed to ``p_state``.
         self.written = select(*_KEY_COLUMNS).where(
             self.which, _c.modified == self.at, _state_by_key == bindparam("p_state")
         )
 
     @classmethod
-    def sized(cls, count: int, started: bool) -> _Stamps:
-        size = 1 << (count - 1).bit_length()
-        stamps = cls._made.get((size, started))
+    def sized(cls, count: int, started: bool, rows: bool) -> _Stamps:
+        key = (1 << (count - 1).bit_length(), started, rows)
+        stamps = cls._made.get(key)
         if stamps is None:
-            stamps = cls._made[size, started] = cls(size, started)
+            stamps = cls._made[key] = cls(*key)
         return stamps
 
     def params(
@@ -823,21 +858,12 @@ class _Stamps:
     ) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for i in range(self.size):
-            task_id = task_ids[min(i, len(task_ids) - 1)]
+            task_id = task_ids[i] if i < len(task_ids) else None
             params[f"p_id{i}"] = task_id
-            params[f"p_at{i}"] = at[task_id]
+            params[f"p_at{i}"] = at[task_id] if task_id is not None else None
             if began is not None:
-                params[f"p_st{i}"] = began[task_id]
+                params[f"p_st{i}"] = began[task_id] if task_id is not None else None
         return params
-
-
-def _per_task(ids: Sequence[BindParameter[Any]], prefix: str) -> ColumnElement[Any]:
-    return case(
-        *[
-            (_c.task_id == task_id, bindparam(f"{prefix}{i}", type_=UTCDateTime()))
-            for i, task_id in enumerate(ids)
-        ]
-    )
 
 
 def _transition_statement(
