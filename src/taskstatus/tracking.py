@@ -302,8 +302,8 @@ class LiveStatus:
     :class:`~taskstatus.TaskCanceledException` and so does every later call.
 
     The task's thread only ever adds to the counters and replaces the stage; a write (on
-    either thread, one at a time) sends what changed since the last write. So the hot path
-    takes no lock, and a count is neither lost nor sent twice.
+    either thread, one at a time) sends what differs from what was last written. So the hot
+    path takes no lock, and a count is neither lost nor sent twice.
     """
 
     def __init__(self, tracker: Tracker, event: TaskEvent, *, watched: bool = True) -> None:
@@ -314,13 +314,13 @@ class LiveStatus:
         self.task_class = event.task_class
         self._interval = tracker.settings.progress_interval
         self._begun = time.monotonic()
-        #: Counted by the task since it began (only the task's thread changes them)...
+        #: Counted by the task since it began, and its latest stage (only the task's thread
+        #: changes them)...
         self._completed = 0
         self._total = 0
-        #: ... and the latest stage, a new tuple per call: identity tells a new one apart.
-        self._stage: tuple[str] | None = None
-        #: ... and what of them was written.
-        self._written: tuple[int, int, tuple[str] | None] = (0, 0, None)
+        self._stage: str | None = None
+        #: ... and what of them was last written.
+        self._written: tuple[int, int, str | None] = (0, 0, None)
         #: Held by the thread that writes; guards _written, _done and _canceled.
         self._lock = threading.Lock()
         self._done = False
@@ -350,7 +350,7 @@ class LiveStatus:
         """Show a custom stage ("Sending emails"); the state stays In Progress."""
         if not isinstance(text, str) or not text:
             raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
-        self._stage = (text,)
+        self._stage = text
         if time.monotonic() >= self._deadline:
             self._due()
 
@@ -428,7 +428,7 @@ class LiveStatus:
         written_completed, written_total, written_stage = self._written
         completed = counted[0] - written_completed
         total = counted[1] - written_total
-        stage = counted[2][0] if counted[2] is not written_stage and counted[2] else None
+        stage = counted[2] if counted[2] != written_stage else None
         if not (completed or total or stage or force):
             return
         try:
