@@ -52,11 +52,14 @@ class Heartbeat:
         self._running: set[str] = set()
         #: Whether this process vouches for tasks at all (a work horse does not).
         self._vouching = False
-        #: The live statuses whose pending progress the thread writes.
+        #: The live statuses whose pending progress the thread writes; changes counted.
         self._live: set[LiveStatus] = set()
+        self._live_changes = 0
         self._lock = threading.Lock()
         #: Set to stop the thread, or to have it look at the live statuses again.
         self._wake = threading.Event()
+        #: When the thread wakes next: a status watched later than that needs no wake-up.
+        self._wake_at = float("inf")
         self._stopping = False
         #: Held while the thread uses the store; a fork waits for it.
         self._busy = threading.Lock()
@@ -76,8 +79,11 @@ class Heartbeat:
         """Write what ``live`` leaves pending, until :meth:`unwatch`."""
         with self._lock:
             self._live.add(live)
+            self._live_changes += 1
             self._ensure_thread()
-        self._wake.set()
+            early = live.deadline < self._wake_at
+        if early:  # most tasks start after the next wake-up: no thread switch per task
+            self._wake.set()
 
     def unwatch(self, live: LiveStatus) -> None:
         with self._lock:
@@ -119,19 +125,23 @@ class Heartbeat:
                         reap_lost(tracker)
             except Exception:
                 log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
-            look_again = self._write_pending()
+            with self._lock:
+                live, changes = list(self._live), self._live_changes
+            look_again = self._write_pending(live)
             del tracker
             wake_at = min(next_beat if self._vouching else float("inf"), look_again)
+            with self._lock:
+                if changes != self._live_changes:
+                    continue  # a status was watched meanwhile: look at it too
+                self._wake_at = wake_at
             timeout = None if wake_at == float("inf") else max(wake_at - time.monotonic(), 0)
             if self._wake.wait(timeout):
                 self._wake.clear()
             if self._stopping:
                 return
 
-    def _write_pending(self) -> float:
+    def _write_pending(self, live: list[LiveStatus]) -> float:
         """Write the progress pending past its interval; when to look again."""
-        with self._lock:
-            live = list(self._live)
         look_again = float("inf")
         for status in live:
             try:

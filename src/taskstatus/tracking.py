@@ -402,6 +402,11 @@ class LiveStatus:
                 self._written = (self._completed, self._total, self._stage)
             self._write(final=final, force=force)
 
+    @property
+    def deadline(self) -> float:
+        """The monotonic time from which what the task counts is written."""
+        return self._deadline
+
     def write_pending(self, now: float) -> float:
         """On the heartbeat thread: write what the task left pending once the interval has
         passed since the last write. Returns the monotonic time to look again."""

@@ -799,8 +799,9 @@ class _Stamps:
     statement joins a ``VALUES`` list of (task id, time, start) on the task id; otherwise
     (MySQL, MariaDB, whose multiple-table UPDATE does not keep the order of SET clauses) a
     ``CASE`` over the task ids gives each row its time, which costs the database a comparison
-    per task for each row. A chunk is padded to a power of two with rows that match no task,
-    so that a few statements, prepared once, serve every size."""
+    per task for each row. A chunk is padded with rows that match no task, to a power of two
+    up to 16 and a multiple of 16 beyond, so that a few statements, prepared once, serve
+    every size without much padding to process."""
 
     _made: dict[tuple[int, bool, bool], _Stamps] = {}  # noqa: RUF012 (immutable once made)
 
@@ -844,7 +845,8 @@ class _Stamps:
 
     @classmethod
     def sized(cls, count: int, started: bool, rows: bool) -> _Stamps:
-        key = (1 << (count - 1).bit_length(), started, rows)
+        size = 1 << (count - 1).bit_length() if count <= 16 else -(-count // 16) * 16
+        key = (size, started, rows)
         stamps = cls._made.get(key)
         if stamps is None:
             stamps = cls._made[key] = cls(*key)
