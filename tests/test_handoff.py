@@ -78,6 +78,7 @@ def test_short_run_costs_the_child_no_connection(worker):
     handoff = worker.hand_off(event("short"))
 
     def run(tracker: Tracker) -> None:
+        time.sleep(0.3)  # a child slow to start (a loaded machine) still reads nothing
         live = tracker.take_over(handoff)
         live.increment_completed_steps(3)  # counted, not written: the run is short
         tracker.hand_back(handoff, live)

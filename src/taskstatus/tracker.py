@@ -497,7 +497,8 @@ class Tracker:
             return self.begin(handoff.event)
         event = handoff.event
         writer = self.recorder.writer
-        if writer is not None and writer.canceled_unstarted(event.task_id):
+        # As the worker read them just before the fork (see prepare_for_fork): no query here.
+        if writer is not None and writer.canceled_unstarted(event.task_id, refresh=False):
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self.recorder.defer_start(event, handoff.since)
         self.hook.taskstatus_prerun(event=event)

@@ -113,10 +113,11 @@ class WriteBehind:
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self._put(START, event, at)
 
-    def canceled_unstarted(self, task_id: str) -> bool:
+    def canceled_unstarted(self, task_id: str, *, refresh: bool = True) -> bool:
         """Whether the task was canceled before it started, as of the last read of such ids
-        (read again first if that was a while ago)."""
-        self.refresh_canceled()
+        (read again first if that was a while ago, unless not to ``refresh``)."""
+        if refresh:
+            self.refresh_canceled()
         return task_id in self._canceled
 
     def refresh_canceled(self) -> None:
