@@ -212,3 +212,20 @@ def test_cancel_found_by_a_trailing_write_raises_at_the_next_call(sql_url, make_
     assert counter.count == 0  # found by the trailing write: no query of its own
     tracker.end(live, exception=TaskCanceledException())
     assert tracker.get_by_task_id("t").state is State.CANCELED
+
+
+def test_a_task_repeating_its_stage_notices_a_cancel(sql_url, make_tracker):
+    """Each set_state() is a write to make once the interval has passed, even with the text
+    already shown: a task that only repeats its stage still stops when canceled."""
+    tracker = make_tracker(sql_url, progress_interval=0.05)
+    publish(tracker, "t")
+    live = tracker.begin(event("t"))
+    live.set_state("Working")
+    poll(lambda: tracker.get_by_task_id("t").state_text, lambda s: s == "Working", "the stage")
+    tracker.cancel(tracker.get_by_task_id("t").uuid)
+    deadline = time.monotonic() + 5
+    with pytest.raises(TaskCanceledException):
+        while time.monotonic() < deadline:
+            live.set_state("Working")
+            time.sleep(0.01)
+    tracker.end(live, exception=TaskCanceledException())

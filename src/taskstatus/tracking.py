@@ -314,13 +314,14 @@ class LiveStatus:
         self.task_class = event.task_class
         self._interval = tracker.settings.progress_interval
         self._begun = time.monotonic()
-        #: Counted by the task since it began, and its latest stage (only the task's thread
-        #: changes them)...
+        #: Counted by the task since it began, and its latest stage, a new tuple per call:
+        #: each call is a write to make, and a chance to notice a cancel (only the task's
+        #: thread changes them)...
         self._completed = 0
         self._total = 0
-        self._stage: str | None = None
+        self._stage: tuple[str] | None = None
         #: ... and what of them was last written.
-        self._written: tuple[int, int, str | None] = (0, 0, None)
+        self._written: tuple[int, int, tuple[str] | None] = (0, 0, None)
         #: Held by the thread that writes; guards _written, _done and _canceled.
         self._lock = threading.Lock()
         self._done = False
@@ -350,7 +351,7 @@ class LiveStatus:
         """Show a custom stage ("Sending emails"); the state stays In Progress."""
         if not isinstance(text, str) or not text:
             raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
-        self._stage = text
+        self._stage = (text,)
         if time.monotonic() >= self._deadline:
             self._due()
 
@@ -417,7 +418,8 @@ class LiveStatus:
         try:
             if self._done or self._canceled:
                 return float("inf")
-            if (self._completed, self._total, self._stage) == self._written:
+            completed, total, stage = self._written
+            if (self._completed, self._total) == (completed, total) and self._stage is stage:
                 # Nothing pending: the task's next call writes at once, itself.
                 return now + self._interval
             with contextlib.suppress(TaskCanceledException):
@@ -433,7 +435,7 @@ class LiveStatus:
         written_completed, written_total, written_stage = self._written
         completed = counted[0] - written_completed
         total = counted[1] - written_total
-        stage = counted[2] if counted[2] != written_stage else None
+        stage = counted[2][0] if counted[2] is not written_stage and counted[2] else None
         if not (completed or total or stage or force):
             return
         try:
