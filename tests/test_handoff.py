@@ -78,6 +78,7 @@ def test_short_run_costs_the_child_no_connection(worker):
     handoff = worker.hand_off(event("short"))
 
     def run(tracker: Tracker) -> None:
+        time.sleep(0.3)  # a child slow to start (a loaded machine) still reads nothing
         live = tracker.take_over(handoff)
         live.increment_completed_steps(3)  # counted, not written: the run is short
         tracker.hand_back(handoff, live)
@@ -181,7 +182,17 @@ def test_transition_unless_changed_since(tracker):
     now = status.modified + timedelta(seconds=1)
     store = tracker.store
     assert store.transition_tasks(["guarded"], START, now, unchanged_since=before) == []
+    # Written at the very time: changed since then (a start written at its hand-off time).
+    assert store.transition_tasks(["guarded"], START, now, unchanged_since=status.modified) == []
     assert tracker.get_by_task_id("guarded").state is State.PENDING
-    changed = store.transition_tasks(["guarded"], START, now, unchanged_since=status.modified)
+    since = status.modified + timedelta(microseconds=1)
+    changed = store.transition_tasks(["guarded"], START, since, unchanged_since=since)
     assert [key.task_id for key in changed] == ["guarded"]
-    assert tracker.get_by_task_id("guarded").state is State.IN_PROGRESS
+    started = tracker.get_by_task_id("guarded")
+    assert (started.state, started.started_at, started.modified) == (
+        State.IN_PROGRESS,
+        since,
+        since,
+    )
+    assert store.transition_tasks(["guarded"], START, now, unchanged_since=since) == []
+    assert tracker.get_by_task_id("guarded").attempts == 1

@@ -8,10 +8,12 @@ import time
 import pytest
 from sqlalchemy import event as sa_event
 
+import taskstatus
 from taskstatus import State, TaskCanceledException
 from taskstatus.tracking import current
 
 from .helpers import event, publish
+from .waiting import poll
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,3 +157,75 @@ def test_every_call_after_a_noticed_cancel_raises(memory_tracker):
     ):
         with pytest.raises(TaskCanceledException):
             call()
+
+
+class ProgressWrites:
+    """A plugin that notes which thread made each progress write."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    @taskstatus.hookimpl
+    def taskstatus_progress(self, event) -> None:
+        self.threads.append(threading.current_thread().name)
+
+
+def test_progress_left_pending_is_written_without_another_call(sql_url, make_tracker):
+    """Steps and a stage counted just after a write, then nothing for long: written once the
+    interval has passed, not at the task's next call."""
+    tracker = make_tracker(sql_url, progress_interval=0.2)
+    publish(tracker, "t", total_steps=10)
+    live = tracker.begin(event("t"))
+    live.increment_completed_steps(3)
+    live.increment_total_steps(2)
+    live.set_state("Rendering")
+    counted = time.monotonic()
+    shown = poll(
+        lambda: tracker.get_by_task_id("t"),
+        lambda s: (s.completed_steps, s.total_steps, s.state_text) == (3, 12, "Rendering"),
+        "the pending progress",
+        timeout=5,
+    )
+    assert time.monotonic() - counted < 0.2 + 1.0, shown
+    live.increment_completed_steps()  # counted once: the trailing write is not repeated
+    tracker.end(live, exception=RuntimeError("stop"))
+    assert tracker.get_by_task_id("t").completed_steps == 4
+
+
+def test_cancel_found_by_a_trailing_write_raises_at_the_next_call(sql_url, make_tracker):
+    tracker = make_tracker(sql_url, progress_interval=0.2)
+    writes = ProgressWrites()
+    tracker.register(writes)
+    publish(tracker, "t", total_steps=10)
+    live = tracker.begin(event("t"))
+    live.increment_completed_steps()
+    tracker.cancel(tracker.get_by_task_id("t").uuid)
+    poll(lambda: writes.threads, lambda t: "taskstatus-heartbeat" in t, "a trailing write")
+    with live._lock:  # held by the trailing write until it has seen its outcome
+        pass
+    counter = Statements(tracker.store.engine)
+    try:
+        with pytest.raises(TaskCanceledException):
+            live.increment_completed_steps()
+    finally:
+        counter.close()
+    assert counter.count == 0  # found by the trailing write: no query of its own
+    tracker.end(live, exception=TaskCanceledException())
+    assert tracker.get_by_task_id("t").state is State.CANCELED
+
+
+def test_a_task_repeating_its_stage_notices_a_cancel(sql_url, make_tracker):
+    """Each set_state() is a write to make once the interval has passed, even with the text
+    already shown: a task that only repeats its stage still stops when canceled."""
+    tracker = make_tracker(sql_url, progress_interval=0.05)
+    publish(tracker, "t")
+    live = tracker.begin(event("t"))
+    live.set_state("Working")
+    poll(lambda: tracker.get_by_task_id("t").state_text, lambda s: s == "Working", "the stage")
+    tracker.cancel(tracker.get_by_task_id("t").uuid)
+    deadline = time.monotonic() + 5
+    with pytest.raises(TaskCanceledException):
+        while time.monotonic() < deadline:
+            live.set_state("Working")
+            time.sleep(0.01)
+    tracker.end(live, exception=TaskCanceledException())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -155,7 +155,7 @@ def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker,
     live = tracker.begin(event("long"))  # started only: written first
     real = tracker.store.end_tasks
 
-    def ends_unavailable(task_ids, transition, now):
+    def ends_unavailable(task_ids, transition, now, **options):
         raise StoreUnavailable("database error: server closed the connection")
 
     # The start is written, then the store fails: only the other write stays queued.
@@ -217,21 +217,22 @@ def test_published_events_of_a_batch_keep_their_order():
     def ev(task_id: str) -> TaskEvent:
         return event(task_id)
 
+    now = datetime.now(timezone.utc)
     queued = [
-        (START, ev("a")),
-        (START, ev("b")),
-        (SUCCEED, ev("a")),
-        (START, ev("a")),  # started again after it ended: a new segment
-        (SUCCEED, ev("b")),
-        (SUCCEED, ev("a")),
+        (START, ev("a"), now),
+        (START, ev("b"), now),
+        (SUCCEED, ev("a"), now),
+        (START, ev("a"), now),  # started again after it ended: a new segment
+        (SUCCEED, ev("b"), now),
+        (SUCCEED, ev("a"), now),
     ]
     segments = _segments(queued)
-    assert [[(k, e.task_id) for k, e in s] for s in segments] == [
+    assert [[(k, e.task_id) for k, e, _ in s] for s in segments] == [
         [(START, "a"), (START, "b"), (SUCCEED, "a")],
         [(START, "a"), (SUCCEED, "b"), (SUCCEED, "a")],
     ]
     writes = [
-        [(kind, [e.task_id for e in events], len(items)) for kind, events, items in _by_kind(s)]
+        [(kind, [e.task_id for e in events], len(items)) for kind, events, *_, items in _by_kind(s)]
         for s in segments
     ]
     assert writes == [
@@ -249,10 +250,10 @@ def test_flush_waits_for_a_write_in_progress(sql_url, make_tracker, monkeypatch)
     real = tracker.store.end_tasks
     writing = threading.Event()
 
-    def slow(*args):
+    def slow(*args, **options):
         writing.set()
         time.sleep(0.3)
-        return real(*args)
+        return real(*args, **options)
 
     monkeypatch.setattr(tracker.store, "end_tasks", slow)
     other = threading.Thread(target=tracker.flush)
@@ -306,10 +307,10 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
     failing = threading.Event()
     failing.set()
 
-    def flaky(*args):
+    def flaky(*args, **options):
         if failing.is_set():
             raise StoreUnavailable("database error: server closed the connection")
-        return real(*args)
+        return real(*args, **options)
 
     monkeypatch.setattr(tracker.store, "end_tasks", flaky)
     done = threading.Event()
@@ -377,3 +378,50 @@ def test_what_a_batch_sets_off_may_read_and_write_through_the_tracker(any_url, m
         "later": "Canceled",
     }
     assert ("group", ["done", "dropped"]) in seen
+
+
+class Stopped:
+    """A ``taskstatus_stopped`` listener: batches then read back every ended status."""
+
+    @taskstatus.hookimpl
+    def taskstatus_stopped(self, status) -> None:
+        pass
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["quiet", "stopped-listener"])
+def test_a_batch_writes_the_times_its_tasks_started_and_ended(sql_url, make_tracker, listening):
+    """Written late, in one batch, each task keeps its own start and end (not the batch's)."""
+    tracker = _worker(make_tracker, sql_url, interval=1.0)
+    if listening:
+        tracker.register(Stopped())
+    for task_id in ("run", "late", "long", "canceled"):
+        publish(tracker, task_id)
+    clock = tracker.recorder.clock
+    long = tracker.begin(event("long"))
+    tracker.flush()  # its start alone, written now
+    t0 = clock()
+    run = tracker.begin(event("run"))
+    time.sleep(0.2)
+    tracker.end(run)
+    t1 = clock()
+    late = tracker.begin(event("late"))
+    time.sleep(0.1)
+    tracker.end(long)  # a success whose start was written before
+    canceled = tracker.begin(event("canceled"))
+    tracker.end(late)
+    t2 = clock()
+    tracker.store.transition(tracker.store.get_by_task_id("canceled").uuid, models.CANCEL, t2)
+    tracker.end(canceled)  # left unchanged by the batch: the others are told apart by time
+    time.sleep(0.2)
+    tracker.flush()  # all of them, written 0.2 s after the last ended
+    by_id = {t: tracker.store.get_by_task_id(t) for t in ("run", "late", "long")}
+    for task_id, status in by_id.items():
+        assert status.state is State.SUCCEEDED, task_id
+        assert status.modified == status.finished_at, task_id
+    assert t0 <= by_id["run"].started_at < by_id["run"].finished_at <= t1
+    assert by_id["run"].finished_at - by_id["run"].started_at >= timedelta(seconds=0.2)
+    assert t1 <= by_id["late"].started_at
+    assert by_id["late"].finished_at - by_id["late"].started_at >= timedelta(seconds=0.1)
+    assert by_id["late"].finished_at <= t2
+    assert by_id["long"].started_at < t0 and by_id["long"].finished_at <= t2
+    assert tracker.store.get_by_task_id("canceled").state is State.CANCELED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -53,6 +54,18 @@ def wait_state(task_id: str, state: State, timeout: float = TIMEOUT) -> TaskStat
         lambda s: s is not None and s.state is state,
         f"task {task_id} to be {state.value}",
         timeout,
+    )  # type: ignore[return-value]
+
+
+def wait_stage_shown(task_id: str, stage: str, marker: Path, within: float) -> TaskStatus:
+    """The status of a task that leaves ``marker`` and then sets ``stage`` and goes quiet:
+    the stage must show within ``within`` seconds of the marker appearing."""
+    poll(marker.exists, bool, f"task {task_id} to leave {marker}")
+    return poll(
+        lambda: find(task_id),
+        lambda s: s is not None and s.state_text == stage,
+        f"task {task_id} to show the stage {stage!r}",
+        within,
     )  # type: ignore[return-value]
 
 

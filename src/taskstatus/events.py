@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 __all__ = ["TaskEvent"]
@@ -54,3 +55,6 @@ class TaskEvent:
     terminate: bool = False
     #: Publish: the queue delivers the task again if its worker dies while running it.
     redeliver_on_loss: bool = False
+    #: When it happened, for an event reported after the fact (a run a forked child handed
+    #: back); None: when the hook is called.
+    at: datetime | None = None

@@ -12,14 +12,19 @@ connection opened by the child and two writes on it. Instead:
   since the hand-off: whichever comes first counts, and a late one never undoes what the other
   process wrote meanwhile.
 * A success is handed back (:meth:`~taskstatus.tracker.Tracker.hand_back`) through memory
-  shared across the fork, and the worker writes it in its next batch — as start and success in
-  one write if nobody wrote the start. A short task costs its child no connection at all.
+  shared across the fork, with the time the task ended, and the worker writes it in its next
+  batch — as start and success in one write if nobody wrote the start. A short task costs its
+  child no connection at all.
+
+Whoever writes them, the start is stamped with the time of the hand-off (just before the fork)
+and the success with the time the child reported it, not the time of the write.
 """
 
 from __future__ import annotations
 
 import mmap
-from datetime import datetime
+import struct
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,23 +47,31 @@ class HandOff:
     #: The task succeeded; nobody wrote its start.
     SUCCEEDED_UNSTARTED = 2
 
+    #: The shared memory: the outcome, then when the task ended (POSIX seconds).
+    _LAYOUT = struct.Struct("<Bd")
+
     def __init__(self, event: TaskEvent, since: datetime, *, deferred: bool) -> None:
         self.event = event
+        #: When the run was handed off: the task's start.
         self.since = since
         self.deferred = deferred
         #: The worker's pending write of the start (a WriteBehind.call_later handle).
         self.start_call: object | None = None
-        self._shared = mmap.mmap(-1, 1)  # anonymous, so shared with children
-        self._shared[0] = self.NOTHING
+        self._shared = mmap.mmap(-1, self._LAYOUT.size)  # anonymous, so shared with children
+        self._LAYOUT.pack_into(self._shared, 0, self.NOTHING, 0.0)
 
     @property
     def task_id(self) -> str:
         return self.event.task_id
 
-    def report(self, outcome: int) -> None:
-        """In the child."""
-        self._shared[0] = outcome
+    def report(self, outcome: int, ended: datetime) -> None:
+        """In the child: the outcome, and when the task ended."""
+        self._LAYOUT.pack_into(self._shared, 0, outcome, ended.timestamp())
 
     def outcome(self) -> int:
         """In the worker, once the child has ended."""
-        return self._shared[0]
+        return int(self._LAYOUT.unpack_from(self._shared)[0])
+
+    def ended(self) -> datetime:
+        """In the worker: when the task ended, as the child reported it."""
+        return datetime.fromtimestamp(self._LAYOUT.unpack_from(self._shared)[1], timezone.utc)

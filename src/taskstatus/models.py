@@ -362,8 +362,11 @@ class Artifact:
 
 
 # -- transitions applied in Python ------------------------------------------------------------
-def apply(status: TaskStatus, transition: Transition, now: datetime) -> TaskStatus | None:
-    """The status after ``transition``, or None when the rule does not allow it.
+def apply(
+    status: TaskStatus, transition: Transition, now: datetime, started: datetime | None = None
+) -> TaskStatus | None:
+    """The status after ``transition`` at ``now`` (``started``: the start time of a
+    transition that also ends the task), or None when the rule does not allow it.
 
     This is the reference semantics that the SQL store compiles into a single UPDATE.
     """
@@ -371,7 +374,7 @@ def apply(status: TaskStatus, transition: Transition, now: datetime) -> TaskStat
         return None
     changes: dict[str, Any] = {"state": transition.target, "modified": now}
     if transition.set_started and status.started_at is None:
-        changes["started_at"] = now
+        changes["started_at"] = started or now
     if transition.set_finished:
         changes["finished_at"] = now
     if transition.attempts is Attempts.INCREMENT or (

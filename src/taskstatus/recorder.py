@@ -105,18 +105,18 @@ class Recorder:
         return deferred is not None
 
     def start_unless_changed(self, event: TaskEvent, since: datetime) -> None:
-        """Start the task unless its status changed since ``since``: of two processes that
-        may both write one start, only the first does."""
-        now = self.clock()
+        """Start the task at ``since`` unless its status changed since then: of two
+        processes that may both write one start, only the first does (the start itself is
+        a change at ``since``)."""
         started = self.store.transition_tasks(
-            [event.task_id], models.START, now, unchanged_since=since
+            [event.task_id], models.START, since, unchanged_since=since
         )
         if started:
             key = self._remember(started[0])
             if key.parent_uuid is not None:
-                self._start_ancestors(key, now)
+                self._start_ancestors(key, since)
         elif self._key(event.task_id) is None:
-            self._prerun(event)  # published where no hook ran: record it now
+            self._prerun(event, since)  # published where no hook ran: record it now
 
     # -- lookups -------------------------------------------------------------------------------
     def _remember(self, key: TaskKey) -> TaskKey:
@@ -192,12 +192,15 @@ class Recorder:
         if self._deferred_start is not None and self._deferred_start[0].task_id == event.task_id:
             return  # written before this process's next write, if at all
         if self.writer is not None:
-            self.writer.start(event)
+            self.writer.start(event, self._when(event))
         else:
-            self._prerun(event)
+            self._prerun(event, self._when(event))
 
-    def _prerun(self, event: TaskEvent) -> None:
-        now = self.clock()
+    def _when(self, event: TaskEvent) -> datetime:
+        """When the event happened."""
+        return event.at or self.clock()
+
+    def _prerun(self, event: TaskEvent, now: datetime) -> None:
         key = self._cached_key(event.task_id)
         if key is None:
             # Published elsewhere: start it by task id, one statement that also returns its key.
@@ -264,7 +267,7 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None or key.is_container:
             return
-        if self.store.transition(key.uuid, models.RETRY, self.clock()) and event.traceback:
+        if self.store.transition(key.uuid, models.RETRY, self._when(event)) and event.traceback:
             self.store.set_traceback(key.uuid, event.traceback)
 
     @hookimpl
@@ -274,12 +277,16 @@ class Recorder:
         if key is None:
             return
         message = event.message or _describe(event.exception) or "The task failed."
-        self._fail(key.uuid, key.parent_uuid, message, event.traceback)
+        self._fail(key.uuid, key.parent_uuid, message, event.traceback, self._when(event))
 
     def _fail(
-        self, uuid: UUID, parent_uuid: UUID | None, message: str, traceback: str | None
+        self,
+        uuid: UUID,
+        parent_uuid: UUID | None,
+        message: str,
+        traceback: str | None,
+        now: datetime,
     ) -> None:
-        now = self.clock()
         if not self.store.transition(uuid, models.FAIL, now):
             return
         if traceback:  # before the Error artifact: whoever sees that sees the traceback
@@ -296,48 +303,56 @@ class Recorder:
         )
         self._stopped(uuid)
         if parent_uuid is not None:
-            self._after_child_ended(parent_uuid, State.FAILED, message)
+            self._after_child_ended(parent_uuid, State.FAILED, now, message)
 
     @hookimpl
     def taskstatus_succeed(self, event: TaskEvent) -> None:
         if self.writer is not None:
-            self.writer.succeed(event)
+            self.writer.succeed(event, self._when(event))
         else:
-            self._succeed(event)
+            self._succeed(event, self._when(event))
 
-    def _succeed(self, event: TaskEvent) -> None:
+    def _succeed(self, event: TaskEvent, now: datetime) -> None:
         key = self._key(event.task_id)
         if key is None:
             return
-        if self.store.transition(key.uuid, models.SUCCEED, self.clock()):
-            self._succeeded(key)
+        if self.store.transition(key.uuid, models.SUCCEED, now):
+            self._succeeded(key, now)
 
-    def _succeeded(self, key: TaskKey) -> None:
+    def _succeeded(self, key: TaskKey, now: datetime) -> None:
         self._stopped(key.uuid)
         if key.parent_uuid is not None:
-            self._after_child_ended(key.parent_uuid, State.SUCCEEDED)
+            self._after_child_ended(key.parent_uuid, State.SUCCEEDED, now)
 
-    def _write_batch(self, kind: str, events: Sequence[TaskEvent]) -> None:
-        """Write queued starts, successes or runs (both at once): one batched transition,
-        then what follows from it."""
-        now = self.clock()
+    def _write_batch(
+        self,
+        kind: str,
+        events: Sequence[TaskEvent],
+        at: Sequence[datetime],
+        started: Sequence[datetime] | None,
+    ) -> None:
+        """Write queued starts, successes or runs (both at once), each at the time it
+        happened (``started``: when each run started): one batched transition, then what
+        follows from it."""
         transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
         task_ids = [e.task_id for e in events]
+        when = dict(zip(task_ids, at, strict=True))
+        began = when if started is None else dict(zip(task_ids, started, strict=True))
         if kind == START or self._stopped_heard():
             # The keys of all: a start's are cached for its progress, a listener gets each end.
-            changed = self.store.transition_tasks(task_ids, transition, now)
+            changed = self.store.transition_tasks(task_ids, transition, at, started=started)
             unchanged = EndedBatch.of(task_ids, changed).unchanged
         else:
-            batch = self.store.end_tasks(task_ids, transition, now)
+            batch = self.store.end_tasks(task_ids, transition, at, started=started)
             changed, unchanged = batch.contained, batch.unchanged  # the others need no more
         if kind == START:
             for key in changed:
                 self._remember(key)  # the running task's progress and artifacts need it
         for key in changed:
             if kind != SUCCEED and key.parent_uuid is not None:
-                self._start_ancestors(key, now)
+                self._start_ancestors(key, began[key.task_id])
             if kind != START:
-                self._succeeded(key)
+                self._succeeded(key, when[key.task_id])
         if kind == SUCCEED:
             return  # the others had ended already, as they would have at once
         left = set(unchanged)
@@ -347,9 +362,9 @@ class Recorder:
             # Never published here (eager mode), or canceled meanwhile: the task's next
             # progress call notices the cancel.
             with contextlib.suppress(TaskCanceledException):
-                self._prerun(event)
+                self._prerun(event, began[event.task_id])
                 if kind == RUN:
-                    self._succeed(event)
+                    self._succeed(event, when[event.task_id])
 
     @hookimpl
     def taskstatus_cancel(self, event: TaskEvent) -> None:
@@ -357,13 +372,14 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None:
             return
-        if not self.store.transition(key.uuid, models.CANCEL, self.clock()):
+        now = self._when(event)
+        if not self.store.transition(key.uuid, models.CANCEL, now):
             return
         self._stopped(key.uuid)
         if key.is_container:
             self._cancel_children(key.uuid, terminate=event.terminate)
         if key.parent_uuid is not None:
-            self._after_child_ended(key.parent_uuid, State.CANCELED)
+            self._after_child_ended(key.parent_uuid, State.CANCELED, now)
 
     def _cancel_children(self, uuid: UUID, *, terminate: bool) -> None:
         for child in self.store.children(uuid):
@@ -373,35 +389,42 @@ class Recorder:
 
     # -- containers ------------------------------------------------------------------------------
     def _after_child_ended(
-        self, parent_uuid: UUID, outcome: State, failed_message: str | None = None
+        self,
+        parent_uuid: UUID,
+        outcome: State,
+        now: datetime,
+        failed_message: str | None = None,
     ) -> None:
+        """A child ended at ``now``: so may its container."""
         parent = self.store.get(parent_uuid)
         if parent is None:
             return
         if outcome is State.FAILED:
             # The seed's rule: a failure fails the container at once, with the same message.
-            self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None)
+            self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None, now)
         if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
             for sibling in self.store.children(parent_uuid):
                 if sibling.state is State.PENDING:
                     self.pm.hook.taskstatus_cancel(event=_event_for(sibling))
-        self.settle(parent_uuid)
+        self.settle(parent_uuid, now)
 
-    def settle(self, uuid: UUID) -> None:
-        """End a sealed container whose children have all ended, then its own container."""
+    def settle(self, uuid: UUID, now: datetime | None = None) -> None:
+        """End a sealed container whose children have all ended (at ``now``: when the last
+        one did), then its own container."""
         container = self.store.get(uuid)
         if container is None or container.is_terminal or not container.sealed:
             return
         outcome = models.container_outcome(self.store.child_states(uuid))
         if outcome is None:
             return
+        now = now or self.clock()
         if outcome is State.FAILED:
-            self._fail(uuid, container.parent_uuid, self._child_error(uuid), None)
+            self._fail(uuid, container.parent_uuid, self._child_error(uuid), None, now)
             return
-        if self.store.transition(uuid, models.transition_to(outcome), self.clock()):
+        if self.store.transition(uuid, models.transition_to(outcome), now):
             self._stopped(uuid)
             if container.parent_uuid is not None:
-                self._after_child_ended(container.parent_uuid, outcome)
+                self._after_child_ended(container.parent_uuid, outcome, now)
 
     def _child_error(self, uuid: UUID) -> str:
         """The Error text of a failed child, for its container."""

@@ -16,7 +16,10 @@ from uuid import UUID
 
 from .models import Artifact, State, TaskStatus, Transition
 
-__all__ = ["ANY", "EndedBatch", "StatusQuery", "Store", "TaskKey"]
+__all__ = ["ANY", "EndedBatch", "StatusQuery", "Store", "TaskKey", "Times", "per_task"]
+
+#: One time for every task of a batch, or each task's own, in the order of its task ids.
+Times = datetime | Sequence[datetime]
 
 
 class _Any(enum.Enum):
@@ -74,6 +77,15 @@ class EndedBatch:
         )
 
 
+def per_task(task_ids: Sequence[str], times: Times) -> dict[str, datetime]:
+    """Each task id's own time, from :data:`Times` (of a repeated id, the last)."""
+    if isinstance(times, datetime):
+        return dict.fromkeys(task_ids, times)
+    if len(times) != len(task_ids):
+        raise ValueError(f"{len(times)} times for {len(task_ids)} task ids")
+    return dict(zip(task_ids, times, strict=True))
+
+
 @runtime_checkable
 class Store(Protocol):
     """Persistence of statuses and artifacts. Implementations must be safe to share between
@@ -98,17 +110,27 @@ class Store(Protocol):
         self,
         task_ids: Sequence[str],
         transition: Transition,
-        now: datetime,
+        now: Times,
         *,
         unchanged_since: datetime | None = None,
+        started: Times | None = None,
     ) -> list[TaskKey]:
         """Apply ``transition`` to the statuses of ``task_ids`` that allow it (one conditional
         write per status, as :meth:`transition`, however batched); return the keys of those
         that changed. Statuses that are missing or in another state are left out, and with
-        ``unchanged_since`` also those modified after that time."""
+        ``unchanged_since`` also those modified at or after that time.
+
+        ``now`` is when each task's event happened (a worker writes its events in batches,
+        late): it stamps ``modified`` and the times the transition sets. ``started``: the
+        ``started_at`` of a transition that both starts and ends a task (default ``now``)."""
 
     def end_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: Times,
+        *,
+        started: Times | None = None,
     ) -> EndedBatch:
         """Apply ``transition``, one that ends a task, to the statuses of ``task_ids`` as
         :meth:`transition_tasks` does, but report only the statuses left unchanged and the keys

@@ -502,6 +502,8 @@ class Tracker:
         live = LiveStatus(self, event)
         live.token = activate(live)
         self.heartbeat.add(event.task_id)
+        if self.settings.progress_interval:  # else every progress call writes at once
+            self.heartbeat.watch(live)
         return live
 
     def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
@@ -511,6 +513,7 @@ class Tracker:
         try:
             live.flush(final=True, succeeding=succeeded)
         finally:
+            self.heartbeat.unwatch(live)
             self.heartbeat.discard(live.task_id)
             if live.token is not None:
                 deactivate(live.token)
@@ -524,7 +527,7 @@ class Tracker:
         child has ended."""
         self.prepare_for_fork()
         writer = self.recorder.writer
-        handoff = HandOff(event, utcnow(), deferred=writer is not None)
+        handoff = HandOff(event, self.recorder.clock(), deferred=writer is not None)
         self.heartbeat.add(event.task_id)
         if writer is not None:
             handoff.start_call = writer.call_later(
@@ -540,12 +543,15 @@ class Tracker:
             return self.begin(handoff.event)
         event = handoff.event
         writer = self.recorder.writer
-        if writer is not None and writer.canceled_unstarted(event.task_id):
+        # As the worker read them just before the fork (see prepare_for_fork): no query here.
+        if writer is not None and writer.canceled_unstarted(event.task_id, refresh=False):
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self.recorder.defer_start(event, handoff.since)
         self.hook.taskstatus_prerun(event=event)
-        live = LiveStatus(self, event)
-        live.token = activate(live)  # no heartbeat here: the worker keeps it (see hand_off)
+        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
+        # pending progress starts at the task's first progress call, if any.
+        live = LiveStatus(self, event, watched=False)
+        live.token = activate(live)
         return live
 
     def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
@@ -555,9 +561,10 @@ class Tracker:
         if not handoff.deferred:
             self.end(live)
             return
+        ended = self.recorder.clock()
         self.release(live, succeeded=True)
         unstarted = self.recorder.withdraw_start()
-        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED)
+        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
 
     def finish_hand_off(self, handoff: HandOff) -> None:
         """In the worker, once the child has ended: write the success it handed back. Any
@@ -579,8 +586,8 @@ class Tracker:
             assert writer is not None
             # Checked for a cancel in the child; a later cancel wins in the write itself,
             # which the success joins into one.
-            writer.start(event, check_canceled=False)
-        self.hook.taskstatus_succeed(event=event)
+            writer.start(event, handoff.since, check_canceled=False)
+        self.hook.taskstatus_succeed(event=_replace(event, at=handoff.ended()))
 
     def end(
         self,

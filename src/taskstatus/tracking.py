@@ -8,10 +8,12 @@ which coalesces progress in memory and writes it at most every ``progress_interv
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -294,22 +296,39 @@ class LiveStatus:
     """Handle of a running task's status with coalesced, cancel-aware progress.
 
     ``increment_completed_steps`` costs a counter addition and a clock read; the database sees
-    at most one write per ``progress_interval``. Once cancel was requested, the next write
-    raises :class:`~taskstatus.TaskCanceledException` and so does every later call.
+    at most one write per ``progress_interval``. What a task leaves pending when it goes
+    quiet (a stage set before a long call) is written by the process's heartbeat thread once
+    the interval has passed. Once cancel was requested, the next write raises
+    :class:`~taskstatus.TaskCanceledException` and so does every later call.
+
+    The task's thread only ever adds to the counters and replaces the stage; a write (on
+    either thread, one at a time) sends what differs from what was last written. So the hot
+    path takes no lock, and a count is neither lost nor sent twice.
     """
 
-    def __init__(self, tracker: Tracker, event: TaskEvent) -> None:
+    def __init__(self, tracker: Tracker, event: TaskEvent, *, watched: bool = True) -> None:
         self.tracker = tracker
         self._uuid: UUID | None = None
         self.task_id = event.task_id
         self.queue = event.queue
         self.task_class = event.task_class
         self._interval = tracker.settings.progress_interval
-        self._deadline = time.monotonic() + self._interval
+        self._begun = time.monotonic()
+        #: Counted by the task since it began, and its latest stage, a new tuple per call:
+        #: each call is a write to make, and a chance to notice a cancel (only the task's
+        #: thread changes them)...
         self._completed = 0
         self._total = 0
-        self._stage: str | None = None
+        self._stage: tuple[str] | None = None
+        #: ... and what of them was last written.
+        self._written: tuple[int, int, tuple[str] | None] = (0, 0, None)
+        #: Held by the thread that writes; guards _written, _done and _canceled.
+        self._lock = threading.Lock()
+        self._done = False
         self._canceled = False
+        #: Without the heartbeat thread watching, the first call asks for it (see _due).
+        self._watched = watched or not self._interval
+        self._deadline = float("-inf") if not self._watched else self._begun + self._interval
         #: Set while this handle is what ``current()`` returns.
         self.token: contextvars.Token[LiveStatus | None] | None = None
 
@@ -319,22 +338,34 @@ class LiveStatus:
             check_steps(steps, "steps")
         self._completed += steps
         if time.monotonic() >= self._deadline:
-            self.flush(final=False)
+            self._due()
 
     def increment_total_steps(self, steps: int) -> None:
         if type(steps) is not int or steps < 0:
             check_steps(steps, "steps")
         self._total += steps
         if time.monotonic() >= self._deadline:
-            self.flush(final=False)
+            self._due()
 
     def set_state(self, text: str) -> None:
         """Show a custom stage ("Sending emails"); the state stays In Progress."""
         if not isinstance(text, str) or not text:
             raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
-        self._stage = text
+        self._stage = (text,)
         if time.monotonic() >= self._deadline:
-            self.flush(final=False)
+            self._due()
+
+    def _due(self) -> None:
+        """The interval has passed: write. In a process that started no heartbeat thread
+        for this task (a work horse), the first call starts it instead, so that a task that
+        never reports progress costs no thread."""
+        if not self._watched:
+            self._watched = True
+            self._deadline = self._begun + self._interval
+            self.tracker.heartbeat.watch(self)
+            if time.monotonic() < self._deadline:
+                return
+        self.flush(final=False)
 
     def check_canceled(self) -> None:
         """Raise TaskCanceledException now if cancel was requested (one read)."""
@@ -360,20 +391,53 @@ class LiveStatus:
         )
 
     def flush(self, *, final: bool = True, force: bool = False, succeeding: bool = False) -> None:
-        """Write what was counted since the last write. ``final`` re-raises store errors.
-        ``succeeding``: the task's success is written next, which completes its steps and
-        clears its stage, so only added total steps are still worth a write."""
-        if self._canceled and not final:
-            raise TaskCanceledException(f"task {self.task_id} was canceled")
+        """Write what was counted since the last write. ``final`` re-raises store errors,
+        and no write follows (the run is over). ``succeeding``: the task's success is written
+        next, which completes its steps and clears its stage, so only added total steps are
+        still worth a write."""
+        with self._lock:
+            if self._canceled and not final:
+                raise TaskCanceledException(f"task {self.task_id} was canceled")
+            self._done = self._done or final
+            if succeeding and self._total == self._written[1]:
+                self._written = (self._completed, self._total, self._stage)
+            self._write(final=final, force=force)
+
+    @property
+    def deadline(self) -> float:
+        """The monotonic time from which what the task counts is written."""
+        return self._deadline
+
+    def write_pending(self, now: float) -> float:
+        """On the heartbeat thread: write what the task left pending once the interval has
+        passed since the last write. Returns the monotonic time to look again."""
+        if now < self._deadline:
+            return self._deadline
+        if not self._lock.acquire(blocking=False):
+            return now + self._interval  # the task's thread is writing
+        try:
+            if self._done or self._canceled:
+                return float("inf")
+            completed, total, stage = self._written
+            if (self._completed, self._total) == (completed, total) and self._stage is stage:
+                # Nothing pending: the task's next call writes at once, itself.
+                return now + self._interval
+            with contextlib.suppress(TaskCanceledException):
+                self._write(final=False, force=False)  # the task's next call raises it
+            return self._deadline
+        finally:
+            self._lock.release()
+
+    def _write(self, *, final: bool, force: bool) -> None:
+        """Write what changed since the last write; the caller holds ``_lock``."""
         self._deadline = time.monotonic() + self._interval
-        if succeeding and not self._total:
-            self._completed = 0
-            self._stage = None
-        completed, total, stage = self._completed, self._total, self._stage
+        counted = (self._completed, self._total, self._stage)
+        written_completed, written_total, written_stage = self._written
+        completed = counted[0] - written_completed
+        total = counted[1] - written_total
+        stage = counted[2][0] if counted[2] is not written_stage and counted[2] else None
         if not (completed or total or stage or force):
             return
-        self._completed = self._total = 0
-        self._stage = None
         try:
             self.tracker.hook.taskstatus_progress(
                 event=self._event(completed_delta=completed, total_delta=total, stage=stage)
@@ -385,14 +449,13 @@ class LiveStatus:
                 raise
         except StoreError:
             # Keep the counts for the next write; a lost status must be loud at the end.
-            self._completed += completed
-            self._total += total
-            self._stage = self._stage or stage
             if final:
                 raise
             log.warning(
                 "could not write progress of task %s; will retry", self.task_id, exc_info=True
             )
+        else:
+            self._written = counted
 
     def _event(self, **fields: Any) -> TaskEvent:
         return TaskEvent(

@@ -7,6 +7,9 @@ batch — then runs what follows from them (containers starting and ending, ``ta
 Everything else (progress, retries, failures, cancels, reads through the tracker) first writes
 out what is queued, so a process always reads its own writes and events keep their order.
 
+Each event is queued with the time it happened, and written with it: a status shows when its
+task started and ended, not when the batch was written.
+
 Skipping work that was canceled before it started must not wait for a write: the writer keeps
 the ids of such tasks, refreshed with each batch (and at a task's start if the worker was
 idle), and ``start()`` refuses those at once.
@@ -48,19 +51,25 @@ SUCCEED = "succeed"
 #: A start and the success of the same task, written as one.
 RUN = "run"
 
+#: A queued event: its kind, the event and when it happened.
+Queued = tuple[str, "TaskEvent", datetime]
+
 
 class WriteBehind:
     """The queued starts and successes of one process, and the thread that writes them.
 
-    ``write`` receives ``(kind, events)`` with all events of one kind that can be written
-    together, in order; ``canceled`` returns the ids of tasks canceled before they started
+    ``write`` receives ``(kind, events, at, started)`` with all events of one kind that can be
+    written together, in order, when each happened and, for a run, when it started (else
+    None); ``canceled`` returns the ids of tasks canceled before they started
     whose status changed since a given time.
     """
 
     def __init__(
         self,
         interval: float,
-        write: Callable[[str, Sequence[TaskEvent]], None],
+        write: Callable[
+            [str, Sequence[TaskEvent], Sequence[datetime], Sequence[datetime] | None], None
+        ],
         canceled: Callable[[datetime], list[str]],
         clock: Callable[[], datetime],
         horizon: timedelta,
@@ -82,7 +91,7 @@ class WriteBehind:
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def _setup(self) -> None:
-        self._queue: list[tuple[str, TaskEvent]] = []
+        self._queue: list[Queued] = []
         self._lock = threading.Lock()
         #: Held while writing; one batch at a time, and a fork waits for it.
         self._busy = threading.Lock()
@@ -99,16 +108,18 @@ class WriteBehind:
         self._backoff = 0.0
 
     # -- the hot path -----------------------------------------------------------------------
-    def start(self, event: TaskEvent, *, check_canceled: bool = True) -> None:
-        """Queue the start of a task; raise TaskCanceledException if it was canceled."""
+    def start(self, event: TaskEvent, at: datetime, *, check_canceled: bool = True) -> None:
+        """Queue the start of a task at ``at``; raise TaskCanceledException if it was
+        canceled."""
         if check_canceled and self.canceled_unstarted(event.task_id):
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
-        self._put(START, event)
+        self._put(START, event, at)
 
-    def canceled_unstarted(self, task_id: str) -> bool:
+    def canceled_unstarted(self, task_id: str, *, refresh: bool = True) -> bool:
         """Whether the task was canceled before it started, as of the last read of such ids
-        (read again first if that was a while ago)."""
-        self.refresh_canceled()
+        (read again first if that was a while ago, unless not to ``refresh``)."""
+        if refresh:
+            self.refresh_canceled()
         return task_id in self._canceled
 
     def refresh_canceled(self) -> None:
@@ -132,9 +143,9 @@ class WriteBehind:
         with self._busy, self._lock:
             return self._later.pop(handle, None) is not None
 
-    def succeed(self, event: TaskEvent) -> None:
-        """Queue the success of a task."""
-        self._put(SUCCEED, event)
+    def succeed(self, event: TaskEvent, at: datetime) -> None:
+        """Queue the success of a task at ``at``."""
+        self._put(SUCCEED, event, at)
 
     def after_write(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` on the writer thread once everything queued so far is stored.
@@ -147,9 +158,9 @@ class WriteBehind:
             self._ensure_thread()
         self._urgent.set()
 
-    def _put(self, kind: str, event: TaskEvent) -> None:
+    def _put(self, kind: str, event: TaskEvent, at: datetime) -> None:
         with self._lock:
-            self._queue.append((kind, event))
+            self._queue.append((kind, event, at))
             self._ensure_thread()
 
     def _ensure_thread(self) -> None:
@@ -190,7 +201,7 @@ class WriteBehind:
     def _write_queued(self, *, ended_only: bool = False) -> None:
         with self._lock:
             if ended_only:
-                ended = {event.task_id for kind, event in self._queue if kind == SUCCEED}
+                ended = {event.task_id for kind, event, _ in self._queue if kind == SUCCEED}
                 queued = [item for item in self._queue if item[1].task_id in ended]
                 self._queue = [item for item in self._queue if item[1].task_id not in ended]
             else:
@@ -200,8 +211,8 @@ class WriteBehind:
         self._writing = threading.get_ident()
         try:
             for segment in _segments(queued):
-                for kind, events, items in _by_kind(segment):
-                    self._write(kind, events)
+                for kind, events, at, started, items in _by_kind(segment):
+                    self._write(kind, events, at, started)
                     # Written: never again (a start written twice would count an attempt).
                     written = {id(item) for item in items}
                     queued = [item for item in queued if id(item) not in written]
@@ -306,10 +317,10 @@ def _loop(ref: weakref.ref[WriteBehind]) -> None:
         del writer
 
 
-def _segments(queued: list[tuple[str, TaskEvent]]) -> list[list[tuple[str, TaskEvent]]]:
+def _segments(queued: list[Queued]) -> list[list[Queued]]:
     """Split the queue where writing all starts before all successes would reorder the events
     of one task (the same task started twice, or started again after it ended)."""
-    segments: list[list[tuple[str, TaskEvent]]] = [[]]
+    segments: list[list[Queued]] = [[]]
     started: set[str] = set()
     ended: set[str] = set()
     for item in queued:
@@ -323,28 +334,36 @@ def _segments(queued: list[tuple[str, TaskEvent]]) -> list[list[tuple[str, TaskE
 
 
 def _by_kind(
-    segment: list[tuple[str, TaskEvent]],
-) -> list[tuple[str, list[TaskEvent], list[tuple[str, TaskEvent]]]]:
-    """The writes of one segment, each as (kind, events, the queue items it covers): starts,
-    runs (a start and its success in one write, described by the start's event) and
-    successes."""
-    ends = {event.task_id: (kind, event) for kind, event in segment if kind == SUCCEED}
-    writes: dict[str, tuple[list[TaskEvent], list[tuple[str, TaskEvent]]]] = {
-        START: ([], []),
-        RUN: ([], []),
-        SUCCEED: ([], []),
+    segment: list[Queued],
+) -> list[tuple[str, list[TaskEvent], list[datetime], list[datetime] | None, list[Queued]]]:
+    """The writes of one segment, each as (kind, events, when each happened, when each run
+    started, the queue items it covers): starts, runs (a start and its success in one write,
+    described by the start's event, at the success's time) and successes."""
+    ends = {item[1].task_id: item for item in segment if item[0] == SUCCEED}
+    writes: dict[str, tuple[list[TaskEvent], list[datetime], list[datetime], list[Queued]]] = {
+        START: ([], [], [], []),
+        RUN: ([], [], [], []),
+        SUCCEED: ([], [], [], []),
     }
     for item in segment:
-        kind, event = item
+        kind, event, at = item
         if kind != START:
             continue
         end = ends.pop(event.task_id, None)
-        events, items = writes[START if end is None else RUN]
+        events, times, starts, items = writes[START if end is None else RUN]
         events.append(event)
+        times.append(at if end is None else end[2])
+        starts.append(at)
         items.append(item)
         if end is not None:
             items.append(end)
     for item in ends.values():
-        writes[SUCCEED][0].append(item[1])
-        writes[SUCCEED][1].append(item)
-    return [(kind, events, items) for kind, (events, items) in writes.items() if events]
+        events, times, starts, items = writes[SUCCEED]
+        events.append(item[1])
+        times.append(item[2])
+        items.append(item)
+    return [
+        (kind, events, times, starts if kind == RUN else None, items)
+        for kind, (events, times, starts, items) in writes.items()
+        if events
+    ]

@@ -216,6 +216,15 @@ def gated(user_id, gate, stage=None, timeout=30.0):
 
 @taskstatus.track()
 @app.task
+def quiet_stage(user_id, marker, stage, seconds=5.0):
+    """Leaves ``marker``, shows ``stage``, then works ``seconds`` reporting nothing."""
+    open(marker, "w").close()
+    taskstatus.current().set_state(stage)
+    time.sleep(seconds)
+
+
+@taskstatus.track()
+@app.task
 def stubborn(user_id, seconds=30.0):
     """Sleeps without ever looking at its status: only a hard stop ends it early."""
     time.sleep(seconds)

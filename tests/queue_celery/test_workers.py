@@ -14,6 +14,7 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 import taskstatus
 from taskstatus import NotFound, State
 from tests.queue_celery import app as tasks
+from tests.waiting import wait_stage_shown
 
 from .conftest import TIMEOUT, Cell, error_texts, find, poll, wait_failed, wait_state
 
@@ -169,3 +170,13 @@ def test_purge_keeps_unfinished_work(make_cell, uid: int, tmp_path: Path) -> Non
     wait_state(members.results[1].id, State.SUCCEEDED)
     assert taskstatus.purge(older_than=timedelta(0)) == 3
     assert [s.task_id for s in taskstatus.statuses(user_id=uid)] == [waiting.id]
+
+
+def test_stage_shows_while_the_task_is_quiet(one_cell: Cell, uid: int, tmp_path: Path) -> None:
+    """A stage set before a long stretch without progress calls is written within the
+    progress interval, not when the task next reports (here: when it ends)."""
+    marker = tmp_path / "running"
+    result = tasks.quiet_stage.delay(uid, str(marker), "Rendering")
+    shown = wait_stage_shown(result.id, "Rendering", marker, within=0.1 + 1.0)
+    assert shown.state is State.IN_PROGRESS
+    wait_state(result.id, State.SUCCEEDED)

@@ -140,6 +140,15 @@ def interruptible(user_id, marker):
         time.sleep(0.1)  # Shutdown lands between two sleeps
 
 
+@taskstatus.track()
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def quiet_stage(user_id, marker, stage, seconds=5.0):
+    """Leaves ``marker``, shows ``stage``, then works ``seconds`` reporting nothing."""
+    Path(marker).write_text("running")
+    taskstatus.current().set_state(stage)
+    time.sleep(seconds)
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def untracked(x):
     return x * 2
@@ -155,6 +164,7 @@ ACTORS = [
     fragile,
     too_slow,
     interruptible,
+    quiet_stage,
     untracked,
 ]
 

@@ -10,7 +10,15 @@ import pytest
 import taskstatus
 from taskstatus import State
 from tests.queue_dramatiq import actors
-from tests.waiting import error_texts, find, poll, settled, wait_failed, wait_state
+from tests.waiting import (
+    error_texts,
+    find,
+    poll,
+    settled,
+    wait_failed,
+    wait_stage_shown,
+    wait_state,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,3 +148,15 @@ def test_worker_start_logs_nothing_from_alembic(make_cell, uid):
     text = log.read_text(errors="replace")
     assert "[INFO]" in text  # the worker does log at INFO
     assert "alembic" not in text.lower(), text
+
+
+def test_stage_shows_while_the_task_is_quiet(cells, uid, tmp_path: Path):
+    """A stage set before a long stretch without progress calls is written within the
+    progress interval, not when the task next reports (here: when it ends)."""
+    cell = cells("redis", "sqlite")
+    cell.activate()
+    marker = tmp_path / "running"
+    message = actors.quiet_stage.send(uid, str(marker), "Rendering")
+    shown = wait_stage_shown(message.message_id, "Rendering", marker, within=0.1 + 1.0)
+    assert shown.state is State.IN_PROGRESS
+    wait_state(message.message_id, State.SUCCEEDED)

@@ -44,7 +44,9 @@ class Cell:
     tmp: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def _command(self, worker: str, burst: bool) -> tuple[list[str], dict[str, str]]:
+    def _command(
+        self, worker: str, burst: bool, extra_env: dict[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         command = [str(RQ), "worker", "-w", WORKERS[worker], "--url", REDIS_URL]
         command += ["--burst"] if burst else []
         command += [self.queue.name]
@@ -54,12 +56,14 @@ class Cell:
             "TASKSTATUS_URL": self.store_url,
             "TASKSTATUS_ARTIFACT_STORAGE": str(self.tmp / "artifacts"),
             "TASKSTATUS_PROGRESS_INTERVAL": "0.1",
+            **(extra_env or {}),
         }
         return command, env
 
-    def work(self, worker: str = "fork") -> str:
-        """Run a worker until the queue is empty; its log."""
-        command, env = self._command(worker, burst=True)
+    def work(self, worker: str = "fork", env: dict[str, str] | None = None) -> str:
+        """Run a worker until the queue is empty (``env`` adds environment variables); its
+        log."""
+        command, env = self._command(worker, burst=True, extra_env=env)
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, timeout=TIMEOUT * 2, check=False
         )

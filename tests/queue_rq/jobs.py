@@ -70,6 +70,19 @@ def gated(user_id, gate):
 
 
 @taskstatus.track()
+def quiet_stage(user_id, marker, stage, seconds=5.0):
+    """Leaves ``marker``, shows ``stage``, then works ``seconds`` reporting nothing."""
+    Path(marker).write_text("running")
+    taskstatus.current().set_state(stage)
+    time.sleep(seconds)
+
+
+@taskstatus.track()
+def nap(user_id, seconds):
+    time.sleep(seconds)
+
+
+@taskstatus.track()
 def too_slow(user_id):
     time.sleep(10)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from rq.job import JobStatus
 import taskstatus
 from taskstatus import State
 from tests.queue_rq import jobs
-from tests.waiting import error_texts, find, poll, wait_state
+from tests.waiting import error_texts, find, poll, wait_stage_shown, wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -193,3 +194,25 @@ def test_cancel_with_terminate_stops_the_horse(rq_cell, uid, tmp_path: Path):
     status = taskstatus.get_by_task_id(job.id)
     assert status.state is State.CANCELED
     assert error_texts(status) == []
+
+
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_stage_shows_while_the_job_is_quiet(rq_cell, uid, worker, tmp_path: Path):
+    """A stage set before a long stretch without progress calls is written within the
+    progress interval, not when the job next reports (here: when it ends)."""
+    marker = tmp_path / "running"
+    job = rq_cell.queue.enqueue(jobs.quiet_stage, uid, str(marker), "Rendering")
+    rq_cell.start(worker)
+    shown = wait_stage_shown(job.id, "Rendering", marker, within=0.1 + 1.0)
+    assert shown.state is State.IN_PROGRESS
+    assert wait_state(job.id, State.SUCCEEDED).state_text == State.SUCCEEDED.value
+
+
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_start_and_end_times_are_the_jobs_own(rq_cell, uid, worker):
+    """Written in a batch a second later, a job still shows when it started and ended."""
+    job = rq_cell.queue.enqueue(jobs.nap, uid, 0.2)
+    rq_cell.work(worker, env={"TASKSTATUS_WRITE_INTERVAL": "1"})
+    status = taskstatus.get_by_task_id(job.id)
+    assert status.state is State.SUCCEEDED
+    assert status.finished_at - status.started_at >= timedelta(seconds=0.2)

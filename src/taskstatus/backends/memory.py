@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 from ..models import (
@@ -23,7 +24,7 @@ from ..models import (
     apply,
     is_lost,
 )
-from ..store import ANY, EndedBatch, StatusQuery, TaskKey
+from ..store import ANY, EndedBatch, StatusQuery, TaskKey, Times, per_task
 
 __all__ = ["MemoryStore"]
 
@@ -73,13 +74,16 @@ class MemoryStore:
         self,
         task_ids: Sequence[str],
         transition: Transition,
-        now: datetime,
+        now: Times,
         *,
         unchanged_since: datetime | None = None,
+        started: Times | None = None,
     ) -> list[TaskKey]:
+        at = per_task(task_ids, now)
+        began = at if started is None else per_task(task_ids, started)
         changed = []
         with self._lock:
-            for task_id in dict.fromkeys(task_ids):
+            for task_id in at:
                 uuid = self._by_task_id.get(task_id)
                 if uuid is None:
                     continue
@@ -87,18 +91,27 @@ class MemoryStore:
                 if (
                     unchanged_since is not None
                     and modified is not None
-                    and modified > unchanged_since
+                    and modified >= unchanged_since
                 ):
                     continue
-                if self.transition(uuid, transition, now):
+                change = partial(
+                    apply, transition=transition, now=at[task_id], started=began[task_id]
+                )
+                if self._update(uuid, change):
                     s = self._statuses[uuid]
                     changed.append(TaskKey(task_id, uuid, s.parent_uuid, s.is_container))
         return changed
 
     def end_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: Times,
+        *,
+        started: Times | None = None,
     ) -> EndedBatch:
-        return EndedBatch.of(task_ids, self.transition_tasks(task_ids, transition, now))
+        changed = self.transition_tasks(task_ids, transition, now, started=started)
+        return EndedBatch.of(task_ids, changed)
 
     def canceled_unstarted(self, since: datetime) -> list[str]:
         with self._lock:

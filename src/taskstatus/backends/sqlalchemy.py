@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
+    ColumnClause,
     ColumnElement,
     Connection,
     CursorResult,
@@ -27,16 +28,19 @@ from sqlalchemy import (
     Executable,
     Row,
     Select,
+    String,
     Update,
     and_,
     bindparam,
     case,
+    column,
     create_engine,
     event,
     func,
     literal,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -58,7 +62,7 @@ from ..models import (
     TaskStatus,
     Transition,
 )
-from ..store import ANY, EndedBatch, StatusQuery, TaskKey
+from ..store import ANY, EndedBatch, StatusQuery, TaskKey, Times, per_task
 from . import migrate
 from .tables import UTCDateTime, artifacts, statuses
 
@@ -112,7 +116,7 @@ class SQLAlchemyStore:
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
-        self._task_transitions: dict[tuple[Transition, str], Update] = {}
+        self._task_transitions: dict[tuple[Transition, str, _Stamps], Update] = {}
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
@@ -260,85 +264,96 @@ class SQLAlchemyStore:
         self,
         task_ids: Sequence[str],
         transition: Transition,
-        now: datetime,
+        now: Times,
         *,
         unchanged_since: datetime | None = None,
+        started: Times | None = None,
     ) -> list[TaskKey]:
-        ids = list(dict.fromkeys(task_ids))
-        if not ids:
+        at = per_task(task_ids, now)
+        began = None if started is None else per_task(task_ids, started)
+        if not at:
             return []
         if not self.engine.dialect.update_returning:
-            return self._transition_tasks_locking(ids, transition, now, unchanged_since)
-        variant = "by task id" if unchanged_since is None else "by task id, unchanged"
-        stmt = self._task_transitions.get((transition, variant))
-        if stmt is None:
-            which = _IDS if unchanged_since is None else and_(_IDS, _UNCHANGED)
-            stmt = self._task_transitions[(transition, variant)] = _transition_statement(
-                transition, which
-            ).returning(*_KEY_COLUMNS)
+            return self._transition_tasks_locking(at, began, transition, unchanged_since)
+        variant = "returning" if unchanged_since is None else "returning, unchanged"
         changed: list[TaskKey] = []
-        for chunk in _chunks(ids):
-            params = {"p_ids": chunk, "p_now": now, "p_since": unchanged_since}
+        for chunk in _chunks(list(at)):
+            stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
+            stmt = self._stamped_transition(transition, variant, stamps)
+            params = {**stamps.params(chunk, at, began), "p_since": unchanged_since}
             changed += self._run(stmt, params, _keys)
         return changed
 
+    def _stamped_transition(self, transition: Transition, variant: str, stamps: _Stamps) -> Update:
+        """The batched transition of ``variant`` for a chunk of the size of ``stamps``."""
+        cache_key = (transition, variant, stamps)
+        stmt = self._task_transitions.get(cache_key)
+        if stmt is None:
+            which = and_(stamps.which, _UNCHANGED) if "unchanged" in variant else stamps.which
+            stmt = _transition_statement(transition, which, stamps.at, stamps.started)
+            if "returning" in variant:
+                stmt = stmt.returning(*_KEY_COLUMNS)
+            self._task_transitions[cache_key] = stmt
+        return stmt
+
     def _transition_tasks_locking(
         self,
-        ids: Sequence[str],
+        at: dict[str, datetime],
+        began: dict[str, datetime] | None,
         transition: Transition,
-        now: datetime,
         unchanged_since: datetime | None,
     ) -> list[TaskKey]:
         """Without UPDATE .. RETURNING (MySQL, MariaDB): lock the rows that can change, then
         change them, in one transaction."""
         which: list[ColumnElement[bool]] = [_c.state.in_(_states(transition.sources))]
         if unchanged_since is not None:
-            which.append(_c.modified <= unchanged_since)
+            which.append(_c.modified < unchanged_since)
         changed: list[TaskKey] = []
         with self._begin() as conn:
-            for chunk in _chunks(ids):
+            for chunk in _chunks(list(at)):
                 keys = _keys(
                     conn.execute(
                         select(*_KEY_COLUMNS).where(_c.task_id.in_(chunk), *which).with_for_update()
                     )
                 )
                 if keys:
-                    stmt = self._task_transitions.get((transition, "by uuid"))
-                    if stmt is None:
-                        stmt = self._task_transitions[(transition, "by uuid")] = (
-                            _transition_statement(
-                                transition, _c.uuid.in_(bindparam("p_uuids", expanding=True))
-                            )
-                        )
-                    conn.execute(stmt, {"p_uuids": [k.uuid for k in keys], "p_now": now})
+                    locked = [key.task_id for key in keys]
+                    stamps = _Stamps.sized(len(locked), began is not None, rows=False)
+                    stmt = self._stamped_transition(transition, "locked", stamps)
+                    conn.execute(stmt, stamps.params(locked, at, began))
                     changed += keys
         return changed
 
     def end_tasks(
-        self, task_ids: Sequence[str], transition: Transition, now: datetime
+        self,
+        task_ids: Sequence[str],
+        transition: Transition,
+        now: Times,
+        *,
+        started: Times | None = None,
     ) -> EndedBatch:
-        ids = list(dict.fromkeys(task_ids))
-        if not ids or not self.engine.dialect.update_returning:
+        if not self.engine.dialect.update_returning:
             # MySQL, MariaDB: the locking write reads the keys anyway.
-            return EndedBatch.of(ids, self.transition_tasks(ids, transition, now))
-        stmt = self._task_transitions.get((transition, "by task id, quiet"))
-        if stmt is None:
-            stmt = self._task_transitions[(transition, "by task id, quiet")] = (
-                _transition_statement(transition, _IDS)
-            )
+            changed = self.transition_tasks(task_ids, transition, now, started=started)
+            return EndedBatch.of(task_ids, changed)
+        at = per_task(task_ids, now)
+        began = None if started is None else per_task(task_ids, started)
         unchanged: list[str] = []
         contained: list[TaskKey] = []
         # One transaction: a retried batch must not find its first attempt half done.
         with self._begin() as conn:
-            for chunk in _chunks(ids):
-                ended = conn.execute(stmt, {"p_ids": chunk, "p_now": now}).rowcount
+            for chunk in _chunks(list(at)):
+                stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
+                stmt = self._stamped_transition(transition, "quiet", stamps)
+                params = stamps.params(chunk, at, began)
+                ended = conn.execute(stmt, params).rowcount
                 if ended == len(chunk):
                     # No RETURNING: a row per task would cost more than the write itself.
                     contained += _keys(conn.execute(_CONTAINED, {"p_ids": chunk}))
                     continue
-                # Some did not change: those that did carry this write's time and state.
-                params = {"p_ids": chunk, "p_now": now, "p_state": transition.target.value}
-                changed = _keys(conn.execute(_WRITTEN_AT, params))
+                # Some did not change: those that did carry their own time and the new state.
+                params["p_state"] = transition.target.value
+                changed = _keys(conn.execute(stamps.written, params))
                 batch = EndedBatch.of(chunk, changed)
                 unchanged += batch.unchanged
                 contained += batch.contained
@@ -777,16 +792,10 @@ _BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
 _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
 #: Not modified since (a start that another process may have written first).
-_UNCHANGED = _c.modified <= bindparam("p_since", type_=UTCDateTime())
+_UNCHANGED = _c.modified < bindparam("p_since", type_=UTCDateTime())
 _IDS = _c.task_id.in_(bindparam("p_ids", expanding=True))
 #: The statuses of a batch that belong to a container.
 _CONTAINED = select(*_KEY_COLUMNS).where(_IDS, _Unindexed(_c.parent_uuid).is_not(None))
-#: The statuses of a batch that the write at ``p_now`` changed to ``p_state``.
-_WRITTEN_AT = select(*_KEY_COLUMNS).where(
-    _IDS,
-    _c.modified == _NOW,
-    _state_by_key == bindparam("p_state"),
-)
 _CANCELED_UNSTARTED = select(_c.task_id).where(
     # Inline, so that the planner matches the partial index's predicate.
     _c.state == literal_column(f"'{State.CANCELED.value}'"),
@@ -810,9 +819,91 @@ def _states(states: Iterable[State]) -> list[Any]:
     return [literal_column(f"'{state.value}'") for state in sorted(states)]
 
 
-def _transition_statement(transition: Transition, which: ColumnElement[bool]) -> Update:
-    """The conditional UPDATE for ``transition`` of the statuses ``which`` selects,
-    parameterized by ``p_now``."""
+class _Stamps:
+    """Bound parameters naming the tasks of a batch chunk, each with its own time
+    (``p_id<i>``, ``p_at<i>``, and ``p_st<i>`` for the start of a run).
+
+    With ``rows`` (databases with UPDATE .. FROM and RETURNING: SQLite, PostgreSQL), the
+    statement joins a ``VALUES`` list of (task id, time, start) on the task id; otherwise
+    (MySQL, MariaDB, whose multiple-table UPDATE does not keep the order of SET clauses) a
+    ``CASE`` over the task ids gives each row its time, which costs the database a comparison
+    per task for each row. A chunk is padded with rows that match no task, to a power of two
+    up to 16 and a multiple of 16 beyond, so that a few statements, prepared once, serve
+    every size without much padding to process."""
+
+    _made: dict[tuple[int, bool, bool], _Stamps] = {}  # noqa: RUF012 (immutable once made)
+
+    def __init__(self, size: int, started: bool, rows: bool) -> None:
+        self.size = size
+        ids = [bindparam(f"p_id{i}", type_=String()) for i in range(size)]
+        at = [bindparam(f"p_at{i}", type_=UTCDateTime()) for i in range(size)]
+        begun = [bindparam(f"p_st{i}", type_=UTCDateTime()) for i in range(size)]
+        self.which: ColumnElement[bool]
+        self.at: ColumnElement[Any]
+        self.started: ColumnElement[Any] | None
+        if rows:
+            row = "(:p_id{0}, :p_at{0}, :p_st{0})" if started else "(:p_id{0}, :p_at{0})"
+            columns: list[ColumnClause[Any]] = [
+                column("column1", String()),
+                column("column2", UTCDateTime()),
+            ]
+            if started:
+                columns.append(column("column3", UTCDateTime()))
+            values = (
+                text("VALUES " + ", ".join(row.format(i) for i in range(size)))
+                .bindparams(*ids, *at, *(begun if started else ()))
+                .columns(*columns)
+                .subquery("v")
+            )
+            self.which = _c.task_id == values.c.column1
+            self.at = values.c.column2
+            self.started = values.c.column3 if started else None
+        else:
+            self.which = _c.task_id.in_(ids)
+            self.at = case(*[(_c.task_id == i, t) for i, t in zip(ids, at, strict=True)])
+            self.started = (
+                case(*[(_c.task_id == i, t) for i, t in zip(ids, begun, strict=True)])
+                if started
+                else None
+            )
+        #: The statuses of the chunk that its write changed to ``p_state``.
+        self.written = select(*_KEY_COLUMNS).where(
+            self.which, _c.modified == self.at, _state_by_key == bindparam("p_state")
+        )
+
+    @classmethod
+    def sized(cls, count: int, started: bool, rows: bool) -> _Stamps:
+        size = 1 << (count - 1).bit_length() if count <= 16 else -(-count // 16) * 16
+        key = (size, started, rows)
+        stamps = cls._made.get(key)
+        if stamps is None:
+            stamps = cls._made[key] = cls(*key)
+        return stamps
+
+    def params(
+        self,
+        task_ids: Sequence[str],
+        at: Mapping[str, datetime],
+        began: Mapping[str, datetime] | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for i in range(self.size):
+            task_id = task_ids[i] if i < len(task_ids) else None
+            params[f"p_id{i}"] = task_id
+            params[f"p_at{i}"] = at[task_id] if task_id is not None else None
+            if began is not None:
+                params[f"p_st{i}"] = began[task_id] if task_id is not None else None
+        return params
+
+
+def _transition_statement(
+    transition: Transition,
+    which: ColumnElement[bool],
+    now: ColumnElement[Any] = _NOW,
+    started: ColumnElement[Any] | None = None,
+) -> Update:
+    """The conditional UPDATE for ``transition`` of the statuses ``which`` selects at
+    ``now`` (by default the parameter ``p_now``; ``started``: the start of a run)."""
     # MySQL evaluates SET clauses left to right on the updated row: the clauses that read the
     # old state and counters come before the ones that overwrite them.
     values: list[tuple[Any, Any]] = []
@@ -832,14 +923,16 @@ def _transition_statement(transition: Transition, which: ColumnElement[bool]) ->
     elif transition.steps is Steps.PLANNED:
         values += [(_c.completed_steps, _c.planned_steps), (_c.total_steps, _c.planned_steps)]
     if transition.set_started:
-        values.append((_c.started_at, func.coalesce(_c.started_at, _NOW)))
+        values.append(
+            (_c.started_at, func.coalesce(_c.started_at, now if started is None else started))
+        )
     if transition.set_finished:
-        values.append((_c.finished_at, _NOW))
+        values.append((_c.finished_at, now))
     if transition.clear_stage:
         values.append((_c.stage, None))
     if transition.set_heartbeat:
-        values.append((_c.heartbeat_at, _NOW))
-    values += [(_c.modified, _NOW), (_c.state, transition.target.value)]
+        values.append((_c.heartbeat_at, now))
+    values += [(_c.modified, now), (_c.state, transition.target.value)]
     return (
         update(statuses)
         .where(which, _state_by_key.in_(_states(transition.sources)))
