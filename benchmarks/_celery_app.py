@@ -100,7 +100,6 @@ class StoreProfile:
             "add_steps",
             "set_stage",
             "set_name",
-            "set_traceback",
             "seal",
             "add_artifact",
             "get",

@@ -267,8 +267,9 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None or key.is_container:
             return
-        if self.store.transition(key.uuid, models.RETRY, self._when(event)) and event.traceback:
-            self.store.set_traceback(key.uuid, event.traceback)
+        self.store.transition(
+            key.uuid, models.RETRY, self._when(event), traceback=event.traceback or None
+        )
 
     @hookimpl
     def taskstatus_fail(self, event: TaskEvent) -> None:
@@ -287,20 +288,18 @@ class Recorder:
         traceback: str | None,
         now: datetime,
     ) -> None:
-        if not self.store.transition(uuid, models.FAIL, now):
-            return
-        if traceback:  # before the Error artifact: whoever sees that sees the traceback
-            self.store.set_traceback(uuid, traceback)
-        self.store.add_artifact(
-            Artifact(
-                uuid=uuid_module.uuid4(),
-                status_uuid=uuid,
-                name=ERROR_ARTIFACT,
-                text=message,
-                created=now,
-                modified=now,
-            )
+        error = Artifact(
+            uuid=uuid_module.uuid4(),
+            status_uuid=uuid,
+            name=ERROR_ARTIFACT,
+            text=message,
+            created=now,
+            modified=now,
         )
+        if not self.store.transition(
+            uuid, models.FAIL, now, traceback=traceback or None, artifact=error
+        ):
+            return
         self._stopped(uuid)
         if parent_uuid is not None:
             self._after_child_ended(parent_uuid, State.FAILED, now, message)

@@ -103,8 +103,18 @@ class Store(Protocol):
     def insert(self, status: TaskStatus) -> bool:
         """Insert unless a status with this task_id exists; True when inserted."""
 
-    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
-        """Apply ``transition`` if the current state allows it (one conditional UPDATE)."""
+    def transition(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        traceback: str | None = None,
+        artifact: Artifact | None = None,
+    ) -> bool:
+        """Apply ``transition`` if the current state allows it (one conditional UPDATE). When
+        it applies, keep ``traceback`` and add ``artifact`` in the same transaction: nobody
+        sees a failure without its ``Error`` artifact, or a retry without its traceback."""
 
     def transition_tasks(
         self,
@@ -155,9 +165,6 @@ class Store(Protocol):
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
         """Running tasks (not containers) with no heartbeat since ``before``, oldest first."""
-
-    def set_traceback(self, uuid: UUID, traceback: str) -> None:
-        """Keep operator-only failure detail."""
 
     def seal(self, uuid: UUID, now: datetime) -> None:
         """Mark a container as complete: no more children will be added."""

@@ -67,8 +67,27 @@ class MemoryStore:
             self._statuses[uuid] = new
             return True
 
-    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
-        return self._update(uuid, lambda s: apply(s, transition, now))
+    def transition(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        traceback: str | None = None,
+        artifact: Artifact | None = None,
+    ) -> bool:
+        def change(status: TaskStatus) -> TaskStatus | None:
+            new = apply(status, transition, now)
+            if new is not None and traceback is not None:
+                new = replace(new, traceback=traceback)
+            return new
+
+        with self._lock:  # re-entrant: the transition and its artifact as one
+            if not self._update(uuid, change):
+                return False
+            if artifact is not None:
+                self.add_artifact(artifact)
+        return True
 
     def transition_tasks(
         self,
@@ -157,9 +176,6 @@ class MemoryStore:
         with self._lock:
             found = [s for s in self._statuses.values() if is_lost(s, before)]
         return sorted(found, key=lambda s: s.heartbeat_at or before)[:limit]
-
-    def set_traceback(self, uuid: UUID, traceback: str) -> None:
-        self._update(uuid, lambda s: replace(s, traceback=traceback))
 
     def seal(self, uuid: UUID, now: datetime) -> None:
         self._update(uuid, lambda s: replace(s, sealed=True, modified=now))

@@ -252,13 +252,33 @@ class SQLAlchemyStore:
             raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
         return True
 
-    def transition(self, uuid: UUID, transition: Transition, now: datetime) -> bool:
+    def transition(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        traceback: str | None = None,
+        artifact: Artifact | None = None,
+    ) -> bool:
         stmt = self._transitions.get(transition)
         if stmt is None:
             stmt = self._transitions[transition] = _transition_statement(
                 transition, _c.uuid == bindparam("p_uuid")
             )
-        return self._run(stmt, {"p_uuid": uuid, "p_now": now}, _rowcount) > 0
+        params = {"p_uuid": uuid, "p_now": now}
+        if traceback is None and artifact is None:
+            return self._run(stmt, params, _rowcount) > 0
+        with self._begin() as conn:
+            if conn.execute(stmt, params).rowcount == 0:
+                return False
+            if traceback is not None:
+                conn.execute(
+                    update(statuses).where(statuses.c.uuid == uuid).values(traceback=traceback)
+                )
+            if artifact is not None:
+                conn.execute(artifacts.insert().values(**_artifact_values(artifact)))
+        return True
 
     def transition_tasks(
         self,
@@ -404,12 +424,6 @@ class SQLAlchemyStore:
             .limit(limit)
         )
         return self._run(stmt, None, lambda result: [_status(r._mapping) for r in result])
-
-    def set_traceback(self, uuid: UUID, traceback: str) -> None:
-        with self._begin() as conn:
-            conn.execute(
-                update(statuses).where(statuses.c.uuid == uuid).values(traceback=traceback)
-            )
 
     def seal(self, uuid: UUID, now: datetime) -> None:
         with self._begin() as conn:
