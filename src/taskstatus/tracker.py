@@ -292,6 +292,12 @@ class Tracker:
 
         return changes_after(self, after, limit, user_id, _root(root))
 
+    def change_position(self) -> str:
+        """The position of now: following from it gives the changes written after this call."""
+        from .feed import start
+
+        return str(start(self, None))
+
     def follow(
         self,
         after: str | Position | None = None,
