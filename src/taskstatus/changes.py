@@ -16,7 +16,10 @@ delivered twice only when it is a newer version of the row, which shows its curr
 
 The window's assumption: no store write commits more than :data:`SETTLE` after it stamped a
 row (the store's transactions are single statements or short batches), and, on SQLite, the
-host's clock does not step back by more than that.
+host's clock does not step back by more than that. PostgreSQL stamps a row when it writes it
+(after any wait for its lock); MariaDB/MySQL stamp a statement when it starts, so there a
+statement must also not wait longer than that for a row lock (the store's batches lock their
+rows first, in a statement of their own).
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ class Position:
         if self.floor is not None:
             floor = max(floor, self.floor)
         seen = {row: v for row, v in self.seen.items() if v[1] >= floor}
-        seen[change.row] = (change.version, change.changed)
+        if change.changed >= floor:  # else below the window: never read again anyway
+            seen[change.row] = (change.version, change.changed)
         return Position(floor, seen)
 
     def __str__(self) -> str:
