@@ -284,3 +284,15 @@ def test_change_records(tracker: Tracker) -> None:
     assert isinstance(change, Change)
     assert change.version == 1
     assert change.changed.tzinfo is not None
+
+
+def test_from_now_on_in_a_filtered_stream(tracker: Tracker) -> None:
+    """ "Now" for one owner's stream carries nothing of the others' recent changes."""
+    for i in range(20):
+        publish(tracker, f"theirs-{i}", user_id="8")
+    mine = publish(tracker, "mine")
+    position = tracker.change_position(user_id=7)
+    assert set(Position.parse(position).seen) == {tracker.store.changes(Position(), 100)[-1].row}
+    tracker.start(mine)
+    assert _names(tracker.changes(position, user_id=7)) == ["mine"]
+    assert tracker.changes(tracker.change_position(root=mine.uuid), root=mine.uuid) == []

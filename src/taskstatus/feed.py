@@ -84,16 +84,23 @@ class Follower:
         return max(0.0, min([now + poll_interval, *due]) - now)
 
 
-def start(tracker: Tracker, after: str | Position | None) -> Position:
-    """``after`` as a position: None is "from now on"; ValueError for a bad string."""
+def start(
+    tracker: Tracker,
+    after: str | Position | None,
+    user_ids: list[str] | None = None,
+    root: UUID | None = None,
+) -> Position:
+    """``after`` as a position: None is "from now on" for a stream of these filters;
+    ValueError for a bad string."""
     if isinstance(after, Position):
         return after
     if after is not None:
         return Position.parse(after)
     tracker.recorder.drain()
     position = Position.at(tracker.store.last_changed())
-    # Mark the window behind "now" delivered: from now on means changes not yet made.
-    while changes := tracker.store.changes(position, PAGE):
+    # Mark the window behind "now" delivered: from now on means changes not yet made. Only
+    # the stream's own: a position keeps what it delivered until its window passes it.
+    while changes := tracker.store.changes(position, PAGE, user_ids=user_ids, root=root):
         for change in changes:
             position = position.advanced(change)
     return position
@@ -114,7 +121,7 @@ def _give(tracker: Tracker, follower: Follower, now: float) -> list[Update]:
     return [Update(status, follower.give(c)) for status, c in zip(statuses, due, strict=True)]
 
 
-def _owners(user_id: object) -> list[str] | None:
+def owner_ids(user_id: object) -> list[str] | None:
     if user_id is None:
         return None
     if isinstance(user_id, (list, tuple, set, frozenset)):
@@ -136,8 +143,9 @@ def follow(
 
     ``user_id``: one owner or a list of owners (None: everyone's); ``root``: a status and its
     descendants only. Close the iterator to stop."""
-    follower = Follower(start(tracker, after), min_interval)
-    return _follow(tracker, follower, _owners(user_id), root, poll_interval, clock)
+    owners = owner_ids(user_id)
+    follower = Follower(start(tracker, after, owners, root), min_interval)
+    return _follow(tracker, follower, owners, root, poll_interval, clock)
 
 
 def _follow(
@@ -176,9 +184,9 @@ async def follow_async(
     thread (an idle follower costs a timer). ``after=None``: from the first iteration on."""
     import anyio.to_thread
 
-    position = await anyio.to_thread.run_sync(start, tracker, after)
+    owners = owner_ids(user_id)
+    position = await anyio.to_thread.run_sync(start, tracker, after, owners, root)
     follower = Follower(position, min_interval)
-    owners = _owners(user_id)
     signal = tracker.store.change_signal()
     while True:
         mark = signal.count if signal is not None else 0
@@ -207,7 +215,7 @@ def changes_after(
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     position = Position() if after is None else start(tracker, after)
     tracker.recorder.drain()
-    changes = tracker.store.changes(position, limit, user_ids=_owners(user_id), root=root)
+    changes = tracker.store.changes(position, limit, user_ids=owner_ids(user_id), root=root)
     statuses = tracker._bind([c.status for c in changes])
     updates = []
     for status, change in zip(statuses, changes, strict=True):

@@ -292,11 +292,12 @@ class Tracker:
 
         return changes_after(self, after, limit, user_id, _root(root))
 
-    def change_position(self) -> str:
-        """The position of now: following from it gives the changes written after this call."""
-        from .feed import start
+    def change_position(self, *, user_id: object = None, root: UUID | str | None = None) -> str:
+        """The position of now for a stream of these filters: following it from there gives
+        the changes written after this call."""
+        from .feed import owner_ids, start
 
-        return str(start(self, None))
+        return str(start(self, None, owner_ids(user_id), _root(root)))
 
     def follow(
         self,

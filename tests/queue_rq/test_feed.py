@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_a_follower_sees_progress_rise_then_the_end(rq_cell, uid):
     tracker = taskstatus.get_tracker()
 
-    start = tracker.change_position()
+    start = tracker.change_position(user_id=uid)
     rq_cell.start()
     rq_cell.queue.enqueue(jobs.count, uid, 8, 0.25)
 
