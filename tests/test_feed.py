@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskstatus import State, Tracker
+from taskstatus import State, TaskStatus, Tracker
 from taskstatus.backends.tables import statuses
 from taskstatus.changes import Change, Position
 from taskstatus.feed import Follower, Update
@@ -296,3 +296,50 @@ def test_from_now_on_in_a_filtered_stream(tracker: Tracker) -> None:
     tracker.start(mine)
     assert _names(tracker.changes(position, user_id=7)) == ["mine"]
     assert tracker.changes(tracker.change_position(root=mine.uuid), root=mine.uuid) == []
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["publish", "step", "end", "read"]), st.integers(0, 4)),
+        max_size=40,
+    )
+)
+def test_reads_between_writes_miss_nothing_and_repeat_nothing(
+    tracker: Tracker, steps: list[tuple[str, int]]
+) -> None:
+    """Whatever the writes between them and the page sizes, reading on from each position
+    delivers every status's last version once, and a status again only when it changed."""
+    for status in tracker.statuses(limit=None):
+        tracker.delete(status)
+    position = tracker.change_position()
+    mine: list[TaskStatus] = []
+    delivered: list[tuple[str, int]] = []  # (task id, completed steps or -1 when ended)
+
+    def read(limit: int) -> None:
+        nonlocal position
+        for update in tracker.changes(position, limit=limit):
+            s = update.status
+            delivered.append((s.task_id, -1 if s.state.is_terminal else s.completed_steps))
+            position = update.position
+
+    for action, n in steps:
+        if action == "publish":
+            mine.append(publish(tracker, total_steps=100))
+            tracker.start(mine[-1])
+        elif action in ("step", "end") and mine:
+            status = tracker.get(mine[n % len(mine)].uuid)
+            if action == "step":
+                tracker.increment_steps(status, 1, 0)
+            else:
+                tracker.succeed(status)
+        elif action == "read":
+            read(n + 1)
+    read(1000)
+    assert len(delivered) == len(set(delivered))  # nothing twice: each is a newer version
+    last = dict(delivered)
+    for status in mine:
+        now = tracker.get(status.uuid)
+        assert last[status.task_id] == (-1 if now.state.is_terminal else now.completed_steps)
