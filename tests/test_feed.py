@@ -343,3 +343,23 @@ def test_reads_between_writes_miss_nothing_and_repeat_nothing(
     for status in mine:
         now = tracker.get(status.uuid)
         assert last[status.task_id] == (-1 if now.state.is_terminal else now.completed_steps)
+
+
+def test_postgresql_listener_reconnects(make_url, make_tracker, caplog) -> None:
+    """A listening connection that the server drops is replaced: wake-ups go on."""
+    tracker = make_tracker(make_url("postgresql"))
+    store = tracker.store
+    status = publish(tracker)
+    got, done = _follow_in_thread(tracker, poll_interval=30.0, min_interval=0)
+    _wait(lambda: store._listener is not None and store._listener.backend_pid)
+    first = store._listener.backend_pid
+    with store.engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    _wait(lambda: store._listener.backend_pid not in (None, first))
+    written = time.monotonic()
+    tracker.start(status)
+    _wait(lambda: got, timeout=10)
+    assert time.monotonic() - written < 2.0  # woken, not the 30 s poll
+    tracker.succeed(tracker.get(status.uuid))
+    assert done.wait(10)
+    assert "cannot listen for changes" in caplog.text

@@ -742,6 +742,8 @@ class _Listener:
 
     def __init__(self, engine: Engine) -> None:
         self.signal = ChangeSignal()
+        #: The server process of the listening connection (None while not connected).
+        self.backend_pid: int | None = None
         self._engine = engine
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskstatus-listen", daemon=True)
@@ -760,11 +762,13 @@ class _Listener:
                     conn.rollback()
                     conn.autocommit = True
                     conn.execute(f"LISTEN {self.CHANNEL}")
+                    self.backend_pid = conn.info.backend_pid
                     self.signal.fire()  # whatever changed while not listening
                     while not self._stopped.is_set():
                         for _ in conn.notifies(timeout=1.0):
                             self.signal.fire()
                 finally:
+                    self.backend_pid = None
                     conn.close()
             except Exception:
                 log.warning("taskstatus cannot listen for changes; retrying", exc_info=True)
