@@ -10,6 +10,7 @@ import sqlalchemy as sa
 import taskstatus
 from taskstatus import ConfigurationError, SchemaOutdated, Settings, StoreUnavailable, Tracker
 from taskstatus.backends import migrate
+from taskstatus.changes import Position
 
 
 def test_unknown_scheme_is_named():
@@ -203,5 +204,31 @@ def test_upgrade_from_the_first_schema_keeps_rows(sql_url):
     try:
         old = tracker.get_by_task_id("old")
         assert (old.name, old.redeliver_on_loss, old.heartbeat_at) == ("Old", False, None)
+        # 0004: a row from before the change feed is in it, stamped when it was last modified.
+        (change,) = tracker.store.changes(Position(), 10)
+        assert (change.status.task_id, change.version, change.changed) == (
+            "old",
+            1,
+            old.modified,
+        )
+        (seen,) = tracker.changes()
+        tracker.set_name(old, "Renamed")
+        assert [u.status.name for u in tracker.changes(seen.position)] == ["Renamed"]
     finally:
         tracker.close()
+
+
+def test_change_feed_migration_downgrades_and_upgrades(sql_url):
+    from taskstatus.backends.sqlalchemy import SQLAlchemyStore
+
+    store = SQLAlchemyStore(sql_url)
+    store.open()
+    migrate.upgrade(store.engine, "0004")
+    from alembic import command
+
+    command.downgrade(migrate.alembic_config(store.engine), "0003")
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("taskstatus_status")}
+    assert not {"changed", "version"} & columns
+    migrate.upgrade(store.engine)
+    assert migrate.current_revision(store.engine) == migrate.head_revision()
+    store.close()

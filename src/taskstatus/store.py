@@ -14,9 +14,21 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from .changes import Change, ChangeSignal, Position
 from .models import Artifact, State, TaskStatus, Transition
 
-__all__ = ["ANY", "EndedBatch", "StatusQuery", "Store", "TaskKey", "Times", "per_task"]
+__all__ = [
+    "ANY",
+    "Change",
+    "ChangeSignal",
+    "EndedBatch",
+    "Position",
+    "StatusQuery",
+    "Store",
+    "TaskKey",
+    "Times",
+    "per_task",
+]
 
 #: One time for every task of a batch, or each task's own, in the order of its task ids.
 Times = datetime | Sequence[datetime]
@@ -212,3 +224,24 @@ class Store(Protocol):
         offset: int,
     ) -> list[Artifact]:
         """Artifacts newest first, of the given statuses and/or owners (None: no filter)."""
+
+    # -- the change feed (see taskstatus.changes) ----------------------------------------------
+    def changes(
+        self,
+        after: Position,
+        limit: int,
+        *,
+        user_ids: Sequence[str] | None = None,
+        root: UUID | None = None,
+    ) -> list[Change]:
+        """Up to ``limit`` statuses changed after ``after`` and not yet delivered there
+        (:meth:`Position.new`), oldest change first, by (``changed``, row). Filtered in the
+        query by owners and by the subtree of ``root`` (itself and all its descendants).
+        Every write of a row must give it a newer ``version`` and a ``changed`` stamp from one
+        clock, within :data:`~taskstatus.changes.SETTLE` of being visible to readers."""
+
+    def last_changed(self) -> datetime | None:
+        """The newest ``changed`` stamp of any status: where "from now on" starts."""
+
+    def change_signal(self) -> ChangeSignal | None:
+        """A signal fired when statuses change, if the store can tell (else followers poll)."""

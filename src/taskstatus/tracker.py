@@ -16,7 +16,7 @@ import traceback as traceback_module
 import uuid as uuid_module
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from uuid import UUID
 
 import pluggy
@@ -33,6 +33,12 @@ from .recorder import Recorder, utcnow
 from .settings import Settings
 from .store import ANY, StatusQuery, Store
 from .tracking import LiveStatus, activate, deactivate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .changes import Position
+    from .feed import Update
 
 __all__ = ["Tracker"]
 
@@ -270,6 +276,71 @@ class Tracker:
 
     def refresh(self, status: TaskStatus) -> TaskStatus:
         return self.get(status.uuid)
+
+    # -- the change feed (taskstatus.feed) -----------------------------------------------------
+    def changes(
+        self,
+        after: str | Position | None = None,
+        *,
+        limit: int = 100,
+        user_id: object = None,
+        root: UUID | str | None = None,
+    ) -> list[Update]:
+        """The statuses changed after the position ``after`` (None: from the start), oldest
+        change first, each with the position after it; ValueError for a bad position."""
+        from .feed import changes_after
+
+        return changes_after(self, after, limit, user_id, _root(root))
+
+    def change_position(self, *, user_id: object = None, root: UUID | str | None = None) -> str:
+        """The position of now for a stream of these filters: following it from there gives
+        the changes written after this call."""
+        from .feed import owner_ids, start
+
+        return str(start(self, None, owner_ids(user_id), _root(root)))
+
+    def follow(
+        self,
+        after: str | Position | None = None,
+        *,
+        user_id: object = None,
+        root: UUID | str | None = None,
+        poll_interval: float = 1.0,
+        min_interval: float = 0.25,
+    ) -> Iterator[Update]:
+        """Follow changes as they are written, by any process (see :func:`taskstatus.feed.follow`;
+        ``after=None``: from now on)."""
+        from .feed import follow
+
+        return follow(
+            self,
+            _position(after),
+            user_id=user_id,
+            root=_root(root),
+            poll_interval=poll_interval,
+            min_interval=min_interval,
+        )
+
+    def follow_async(
+        self,
+        after: str | Position | None = None,
+        *,
+        user_id: object = None,
+        root: UUID | str | None = None,
+        poll_interval: float = 1.0,
+        min_interval: float = 0.25,
+    ) -> AsyncIterator[Update]:
+        """:meth:`follow` for asyncio (see :func:`taskstatus.feed.follow_async`)."""
+        from .feed import follow_async
+
+        return follow_async(
+            self,
+            _position(after),
+            user_id=user_id,
+            root=_root(root),
+            poll_interval=poll_interval,
+            min_interval=min_interval,
+        )
 
     # -- changes through the lifecycle hooks ---------------------------------------------------
     def _fire(self, hook: str, status: TaskStatus, **fields: Any) -> TaskStatus:
@@ -615,6 +686,17 @@ class Tracker:
             traceback = "".join(traceback_module.format_exception(exception))
         hook = self.hook.taskstatus_retry if retrying else self.hook.taskstatus_fail
         hook(event=_replace(event, exception=exception, message=message, traceback=traceback))
+
+
+def _position(after: str | Position | None) -> Position | None:
+    """A bad position is refused at the call, not at the first update."""
+    from .changes import Position
+
+    return Position.parse(after) if isinstance(after, str) else after
+
+
+def _root(root: UUID | str | None) -> UUID | None:
+    return None if root is None else parse_uuid(root, "root")
 
 
 def _replace(event: TaskEvent, **changes: Any) -> TaskEvent:

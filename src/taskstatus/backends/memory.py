@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from uuid import UUID
 
@@ -24,7 +24,17 @@ from ..models import (
     apply,
     is_lost,
 )
-from ..store import ANY, EndedBatch, StatusQuery, TaskKey, Times, per_task
+from ..store import (
+    ANY,
+    Change,
+    ChangeSignal,
+    EndedBatch,
+    Position,
+    StatusQuery,
+    TaskKey,
+    Times,
+    per_task,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -39,6 +49,11 @@ class MemoryStore:
         self._by_task_id: dict[str, UUID] = {}
         self._artifacts: dict[UUID, Artifact] = {}
         self._order: dict[UUID, int] = {}
+        #: The change feed: uuid -> (row, version, stamp); stamps strictly increase.
+        self._changes: dict[UUID, tuple[int, int, datetime]] = {}
+        self._rows = 0
+        self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
+        self._signal = ChangeSignal()
 
     def open(self) -> None:
         """Nothing to connect to."""
@@ -56,15 +71,28 @@ class MemoryStore:
             self._statuses[status.uuid] = replace(status, _manager=None)
             self._by_task_id[status.task_id] = status.uuid
             self._order[status.uuid] = len(self._order)
+            self._rows += 1
+            self._changed(status.uuid, self._rows, 1)
             return True
 
-    def _update(self, uuid: UUID, change: Callable[[TaskStatus], TaskStatus | None]) -> bool:
+    def _changed(self, uuid: UUID, row: int, version: int) -> None:
+        stamp = max(datetime.now(timezone.utc), self._last_stamp + timedelta(microseconds=1))
+        self._changes[uuid] = (row, version, stamp)
+        self._last_stamp = stamp
+        self._signal.fire()
+
+    def _update(
+        self, uuid: UUID, change: Callable[[TaskStatus], TaskStatus | None], *, shown: bool = True
+    ) -> bool:
         with self._lock:
             current = self._statuses.get(uuid)
             new = change(current) if current is not None else None
             if new is None:
                 return False
             self._statuses[uuid] = new
+            if shown:
+                row, version, _ = self._changes[uuid]
+                self._changed(uuid, row, version + 1)
             return True
 
     def transition(
@@ -170,7 +198,8 @@ class MemoryStore:
         def change(s: TaskStatus) -> TaskStatus | None:
             return replace(s, heartbeat_at=now) if s.state is State.IN_PROGRESS else None
 
-        return sum(self._update(u, change) for u in uuids)
+        # Not a change a follower is shown, as in the SQL store.
+        return sum(self._update(u, change, shown=False) for u in uuids)
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
         with self._lock:
@@ -201,6 +230,7 @@ class MemoryStore:
             status = self._statuses.pop(u)
             del self._by_task_id[status.task_id]
             del self._order[u]
+            del self._changes[u]
         return files
 
     def delete(self, uuid: UUID) -> list[Artifact]:
@@ -328,3 +358,31 @@ class MemoryStore:
             ]
         found.reverse()
         return found[offset : offset + limit]
+
+    # -- the change feed ---------------------------------------------------------------------
+    def changes(
+        self,
+        after: Position,
+        limit: int,
+        *,
+        user_ids: Sequence[str] | None = None,
+        root: UUID | None = None,
+    ) -> list[Change]:
+        with self._lock:
+            within = None if root is None else set(self._subtree(root))
+            found = [
+                Change(self._statuses[uuid], row, version, stamp)
+                for uuid, (row, version, stamp) in self._changes.items()
+                if (after.floor is None or stamp >= after.floor)
+                and (user_ids is None or self._statuses[uuid].user_id in user_ids)
+                and (within is None or uuid in within)
+            ]
+        found.sort(key=lambda c: (c.changed, c.row))
+        return after.new(found)[:limit]
+
+    def last_changed(self) -> datetime | None:
+        with self._lock:
+            return max((stamp for _, _, stamp in self._changes.values()), default=None)
+
+    def change_signal(self) -> ChangeSignal | None:
+        return self._signal

@@ -62,7 +62,17 @@ from ..models import (
     TaskStatus,
     Transition,
 )
-from ..store import ANY, EndedBatch, StatusQuery, TaskKey, Times, per_task
+from ..store import (
+    ANY,
+    Change,
+    ChangeSignal,
+    EndedBatch,
+    Position,
+    StatusQuery,
+    TaskKey,
+    Times,
+    per_task,
+)
 from . import migrate
 from .tables import UTCDateTime, artifacts, statuses
 
@@ -120,6 +130,7 @@ class SQLAlchemyStore:
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._lock = threading.RLock()
         self._opened = False
+        self._listener: _Listener | None = None
         # A pooled connection must never be used by two processes: drop the pool in a child.
         reset_after_fork(self, SQLAlchemyStore._after_fork)
 
@@ -175,6 +186,7 @@ class SQLAlchemyStore:
         return self._engine
 
     def _after_fork(self) -> None:
+        self._listener = None  # its thread and connection stayed in the parent
         if self._engine is not None:
             self._engine.dispose(close=False)
 
@@ -196,6 +208,9 @@ class SQLAlchemyStore:
             self._opened = True
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -409,7 +424,9 @@ class SQLAlchemyStore:
 
     def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
         c = statuses.c
-        return self._update_many(uuids, {c.heartbeat_at: now}, _RUNNING_BY_KEY)
+        # Not a change a follower is shown: the feed's stamp and count stay as they are.
+        values = {c.heartbeat_at: now, c.changed: c.changed, c.version: c.version}
+        return self._update_many(uuids, values, _RUNNING_BY_KEY)
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
         c = statuses.c
@@ -692,6 +709,94 @@ class SQLAlchemyStore:
         with self._begin() as conn:
             return [_artifact(row._mapping) for row in conn.execute(stmt)]
 
+    # -- the change feed ---------------------------------------------------------------------
+    def changes(
+        self,
+        after: Position,
+        limit: int,
+        *,
+        user_ids: Sequence[str] | None = None,
+        root: UUID | None = None,
+    ) -> list[Change]:
+        c = statuses.c
+        stmt = select(statuses).order_by(c.changed, c.id)
+        if after.floor is not None:
+            stmt = stmt.where(c.changed >= after.floor)
+        if user_ids is not None:
+            stmt = stmt.where(c.user_id.in_(list(user_ids)))
+        if root is not None:
+            stmt = stmt.where(c.uuid.in_(select(_subtree_of(root).c.uuid)))
+        # Delivered rows may come back, each at most once: read enough to fill the page.
+        stmt = stmt.limit(limit + len(after.seen))
+        rows = self._run(stmt, None, lambda result: [row._mapping for row in result])
+        found = [Change(_status(row), row["id"], row["version"], row["changed"]) for row in rows]
+        return after.new(found)[:limit]
+
+    def last_changed(self) -> datetime | None:
+        newest = select(func.max(statuses.c.changed))
+        stamp: datetime | None = self._run(newest, None, lambda result: result.scalar())
+        return stamp
+
+    def change_signal(self) -> ChangeSignal | None:
+        if self.dialect != "postgresql":
+            return None
+        with self._lock:
+            if self._listener is None:
+                self.open()
+                self._listener = _Listener(self.engine)
+            return self._listener.signal
+
+
+class _Listener:
+    """A thread that LISTENs on PostgreSQL for the notifications of migration 0004's trigger
+    and fires a :class:`ChangeSignal`; on a lost connection it fires (followers then read)
+    and reconnects."""
+
+    CHANNEL = "taskstatus_changes"
+
+    def __init__(self, engine: Engine) -> None:
+        self.signal = ChangeSignal()
+        #: The server process of the listening connection (None while not connected).
+        self.backend_pid: int | None = None
+        self._engine = engine
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskstatus-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                pooled = self._engine.raw_connection()
+                conn: Any = pooled.driver_connection
+                pooled.detach()  # held for as long as it listens: not the pool's any more
+                try:
+                    conn.rollback()
+                    conn.autocommit = True
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    self.backend_pid = conn.info.backend_pid
+                    self.signal.fire()  # whatever changed while not listening
+                    while not self._stopped.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.signal.fire()
+                finally:
+                    self.backend_pid = None
+                    conn.close()
+            except Exception:
+                log.warning("taskstatus cannot listen for changes; retrying", exc_info=True)
+                self.signal.fire()
+                self._stopped.wait(1.0)
+
+
+def _subtree_of(root: UUID) -> Any:
+    """A recursive CTE of the uuids of ``root`` and all its descendants."""
+    c = statuses.c
+    tree = select(c.uuid).where(c.uuid == root).cte("subtree", recursive=True)
+    child = statuses.alias("child")
+    return tree.union_all(select(child.c.uuid).where(child.c.parent_uuid == tree.c.uuid))
+
 
 def _postgres_options(url: URL) -> str:
     """Session options: status writes commit without waiting for the WAL flush.
@@ -735,7 +840,7 @@ def _reason(exc: sa_exc.DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
 
 
-_STATUS_FIELDS = [c.name for c in statuses.c if c.name != "id"]
+_STATUS_FIELDS = [c.name for c in statuses.c if c.name not in ("id", "changed", "version")]
 _ARTIFACT_FIELDS = [c.name for c in artifacts.c if c.name != "id"]
 
 

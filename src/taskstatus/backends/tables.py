@@ -20,11 +20,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["UTCDateTime", "artifacts", "metadata", "statuses"]
+__all__ = ["DatabaseNow", "UTCDateTime", "artifacts", "metadata", "statuses"]
 
 #: Alembic's version table for taskstatus, apart from the application's own migrations.
 VERSION_TABLE = "taskstatus_alembic_version"
@@ -61,6 +65,32 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+class DatabaseNow(FunctionElement[datetime]):
+    """The database server's clock when the row is written, as naive UTC with microseconds
+    (SQLite: the host's clock, in milliseconds): the stamp of the change feed, which must not
+    depend on the writers' clocks or on how late a worker writes its batch."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(DatabaseNow)
+def _database_now(element: DatabaseNow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "UTC_TIMESTAMP(6)"  # MySQL, MariaDB
+
+
+@compiles(DatabaseNow, "postgresql")
+def _database_now_postgresql(element: DatabaseNow, compiler: SQLCompiler, **kw: Any) -> str:
+    # clock_timestamp(), not now(): the time of this row's write, not of the transaction start.
+    return "(clock_timestamp() AT TIME ZONE 'UTC')"
+
+
+@compiles(DatabaseNow, "sqlite")
+def _database_now_sqlite(element: DatabaseNow, compiler: SQLCompiler, **kw: Any) -> str:
+    # Six digits of fraction, the format SQLAlchemy writes and reads back.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 
 statuses = Table(
@@ -94,6 +124,16 @@ statuses = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     Column("heartbeat_at", UTCDateTime(), nullable=True),
     Column("redeliver_on_loss", Boolean(), nullable=False, default=False),
+    # The change feed (taskstatus.changes): every write of a row stamps it with the database's
+    # clock and counts it, without a round trip of its own.
+    Column("changed", UTCDateTime(), nullable=False, default=DatabaseNow(), onupdate=DatabaseNow()),
+    Column(
+        "version",
+        BigInteger(),
+        nullable=False,
+        default=1,
+        onupdate=literal_column("version + 1"),
+    ),
     Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
     Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
     Index("ix_taskstatus_status_state_created", "state", "created"),
@@ -107,6 +147,7 @@ statuses = Table(
         sqlite_where=text("state = 'Canceled'"),
     ),
     Index("ix_taskstatus_status_created", "created"),
+    Index("ix_taskstatus_status_changed", "changed"),
 )
 
 artifacts = Table(
