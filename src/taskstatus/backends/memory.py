@@ -224,9 +224,13 @@ class MemoryStore:
             return self._statuses.get(uuid) if uuid else None
 
     def _matches(self, s: TaskStatus, q: StatusQuery) -> bool:
+        states = q.wanted_states()
         return (
             (q.user_ids is None or s.user_id in q.user_ids)
-            and (q.state is None or s.state is q.state)
+            and (states is None or s.state in states)
+            and (q.queue is None or s.queue == q.queue)
+            and (q.task_class is None or s.task_class == q.task_class)
+            and (q.after is None or self._is_after(s.created, self._order[s.uuid], q.after))
             and (not q.search or q.search.lower() in s.name.lower())
             and (q.parent is ANY or s.parent_uuid == q.parent)
             and (
@@ -236,6 +240,13 @@ class MemoryStore:
                 q.created_before is None or (s.created is not None and s.created < q.created_before)
             )
         )
+
+    def _is_after(self, created: datetime | None, order: int, key: tuple[datetime, UUID]) -> bool:
+        """Whether a row comes after ``key`` newest first (as the SQL store's keyset)."""
+        key_created, key_uuid = key
+        if created is None or created != key_created:
+            return created is not None and created < key_created
+        return order < self._order.get(key_uuid, 0)
 
     def _newest_first(self, items: Sequence[TaskStatus]) -> list[TaskStatus]:
         return sorted(items, key=lambda s: (s.created, self._order[s.uuid]), reverse=True)
@@ -302,13 +313,20 @@ class MemoryStore:
         user_ids: Sequence[str] | None,
         limit: int,
         offset: int,
+        *,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Artifact]:
         with self._lock:
+            # Insertion order, as the SQL store's ids (dicts keep it).
+            rank = {uuid: n for n, uuid in enumerate(self._artifacts)}
             found = [
                 a
                 for a in self._artifacts.values()
                 if (status_uuids is None or a.status_uuid in status_uuids)
                 and (user_ids is None or self._statuses[a.status_uuid].user_id in user_ids)
+                and (
+                    after is None or (a.created, rank[a.uuid]) < (after[0], rank.get(after[1], -1))
+                )
             ]
-        found.reverse()
+        found.sort(key=lambda a: (a.created, rank[a.uuid]), reverse=True)
         return found[offset : offset + limit]
