@@ -157,6 +157,10 @@ def test_several_states_queue_and_task_class(filled):
     assert ids(filled.statuses(task_class="taskstatus.group")) == ["g"]
     assert ids(filled.statuses(queue="test", user_id=8)) == ["e2"]
     assert filled.statuses(queue="celery") == []
+    assert ids(filled.statuses(user_ids=[8, "9"])) == ["e2"]
+    assert ids(filled.statuses(user_ids=[8, 7], user_id=8)) == ["e2"]
+    assert filled.statuses(user_ids=[7], user_id=8) == []
+    assert filled.statuses(user_ids=[]) == []
     with pytest.raises(ValueError, match="unknown state"):
         filled.statuses(state=["Pending", "Done"])
 
@@ -205,10 +209,11 @@ def test_artifacts_by_owner_paged_by_key(tracker):
     mine, theirs = publish(tracker, "mine"), publish(tracker, "theirs", user_id="8")
     texts = [tracker.add_artifact(mine, text=f"a{n}") for n in range(5)]
     tracker.add_artifact(theirs, text="not yours")
-    first = tracker.query_artifacts(user_id=7, limit=3)
+    first = tracker.query_artifacts(user_ids=[7], limit=3)
     assert [a.text for a in first] == ["a4", "a3", "a2"]
-    rest = tracker.query_artifacts(user_id="7", limit=3, after=first[-1])
+    rest = tracker.query_artifacts(user_ids=["7", "9"], limit=3, after=first[-1])
     assert [a.text for a in rest] == ["a1", "a0"]
     assert [a.text for a in tracker.query_artifacts(status=theirs)] == ["not yours"]
     assert len(tracker.query_artifacts()) == 6
+    assert tracker.query_artifacts(user_ids=[]) == []
     assert texts[0].uuid == rest[-1].uuid

@@ -210,12 +210,14 @@ class Tracker:
         queue: str | None = None,
         task_class: str | None = None,
         after: TaskStatus | tuple[datetime, UUID] | None = None,
+        user_ids: Iterable[object] | None = None,
     ) -> StatusQuery:
         """Validate filters into a :class:`~taskstatus.store.StatusQuery`.
 
-        ``state`` may be several (any of them); ``after`` (a status, or its ``created`` and
-        ``uuid``) pages by key, stable while new statuses arrive, where ``offset`` would
-        shift."""
+        ``state`` may be several (any of them); ``user_ids``: any of these owners (with
+        ``user_id`` too: only that one, if among them); ``after`` (a status, or its
+        ``created`` and ``uuid``) pages by key, stable while new statuses arrive, where
+        ``offset`` would shift."""
         if limit is not None and (type(limit) is not int or limit < 0):
             raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
         if type(offset) is not int or offset < 0:
@@ -241,8 +243,11 @@ class Tracker:
         if state is not None and not isinstance(state, str):
             states = frozenset(State.parse(s) for s in state)
             state = None
+        owners = None if user_ids is None else [str(owner) for owner in user_ids]
+        if user_id is not None:
+            owners = [str(user_id)] if owners is None or str(user_id) in owners else []
         return StatusQuery(
-            user_ids=None if user_id is None else [str(user_id)],
+            user_ids=owners,
             state=None if state is None else State.parse(state),
             states=states,
             queue=queue,
@@ -280,6 +285,14 @@ class Tracker:
     def artifacts(self, status: TaskStatus) -> list[Artifact]:
         return [a.bind(self) for a in self.store.artifacts([status.uuid])]
 
+    def artifacts_of(self, statuses: Sequence[TaskStatus]) -> dict[UUID, list[Artifact]]:
+        """The artifacts of many statuses in one read (a page of a list), by status uuid."""
+        found: dict[UUID, list[Artifact]] = {}
+        if statuses:
+            for artifact in self.store.artifacts([s.uuid for s in statuses]):
+                found.setdefault(artifact.status_uuid, []).append(artifact.bind(self))
+        return found
+
     def get_artifact(self, uuid: UUID | str) -> Artifact:
         key = parse_uuid(uuid, "artifact")
         artifact = self.store.get_artifact(key)
@@ -291,24 +304,27 @@ class Tracker:
         self,
         *,
         status: TaskStatus | UUID | str | None = None,
-        user_id: object = None,
+        user_ids: Iterable[object] | None = None,
         limit: int = 50,
-        after: Artifact | None = None,
+        after: Artifact | tuple[datetime, UUID] | None = None,
     ) -> list[Artifact]:
-        """Artifacts newest first, of one status and/or one owner's statuses (filtered in
-        the query); ``after`` pages by key, as :meth:`query`."""
+        """Artifacts newest first, of one status and/or some owners' statuses (filtered in
+        the query); ``after`` (an artifact, or its ``created`` and ``uuid``) pages by key,
+        as :meth:`query`."""
         if type(limit) is not int or limit < 0:
             raise ValueError(f"limit must be a non-negative int, got {limit!r}")
-        if after is not None and after.created is None:
-            raise ValueError("after= needs a stored artifact (its created time)")
+        if isinstance(after, Artifact):
+            if after.created is None:
+                raise ValueError("after= needs a stored artifact (its created time)")
+            after = (after.created, after.uuid)
         if isinstance(status, TaskStatus):
             status = status.uuid
         found = self.store.artifact_query(
             None if status is None else [parse_uuid(status)],
-            None if user_id is None else [str(user_id)],
+            None if user_ids is None else [str(owner) for owner in user_ids],
             limit,
             0,
-            after=None if after is None or after.created is None else (after.created, after.uuid),
+            after=after,
         )
         return [a.bind(self) for a in found]
 
