@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.routing import Match, Route
 
 from ..exceptions import ConfigurationError, NotFound, StoreError
 from .csrf import CrossOrigin
@@ -40,7 +41,7 @@ ERRORS = {
 }
 CHANGE_ERRORS = {
     **ERRORS,
-    403: {"model": Error, "description": "Not allowed, or a cross-site request"},
+    403: {"model": Error, "description": "Not allowed (or, for a change, a cross-site request)"},
 }
 
 
@@ -51,7 +52,22 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
     return handler
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with every method the path has in ``Allow``: Starlette names only those of the
+    first route matching the path, and ``GET`` and ``DELETE tasks/{uuid}`` are two routes."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= route.methods or set()
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=405,
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(405, _method_not_allowed)
     for exception, code in (
         (BadInput, 400),
         (Unauthenticated, 401),

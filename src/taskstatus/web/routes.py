@@ -9,6 +9,7 @@ runtime, and the ``Caller`` dependency they name is local to the function defini
 """
 
 import mimetypes
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Any, BinaryIO
@@ -17,6 +18,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 
 from ..exceptions import NotFound
 from ..models import Artifact, State, TaskStatus
@@ -45,8 +47,20 @@ MAX_LIMIT = 500
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page (1-500).")]
 Cursor = Annotated[
-    str | None, Query(description="Where the page starts: taken from a `next` link.")
+    str | None,
+    Query(
+        pattern="^[A-Za-z0-9_-]+$",
+        description="Where the page starts: taken from a `next` link.",
+    ),
 ]
+DATE_TIME = {"format": "date-time"}
+#: What a ``state`` may be: a value or a member name (names in any case are accepted too).
+STATE_NAMES = [spelling for s in State for spelling in (s.value, s.name)]
+#: A status uuid (the form UUID() reads), or ``none``.
+PARENT_PATTERN = (
+    "^([Nn][Oo][Nn][Ee]|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    "[0-9a-fA-F]{12})$"
+)
 
 
 def _text(value: str | None, name: str) -> str | None:
@@ -56,10 +70,20 @@ def _text(value: str | None, name: str) -> str | None:
     return value
 
 
-def _utc(value: datetime | None, name: str) -> datetime | None:
-    """An aware UTC time; a time given without an offset is taken as UTC."""
-    if value is None:
+def _utc(text: str | None, name: str) -> datetime | None:
+    """An aware UTC time from ISO 8601; one given without an offset is taken as UTC.
+
+    Parsed here rather than by pydantic, which also takes a number for seconds since 1970:
+    ``created_before=0.5`` is more likely a mistake than a time in 1970."""
+    if text is None:
         return None
+    try:
+        # Python 3.10 reads no "Z"; a "+" turned into a space by a careless client stays one.
+        value = datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text.strip()))
+    except ValueError:
+        raise BadInput(
+            f"{name} must be an ISO 8601 date and time (2026-01-31T12:00:00+00:00), got {text!r}"
+        ) from None
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     try:
@@ -80,12 +104,8 @@ def _states(values: list[str] | None) -> list[State] | None:
 def _parent(value: str | None) -> Any:
     if value is None:
         return ANY
-    if value.lower() == "none":
-        return None
-    try:
-        return UUID(value)
-    except ValueError:
-        raise BadInput(f"parent must be a status uuid or 'none', got {value!r}") from None
+    # Its form is checked by PARENT_PATTERN.
+    return None if value.lower() == "none" else UUID(value)
 
 
 def _after(value: str | None) -> tuple[datetime, UUID] | None:
@@ -203,10 +223,26 @@ async def _same_origin(request: Request) -> None:
     check_same_origin(request, request.app.state.trusted_origins)
 
 
+async def _known_query(request: Request) -> None:
+    """Refuse query parameters a route does not have: a misspelt filter (``?stat=Failed``)
+    would otherwise answer everything as if it had matched."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    unknown = set(request.query_params) - {p.alias for p in route.dependant.query_params}
+    if unknown:
+        known = ", ".join(sorted(p.alias for p in route.dependant.query_params)) or "none"
+        raise BadInput(f"unknown query parameter(s) {', '.join(sorted(unknown))}; known: {known}")
+
+
 def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker]) -> APIRouter:
     """The API's routes for one authenticator and tracker."""
     api = _Api(authenticate, get_tracker)
-    router = APIRouter(prefix="/api/v1", responses=ERRORS)  # type: ignore[arg-type]
+    router = APIRouter(
+        prefix="/api/v1",
+        responses=ERRORS,  # type: ignore[arg-type]
+        dependencies=[Depends(_known_query)],
+    )
     _task_routes(router, api)
     _artifact_routes(router, api)
     return router
@@ -215,22 +251,34 @@ def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker])
 def _task_routes(router: APIRouter, api: _Api) -> None:
     Caller = Annotated[Principal, Depends(api.caller)]
 
-    @router.get("/tasks/", response_model=StatusPage, summary="List statuses, newest first")
+    @router.get(
+        "/tasks/",
+        response_model=StatusPage,
+        summary="List statuses, newest first",
+        responses=CHANGE_ERRORS,  # type: ignore[arg-type]  # 403: user_id beyond the caller's
+    )
     def list_tasks(
         request: Request,
         principal: Caller,
         state: Annotated[
             list[str] | None,
-            Query(description="A state (member name or value); repeat for any of several."),
+            Query(
+                description="A state (value or member name); repeat for any of several.",
+                json_schema_extra={"items": {"type": "string", "enum": STATE_NAMES}},
+            ),
         ] = None,
         search: Annotated[str | None, Query(description="In the name, any case.")] = None,
         parent: Annotated[
-            str | None, Query(description="A container's uuid, or `none` for top level only.")
+            str | None,
+            Query(
+                pattern=PARENT_PATTERN,
+                description="A container's uuid, or `none` for top level only.",
+            ),
         ] = None,
         queue: str | None = None,
         task_class: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
+        created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
         user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
         limit: Limit = 50,
         cursor: Cursor = None,
