@@ -217,3 +217,15 @@ def test_artifacts_by_owner_paged_by_key(tracker):
     assert len(tracker.query_artifacts()) == 6
     assert tracker.query_artifacts(user_ids=[]) == []
     assert texts[0].uuid == rest[-1].uuid
+
+
+def test_order_of_the_same_time_survives_a_delete(tracker):
+    """Insertion order breaks ties of ``created`` also after a status was deleted."""
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    tracker.recorder.clock = lambda: moment
+    first = publish(tracker, "first")
+    publish(tracker, "second")
+    tracker.delete(first)
+    publish(tracker, "third")
+    assert ids(tracker.statuses()) == ["third", "second"]
+    assert _walk(tracker, 1) == ["third", "second"]

@@ -6,6 +6,7 @@ behaves like the SQL store within one process; nothing survives the process.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,10 @@ class MemoryStore:
         self._statuses: dict[UUID, TaskStatus] = {}
         self._by_task_id: dict[str, UUID] = {}
         self._artifacts: dict[UUID, Artifact] = {}
+        #: Insertion order (the SQL stores' ids): breaks ties of ``created``. Never reused,
+        #: so a delete cannot give two statuses the same place.
         self._order: dict[UUID, int] = {}
+        self._inserted = itertools.count()
 
     def open(self) -> None:
         """Nothing to connect to."""
@@ -55,7 +59,7 @@ class MemoryStore:
                 raise LookupError(f"parent status {status.parent_uuid} does not exist")
             self._statuses[status.uuid] = replace(status, _manager=None)
             self._by_task_id[status.task_id] = status.uuid
-            self._order[status.uuid] = len(self._order)
+            self._order[status.uuid] = next(self._inserted)
             return True
 
     def _update(self, uuid: UUID, change: Callable[[TaskStatus], TaskStatus | None]) -> bool:
