@@ -304,3 +304,10 @@ def test_openapi_and_a_docs_page_without_cdn(memory_tracker, make_client):
     assert "openapi.json" in page.text
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
     assert [s.value for s in State] == spec["components"]["schemas"]["State"]["enum"]
+
+
+def test_a_principal_has_a_text_id():
+    assert Principal(7) == Principal("7")
+    for missing in (None, ""):
+        with pytest.raises(TypeError, match="return None for no caller"):
+            Principal(missing)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Union
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,14 +26,14 @@ class Principal:
     is_superuser: bool = False
 
     def __post_init__(self) -> None:
+        if self.id is None or str(self.id) == "":
+            raise TypeError("a Principal needs an id; return None for no caller")
         # Owner ids are text everywhere (a task called with user_id=7 stores "7").
         object.__setattr__(self, "id", str(self.id))
 
 
 #: ``authenticate(request)``, sync or async: the caller, or None when there is none.
-Authenticator = Callable[
-    [Request], Union[Principal, Awaitable[Union[Principal, None]], None]  # noqa: UP007
-]
+Authenticator = Callable[[Request], Principal | Awaitable[Principal | None] | None]
 
 
 async def identify(authenticate: Authenticator, request: Request) -> Principal | None:
