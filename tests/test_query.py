@@ -203,6 +203,8 @@ def test_keyset_after_a_deleted_status_goes_on_with_older_ones(tracker):
 def test_keyset_after_must_be_a_status_or_key(tracker):
     with pytest.raises(TypeError, match="after"):
         tracker.statuses(after="yesterday")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        tracker.statuses(after=(datetime(2026, 1, 1), publish(tracker).uuid))
 
 
 def test_artifacts_by_owner_paged_by_key(tracker):

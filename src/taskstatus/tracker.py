@@ -236,6 +236,8 @@ class Tracker:
             and isinstance(after[1], UUID)
         ):
             raise TypeError(f"after must be a TaskStatus or (datetime, UUID), got {after!r}")
+        if after is not None and after[0].tzinfo is None:
+            raise ValueError("after= needs a timezone-aware created time")
         for name, text in (("queue", queue), ("task_class", task_class)):
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{name} must be a str, got {type(text).__name__}")
