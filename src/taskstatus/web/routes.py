@@ -78,7 +78,7 @@ def _utc(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
     try:
-        # Python 3.10 reads no "Z"; a "+" turned into a space by a careless client stays one.
+        # Python 3.10's fromisoformat does not read a "Z".
         value = datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text.strip()))
     except ValueError:
         raise BadInput(
