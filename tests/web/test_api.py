@@ -163,6 +163,11 @@ def test_next_link_keeps_the_filters(tracker, as_user):
     assert (query["user_id"], query["limit"]) == ([OTHER], ["2"])
     second = as_user(ROOT).get(first["next"])
     assert _ids(second) == ["u2", "u1"]
+    tracker.begin(event("t1"))
+    states = {"state": ["In Progress", "PENDING"], "limit": 3}
+    page = as_user(OWNER).get("/api/v1/tasks/", params=states).json()
+    assert parse_qs(urlsplit(page["next"]).query)["state"] == ["In Progress", "PENDING"]
+    assert _ids(as_user(OWNER).get(page["next"])) == ["t1", "t0"]
 
 
 def test_artifact_pages(tracker, as_user):
