@@ -17,7 +17,14 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.mark.parametrize(
     "script",
-    ["progress.py", "query.py", "celery_overhead.py", "dramatiq_overhead.py", "rq_overhead.py"],
+    [
+        "progress.py",
+        "query.py",
+        "web.py",
+        "celery_overhead.py",
+        "dramatiq_overhead.py",
+        "rq_overhead.py",
+    ],
 )
 def test_benchmark_quick_run(script):
     if script.endswith("_overhead.py"):

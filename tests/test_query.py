@@ -143,3 +143,91 @@ def test_container_steps_agree_between_list_get_and_children(tracker):
     assert steps(tracker.get_by_task_id(t) for t in expected) == expected
     chord = tracker.get(tracker.get_by_task_id("chord").uuid)
     assert steps(chord.children()) == {t: expected[t] for t in ("header", "body", "empty")}
+
+
+def test_several_states_queue_and_task_class(filled):
+    assert ids(filled.statuses(state=["Pending", State.IN_PROGRESS], parent=None)) == [
+        "g",
+        "e2",
+        "i1",
+        "e1",
+    ]
+    assert ids(filled.statuses(state=[State.IN_PROGRESS])) == ["i1"]
+    assert filled.statuses(state=[]) == []
+    assert ids(filled.statuses(task_class="taskstatus.group")) == ["g"]
+    assert ids(filled.statuses(queue="test", user_id=8)) == ["e2"]
+    assert filled.statuses(queue="celery") == []
+    assert ids(filled.statuses(user_ids=[8, "9"])) == ["e2"]
+    assert ids(filled.statuses(user_ids=[8, 7], user_id=8)) == ["e2"]
+    assert filled.statuses(user_ids=[7], user_id=8) == []
+    assert filled.statuses(user_ids=[]) == []
+    with pytest.raises(ValueError, match="unknown state"):
+        filled.statuses(state=["Pending", "Done"])
+
+
+def _walk(tracker, page_size, between_pages=lambda: None, **filters):
+    """Every status, page by page by key; ``between_pages`` runs after each page."""
+    seen, after = [], None
+    while True:
+        page = tracker.statuses(limit=page_size, after=after, **filters)
+        seen += ids(page)
+        if len(page) < page_size:
+            return seen
+        after = page[-1]
+        between_pages()
+
+
+def test_keyset_pages_are_stable_while_statuses_arrive(tracker):
+    old = [publish(tracker, f"old-{n}").task_id for n in range(23)]
+    fresh = iter(range(1000))
+    seen = _walk(tracker, 5, lambda: publish(tracker, f"new-{next(fresh)}"))
+    assert seen == list(reversed(old))
+
+
+def test_keyset_orders_statuses_of_the_same_time_by_insertion(tracker):
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    tracker.recorder.clock = lambda: moment
+    same = [publish(tracker, f"same-{n}").task_id for n in range(7)]
+    tracker.recorder.clock = lambda: moment - timedelta(seconds=1)
+    older = publish(tracker, "older").task_id
+    assert _walk(tracker, 2) == [*reversed(same), older]
+    assert _walk(tracker, 3, user_id=7, state=["Pending"]) == [*reversed(same), older]
+
+
+def test_keyset_after_a_deleted_status_goes_on_with_older_ones(tracker):
+    statuses = [publish(tracker, f"t{n}") for n in range(4)]
+    tracker.delete(statuses[2])
+    assert ids(tracker.statuses(after=statuses[2])) == ["t1", "t0"]
+
+
+def test_keyset_after_must_be_a_status_or_key(tracker):
+    with pytest.raises(TypeError, match="after"):
+        tracker.statuses(after="yesterday")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        tracker.statuses(after=(datetime(2026, 1, 1), publish(tracker).uuid))
+
+
+def test_artifacts_by_owner_paged_by_key(tracker):
+    mine, theirs = publish(tracker, "mine"), publish(tracker, "theirs", user_id="8")
+    texts = [tracker.add_artifact(mine, text=f"a{n}") for n in range(5)]
+    tracker.add_artifact(theirs, text="not yours")
+    first = tracker.query_artifacts(user_ids=[7], limit=3)
+    assert [a.text for a in first] == ["a4", "a3", "a2"]
+    rest = tracker.query_artifacts(user_ids=["7", "9"], limit=3, after=first[-1])
+    assert [a.text for a in rest] == ["a1", "a0"]
+    assert [a.text for a in tracker.query_artifacts(status=theirs)] == ["not yours"]
+    assert len(tracker.query_artifacts()) == 6
+    assert tracker.query_artifacts(user_ids=[]) == []
+    assert texts[0].uuid == rest[-1].uuid
+
+
+def test_order_of_the_same_time_survives_a_delete(tracker):
+    """Insertion order breaks ties of ``created`` also after a status was deleted."""
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    tracker.recorder.clock = lambda: moment
+    first = publish(tracker, "first")
+    publish(tracker, "second")
+    tracker.delete(first)
+    publish(tracker, "third")
+    assert ids(tracker.statuses()) == ["third", "second"]
+    assert _walk(tracker, 1) == ["third", "second"]

@@ -132,15 +132,19 @@ def get_by_task_id(task_id: str) -> TaskStatus:
 def statuses(
     *,
     user_id: object = None,
-    state: State | str | None = None,
+    state: State | str | Iterable[State | str] | None = None,
     search: str | None = None,
     parent: UUID | str | Any | None = ANY,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     limit: int | None = 50,
     offset: int = 0,
+    queue: str | None = None,
+    task_class: str | None = None,
+    after: TaskStatus | tuple[datetime, UUID] | None = None,
 ) -> list[TaskStatus]:
-    """Statuses newest first. ``parent=None``: top level only; omitted: no filter."""
+    """Statuses newest first. ``parent=None``: top level only; omitted: no filter; see
+    :meth:`Tracker.query` for ``state`` (one or several) and ``after`` (keyset paging)."""
     return get_tracker().statuses(
         user_id=user_id,
         state=state,
@@ -150,6 +154,9 @@ def statuses(
         created_before=created_before,
         limit=limit,
         offset=offset,
+        queue=queue,
+        task_class=task_class,
+        after=after,
     )
 
 

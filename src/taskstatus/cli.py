@@ -504,6 +504,47 @@ def demo(user: str, speed: float) -> None:
     run_demo(tracker, user_id=user, speed=speed)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--token",
+    envvar="TASKSTATUS_TOKEN",
+    show_envvar=True,
+    help="Callers must send 'Authorization: Bearer <token>'; they see everything.",
+)
+@_store_options
+def serve(host: str, port: int, token: str | None) -> None:
+    """Serve the REST API (/api/v1/) on the configured store, for operators.
+
+    A caller with the token is a superuser. Without a token every caller is, so it then
+    listens on a loopback address only. Stop it with Ctrl-C.
+    """
+    try:
+        from .web.serve import is_loopback, run
+    except ImportError as exc:
+        raise Failure(
+            f"serve needs the extra 'web' (pip install 'taskstatus[web]'; from a clone: "
+            f"pip install -e '.[web]') ({exc})"
+        ) from exc
+    token = token or None
+    if token is None and not is_loopback(host):
+        raise Failure(
+            f"refusing to serve on {host} without a token: anyone reaching it would see and "
+            f"cancel every task; set --token or TASKSTATUS_TOKEN, or listen on 127.0.0.1"
+        )
+    tracker = _recorded()
+    address = f"[{host}]" if ":" in host else host
+    click.echo(f"Serving the taskstatus REST API on http://{address}:{port}/api/v1/")
+    click.echo(f"API description: http://{address}:{port}/api/v1/docs (Ctrl-C stops it)")
+    if token is None:
+        click.echo("No token: every local caller is an operator.")
+    run(tracker, host, port, token)
+    click.echo("Stopped.")
+
+
 def main() -> None:
     """Console script entry point."""
     cli(prog_name="taskstatus")

@@ -8,6 +8,7 @@ arguments only, as pluggy requires.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -88,5 +89,16 @@ def taskstatus_permission(principal: Any, action: str, status: TaskStatus) -> bo
     """Decide whether ``principal`` may ``action`` (view, cancel, delete, change) ``status``.
 
     Return True or False to decide, None to leave it to the next plugin and finally to the
-    default rule (superuser or owner).
+    default rule: a superuser, or the owner, may; ``view`` also whoever lists the owner's
+    statuses (:func:`taskstatus_visible_owners`).
+    """
+
+
+@hookspec(firstresult=True)
+def taskstatus_visible_owners(principal: Any) -> Sequence[str] | bool | None:
+    """The owners whose statuses ``principal`` may list: their ids, True for every owner.
+
+    Lists are filtered by it in the database query, so a page is never cut short. Return None
+    to leave it to the next plugin and finally to the default: every owner for a superuser,
+    else the principal's own id.
     """

@@ -47,7 +47,8 @@ ANY = _Any.ANY
 
 @dataclass(frozen=True)
 class StatusQuery:
-    """Filters of :meth:`Store.query`; results are newest first."""
+    """Filters of :meth:`Store.query`; results are newest first: by ``created``, then by
+    the order the store inserted them in."""
 
     user_ids: Sequence[str] | None = None
     state: State | None = None
@@ -57,6 +58,21 @@ class StatusQuery:
     created_before: datetime | None = None
     limit: int | None = 50
     offset: int = 0
+    #: Any of these states (with ``state`` too: the states of both).
+    states: frozenset[State] | None = None
+    queue: str | None = None
+    task_class: str | None = None
+    #: Keyset pagination: only statuses after this one (``created``, ``uuid``) in the
+    #: newest-first order, so that a page is stable while new statuses arrive. Should that
+    #: status have been deleted meanwhile, its siblings of the very same ``created`` are
+    #: skipped with it.
+    after: tuple[datetime, UUID] | None = None
+
+    def wanted_states(self) -> frozenset[State] | None:
+        """The states a status may be in to match, None for any."""
+        if self.state is None:
+            return self.states
+        return frozenset({self.state, *(self.states or ())})
 
 
 @dataclass(frozen=True)
@@ -222,8 +238,11 @@ class Store(Protocol):
         user_ids: Sequence[str] | None,
         limit: int,
         offset: int,
+        *,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Artifact]:
-        """Artifacts newest first, of the given statuses and/or owners (None: no filter)."""
+        """Artifacts newest first, of the given statuses and/or owners (None: no filter);
+        ``after`` (``created``, ``uuid``) pages by key as :attr:`StatusQuery.after`."""
 
     # -- the change feed (see taskstatus.changes) ----------------------------------------------
     def changes(

@@ -206,15 +206,24 @@ class Tracker:
         self,
         *,
         user_id: object = None,
-        state: State | str | None = None,
+        state: State | str | Iterable[State | str] | None = None,
         search: str | None = None,
         parent: UUID | str | Any | None = ANY,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        queue: str | None = None,
+        task_class: str | None = None,
+        after: TaskStatus | tuple[datetime, UUID] | None = None,
+        user_ids: Iterable[object] | None = None,
     ) -> StatusQuery:
-        """Validate filters into a :class:`~taskstatus.store.StatusQuery`."""
+        """Validate filters into a :class:`~taskstatus.store.StatusQuery`.
+
+        ``state`` may be several (any of them); ``user_ids``: any of these owners (with
+        ``user_id`` too: only that one, if among them); ``after`` (a status, or its
+        ``created`` and ``uuid``) pages by key, stable while new statuses arrive, where
+        ``offset`` would shift."""
         if limit is not None and (type(limit) is not int or limit < 0):
             raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
         if type(offset) is not int or offset < 0:
@@ -222,9 +231,36 @@ class Tracker:
         for name, value in (("created_after", created_after), ("created_before", created_before)):
             if value is not None and not isinstance(value, datetime):
                 raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+        if isinstance(after, TaskStatus):
+            if after.created is None:
+                raise ValueError("after= needs a stored status (its created time)")
+            after = (after.created, after.uuid)
+        elif after is not None and not (
+            isinstance(after, tuple)
+            and len(after) == 2
+            and isinstance(after[0], datetime)
+            and isinstance(after[1], UUID)
+        ):
+            raise TypeError(f"after must be a TaskStatus or (datetime, UUID), got {after!r}")
+        if after is not None and after[0].tzinfo is None:
+            raise ValueError("after= needs a timezone-aware created time")
+        for name, text in (("queue", queue), ("task_class", task_class)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+        states = None
+        if state is not None and not isinstance(state, str):
+            states = frozenset(State.parse(s) for s in state)
+            state = None
+        owners = None if user_ids is None else [str(owner) for owner in user_ids]
+        if user_id is not None:
+            owners = [str(user_id)] if owners is None or str(user_id) in owners else []
         return StatusQuery(
-            user_ids=None if user_id is None else [str(user_id)],
+            user_ids=owners,
             state=None if state is None else State.parse(state),
+            states=states,
+            queue=queue,
+            task_class=task_class,
+            after=after,
             search=search or None,
             parent=parent if parent is ANY or parent is None else parse_uuid(parent, "parent"),
             created_after=created_after,
@@ -257,12 +293,48 @@ class Tracker:
     def artifacts(self, status: TaskStatus) -> list[Artifact]:
         return [a.bind(self) for a in self.store.artifacts([status.uuid])]
 
+    def artifacts_of(self, statuses: Sequence[TaskStatus]) -> dict[UUID, list[Artifact]]:
+        """The artifacts of many statuses in one read (a page of a list), by status uuid."""
+        found: dict[UUID, list[Artifact]] = {}
+        if statuses:
+            for artifact in self.store.artifacts([s.uuid for s in statuses]):
+                found.setdefault(artifact.status_uuid, []).append(artifact.bind(self))
+        return found
+
     def get_artifact(self, uuid: UUID | str) -> Artifact:
         key = parse_uuid(uuid, "artifact")
         artifact = self.store.get_artifact(key)
         if artifact is None:
             raise NotFound(f"no artifact with uuid {key}")
         return artifact.bind(self)
+
+    def query_artifacts(
+        self,
+        *,
+        status: TaskStatus | UUID | str | None = None,
+        user_ids: Iterable[object] | None = None,
+        limit: int = 50,
+        after: Artifact | tuple[datetime, UUID] | None = None,
+    ) -> list[Artifact]:
+        """Artifacts newest first, of one status and/or some owners' statuses (filtered in
+        the query); ``after`` (an artifact, or its ``created`` and ``uuid``) pages by key,
+        as :meth:`query`."""
+        if type(limit) is not int or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+        if isinstance(after, Artifact):
+            if after.created is None:
+                raise ValueError("after= needs a stored artifact (its created time)")
+            after = (after.created, after.uuid)
+        if isinstance(status, TaskStatus):
+            status = status.uuid
+        found = self.store.artifact_query(
+            None if status is None else [parse_uuid(status)],
+            None if user_ids is None else [str(owner) for owner in user_ids],
+            limit,
+            0,
+            after=after,
+        )
+        return [a.bind(self) for a in found]
 
     def open_artifact(self, artifact: Artifact) -> BinaryIO:
         if artifact.file is None:

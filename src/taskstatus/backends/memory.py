@@ -6,6 +6,7 @@ behaves like the SQL store within one process; nothing survives the process.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -48,12 +49,14 @@ class MemoryStore:
         self._statuses: dict[UUID, TaskStatus] = {}
         self._by_task_id: dict[str, UUID] = {}
         self._artifacts: dict[UUID, Artifact] = {}
+        #: Insertion order (the SQL stores' ids): breaks ties of ``created``. Never reused,
+        #: so a delete cannot give two statuses the same place.
         self._order: dict[UUID, int] = {}
         #: The change feed: uuid -> (row, version, stamp); stamps strictly increase.
         self._changes: dict[UUID, tuple[int, int, datetime]] = {}
-        self._rows = 0
         self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
         self._signal = ChangeSignal()
+        self._inserted = itertools.count(1)
 
     def open(self) -> None:
         """Nothing to connect to."""
@@ -70,9 +73,8 @@ class MemoryStore:
                 raise LookupError(f"parent status {status.parent_uuid} does not exist")
             self._statuses[status.uuid] = replace(status, _manager=None)
             self._by_task_id[status.task_id] = status.uuid
-            self._order[status.uuid] = len(self._order)
-            self._rows += 1
-            self._changed(status.uuid, self._rows, 1)
+            self._order[status.uuid] = row = next(self._inserted)
+            self._changed(status.uuid, row, 1)
             return True
 
     def _changed(self, uuid: UUID, row: int, version: int) -> None:
@@ -270,9 +272,13 @@ class MemoryStore:
             return self._statuses.get(uuid) if uuid else None
 
     def _matches(self, s: TaskStatus, q: StatusQuery) -> bool:
+        states = q.wanted_states()
         return (
             (q.user_ids is None or s.user_id in q.user_ids)
-            and (q.state is None or s.state is q.state)
+            and (states is None or s.state in states)
+            and (q.queue is None or s.queue == q.queue)
+            and (q.task_class is None or s.task_class == q.task_class)
+            and (q.after is None or self._is_after(s.created, self._order[s.uuid], q.after))
             and (not q.search or q.search.lower() in s.name.lower())
             and (q.parent is ANY or s.parent_uuid == q.parent)
             and (
@@ -282,6 +288,13 @@ class MemoryStore:
                 q.created_before is None or (s.created is not None and s.created < q.created_before)
             )
         )
+
+    def _is_after(self, created: datetime | None, order: int, key: tuple[datetime, UUID]) -> bool:
+        """Whether a row comes after ``key`` newest first (as the SQL store's keyset)."""
+        key_created, key_uuid = key
+        if created is None or created != key_created:
+            return created is not None and created < key_created
+        return order < self._order.get(key_uuid, 0)
 
     def _newest_first(self, items: Sequence[TaskStatus]) -> list[TaskStatus]:
         return sorted(items, key=lambda s: (s.created, self._order[s.uuid]), reverse=True)
@@ -348,15 +361,22 @@ class MemoryStore:
         user_ids: Sequence[str] | None,
         limit: int,
         offset: int,
+        *,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Artifact]:
         with self._lock:
+            # Insertion order, as the SQL store's ids (dicts keep it).
+            rank = {uuid: n for n, uuid in enumerate(self._artifacts)}
             found = [
                 a
                 for a in self._artifacts.values()
                 if (status_uuids is None or a.status_uuid in status_uuids)
                 and (user_ids is None or self._statuses[a.status_uuid].user_id in user_ids)
+                and (
+                    after is None or (a.created, rank[a.uuid]) < (after[0], rank.get(after[1], -1))
+                )
             ]
-        found.reverse()
+        found.sort(key=lambda a: (a.created, rank[a.uuid]), reverse=True)
         return found[offset : offset + limit]
 
     # -- the change feed ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Table,
     Update,
     and_,
     bindparam,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -559,9 +561,20 @@ class SQLAlchemyStore:
         elif owners is not None:
             where.append(c.user_id.in_(bindparam("p_owners", expanding=True)))
             params["p_owners"] = owners
-        if query.state is not None:
+        states = query.wanted_states()
+        if states is not None and len(states) == 1:
             where.append(c.state == bindparam("p_state"))
-            params["p_state"] = query.state.value
+            params["p_state"] = next(iter(states)).value
+        elif states is not None:
+            where.append(c.state.in_(bindparam("p_states", expanding=True)))
+            params["p_states"] = sorted(s.value for s in states)
+        for name, field, value in (
+            ("p_queue", c.queue, query.queue),
+            ("p_class", c.task_class, query.task_class),
+        ):
+            if value is not None:
+                where.append(field == bindparam(name))
+                params[name] = value
         if query.search:
             # Searched literally: the LIKE wildcards in the text are escaped.
             where.append(c.name.icontains(bindparam("p_search"), escape="/"))
@@ -579,10 +592,11 @@ class SQLAlchemyStore:
         if query.created_before is not None:
             where.append(c.created < bindparam("p_before", type_=UTCDateTime()))
             params["p_before"] = query.created_before
+        if query.after is not None:
+            where.append(_after(statuses, query.after, params))
         shape = (
             None if owners is None else len(owners) == 1,
-            *(name in params for name in ("p_state", "p_search", "p_parent", "p_after")),
-            "p_before" in params,
+            *(name in params for name in _SHAPE_PARAMS),
             query.parent is None,
         )
         return shape, where, params
@@ -697,10 +711,15 @@ class SQLAlchemyStore:
         user_ids: Sequence[str] | None,
         limit: int,
         offset: int,
+        *,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[Artifact]:
         a = artifacts.c
         stmt = select(artifacts).order_by(a.created.desc(), a.id.desc()).limit(limit)
         stmt = stmt.offset(offset)
+        if after is not None:
+            params: dict[str, Any] = {}
+            stmt = stmt.where(_after(artifacts, after, params)).params(params)
         if status_uuids is not None:
             stmt = stmt.where(a.status_uuid.in_(list(status_uuids)))
         if user_ids is not None:
@@ -796,6 +815,34 @@ def _subtree_of(root: UUID) -> Any:
     tree = select(c.uuid).where(c.uuid == root).cte("subtree", recursive=True)
     child = statuses.alias("child")
     return tree.union_all(select(child.c.uuid).where(child.c.parent_uuid == tree.c.uuid))
+
+
+#: Optional parameters of a status query: whether each is given is part of its shape.
+_SHAPE_PARAMS = (
+    "p_state",
+    "p_states",
+    "p_queue",
+    "p_class",
+    "p_search",
+    "p_parent",
+    "p_after",
+    "p_before",
+    "p_key_created",
+)
+
+
+def _after(table: Table, key: tuple[datetime, UUID], params: dict[str, Any]) -> ColumnElement[bool]:
+    """Rows after ``key`` (created, uuid) in the order ``created DESC, id DESC``.
+
+    Written as ``created <= x AND (created < x OR id < <id of uuid>)`` so that an index on
+    ``created`` bounds the scan; a key whose row is gone compares its id as 0, which skips
+    the rows of exactly its ``created``.
+    """
+    c = table.c
+    key_id = select(c.id).where(c.uuid == bindparam("p_key_uuid")).scalar_subquery()
+    created = bindparam("p_key_created", type_=UTCDateTime())
+    params["p_key_created"], params["p_key_uuid"] = key
+    return and_(c.created <= created, or_(c.created < created, c.id < func.coalesce(key_id, 0)))
 
 
 def _postgres_options(url: URL) -> str:

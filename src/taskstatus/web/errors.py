@@ -1,0 +1,82 @@
+"""How failures answer: a status code and ``{"detail": "<what went wrong>"}``, never a 500
+for something the caller or the database did."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.routing import Match, Route
+
+from ..exceptions import ConfigurationError, NotFound, StoreError
+from .csrf import CrossOrigin
+
+__all__ = ["BadInput", "Error", "Forbidden", "Unauthenticated", "install_handlers"]
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class BadInput(ValueError):
+    """A query parameter the API cannot use (400): a state, a date, a cursor..."""
+
+
+class Forbidden(Exception):
+    """The caller may see the status but not do this to it (403)."""
+
+
+class Unauthenticated(Exception):
+    """The authenticator found nobody (401)."""
+
+
+#: The error answers each route may give, for the OpenAPI document.
+ERRORS = {
+    400: {"model": Error, "description": "Invalid input"},
+    401: {"model": Error, "description": "No caller identified"},
+    404: {"model": Error, "description": "Missing, or not visible to the caller"},
+    503: {"model": Error, "description": "The store cannot be reached"},
+}
+CHANGE_ERRORS = {
+    **ERRORS,
+    403: {"model": Error, "description": "Not allowed (or, for a change, a cross-site request)"},
+}
+
+
+def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return handler
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with every method the path has in ``Allow``: Starlette names only those of the
+    first route matching the path, and ``GET`` and ``DELETE tasks/{uuid}`` are two routes."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= route.methods or set()
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=405,
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(405, _method_not_allowed)
+    for exception, code in (
+        (BadInput, 400),
+        (Unauthenticated, 401),
+        (Forbidden, 403),
+        (CrossOrigin, 403),
+        (NotFound, 404),
+        # A store that is down, or artifact files with no configured location: the
+        # service is unavailable, and nothing the caller can fix.
+        (StoreError, 503),
+        (ConfigurationError, 503),
+    ):
+        app.add_exception_handler(exception, _answer(code))

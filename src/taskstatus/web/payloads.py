@@ -1,0 +1,146 @@
+"""What the API answers: statuses and artifacts as JSON, with absolute links.
+
+Links are built from the request's own URL and ``root_path``, so they stay right when the app
+is mounted under a prefix (``parent.mount("/tasks", app)``) or served behind a proxy with a
+root path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+
+from ..models import Artifact, State, TaskStatus
+from .principal import Principal
+
+__all__ = ["ArtifactOut", "ArtifactPage", "StatusOut", "StatusPage", "artifact_out", "link"]
+
+API = "/api/v1"
+
+
+class ArtifactOut(BaseModel):
+    """Something a task produced: exactly one of ``text``, ``url`` and ``file`` is set."""
+
+    uuid: UUID
+    status: UUID = Field(description="The uuid of the status it belongs to.")
+    name: str
+    text: str | None
+    url: str | None = Field(description="A link the task produced (http or https).")
+    file: str | None = Field(description="Download link of the stored file, or null.")
+    filename: str | None
+    created: datetime
+    modified: datetime
+
+
+class StatusOut(BaseModel):
+    """One task or container (chain, group, ...), with its artifacts."""
+
+    uuid: UUID
+    url: str = Field(description="This status's own link.")
+    task_id: str
+    queue: str
+    task_class: str
+    name: str
+    user_id: str | None
+    parent: UUID | None = Field(description="The uuid of the container it belongs to.")
+    is_container: bool
+    state: State
+    state_text: str = Field(description="A running task's custom stage, else the state.")
+    completed_steps: int
+    total_steps: int
+    progress: float | None = Field(
+        ge=0, le=1, description="completed_steps / total_steps, null while nothing is known."
+    )
+    attempts: int
+    created: datetime
+    modified: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    traceback: str | None = Field(description="Failure detail, shown to superusers only.")
+    artifacts: list[ArtifactOut]
+
+
+class StatusPage(BaseModel):
+    results: list[StatusOut]
+    next: str | None = Field(description="The link of the next page, null on the last.")
+
+
+class ArtifactPage(BaseModel):
+    results: list[ArtifactOut]
+    next: str | None = Field(description="The link of the next page, null on the last.")
+
+
+def link(request: Request, path: str) -> str:
+    """The absolute URL of ``path`` (below ``/api/v1``) of this app, wherever it is mounted."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return str(request.url.replace(path=f"{root}{API}{path}", query=""))
+
+
+def progress(status: TaskStatus) -> float | None:
+    if status.total_steps > 0:
+        return min(1.0, status.completed_steps / status.total_steps)
+    return 1.0 if status.state is State.SUCCEEDED else None
+
+
+def artifact_out(request: Request, artifact: Artifact) -> ArtifactOut:
+    # Stored ones have both times.
+    assert artifact.created is not None
+    assert artifact.modified is not None
+    return ArtifactOut(
+        uuid=artifact.uuid,
+        status=artifact.status_uuid,
+        name=artifact.name,
+        text=artifact.text,
+        url=artifact.url,
+        file=link(request, f"/artifacts/{artifact.uuid}/file") if artifact.file else None,
+        filename=artifact.filename,
+        created=artifact.created,
+        modified=artifact.modified,
+    )
+
+
+def status_out(
+    request: Request,
+    principal: Principal,
+    status: TaskStatus,
+    artifacts: Sequence[Artifact],
+) -> StatusOut:
+    # Stored ones have both times.
+    assert status.created is not None
+    assert status.modified is not None
+    return StatusOut(
+        uuid=status.uuid,
+        url=link(request, f"/tasks/{status.uuid}"),
+        task_id=status.task_id,
+        queue=status.queue,
+        task_class=status.task_class,
+        name=status.name,
+        user_id=status.user_id,
+        parent=status.parent_uuid,
+        is_container=status.is_container,
+        state=status.state,
+        state_text=status.state_text,
+        completed_steps=status.completed_steps,
+        total_steps=status.total_steps,
+        progress=progress(status),
+        attempts=status.attempts,
+        created=status.created,
+        modified=status.modified,
+        started_at=status.started_at,
+        finished_at=status.finished_at,
+        traceback=status.traceback if principal.is_superuser else None,
+        artifacts=[artifact_out(request, a) for a in artifacts],
+    )
+
+
+def statuses_out(
+    request: Request,
+    principal: Principal,
+    statuses: Sequence[TaskStatus],
+    artifacts: Mapping[UUID, Sequence[Artifact]],
+) -> list[StatusOut]:
+    return [status_out(request, principal, s, artifacts.get(s.uuid, ())) for s in statuses]

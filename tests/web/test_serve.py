@@ -1,0 +1,74 @@
+"""``taskstatus serve`` as an operator runs it: a real process, a real port, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from taskstatus.cli import cli
+from tests.helpers import publish
+from tests.waiting import TIMEOUT, poll
+
+TASKSTATUS = Path(sys.executable).with_name("taskstatus")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp_path):
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    status = publish(make_tracker(url), "served", user_id="7")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
+    proc = subprocess.Popen(
+        [str(TASKSTATUS), "serve", "--port", str(port), "--url", url],
+        env={**env, "TASKSTATUS_TOKEN": "s3cret"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        first = proc.stdout.readline().decode()
+        assert first == f"Serving the taskstatus REST API on http://127.0.0.1:{port}/api/v1/\n"
+        base = f"http://127.0.0.1:{port}/api/v1"
+        with httpx.Client(timeout=TIMEOUT) as client:
+
+            def anonymous() -> httpx.Response | None:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                try:
+                    return client.get(f"{base}/tasks/")
+                except httpx.ConnectError:
+                    return None  # the URL is printed just before uvicorn listens
+
+            assert poll(anonymous, bool, "the server to listen").status_code == 401
+            wrong = client.get(f"{base}/tasks/", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            good = client.get(f"{base}/tasks/", headers={"Authorization": "Bearer s3cret"})
+            assert good.status_code == 200
+            assert [s["uuid"] for s in good.json()["results"]] == [str(status.uuid)]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, out.decode()
+        assert out.decode().endswith("Stopped.\n")
+        assert "Traceback" not in out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com", "::"])
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token(host):
+    result = CliRunner(env={"TASKSTATUS_TOKEN": None}).invoke(cli, ["serve", "--host", host])
+    assert result.exit_code == 1
+    assert f"refusing to serve on {host} without a token" in result.output
