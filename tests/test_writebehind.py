@@ -317,7 +317,8 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
     tracker.recorder.writer.after_write(done.set)
     assert not done.wait(0.5)  # not acknowledged while its outcome is not stored
     failing.clear()
-    assert done.wait(10)
+    # Retried after the backoff (here the write interval, SLOW), not an interval more.
+    assert done.wait(SLOW + 3)
     assert tracker.store.get_by_task_id("waiting").state is State.SUCCEEDED
 
 

@@ -274,14 +274,19 @@ class WriteBehind:
         except Exception:
             with self._lock:
                 self._after[:0] = waiting  # still not stored: they wait for the next write
-            self._wake.wait(self._backoff)
             self._backoff = min(MAX_BACKOFF, max(self._backoff * 2, self.interval, 0.05))
+            # Acknowledgements waiting for this write are retried after the backoff alone;
+            # the rest at the next round, which waits an interval more.
+            delay = self._backoff if waiting else self.interval + self._backoff
             log.warning(
                 "taskstatus could not write %d task events; retrying in %.1f s",
                 len(self._queue),
-                self.interval + self._backoff,
+                delay,
                 exc_info=True,
             )
+            if waiting:
+                self._wake.wait(self._backoff)
+                self._urgent.set()
             return True
         for callback in waiting:
             _call(callback)
