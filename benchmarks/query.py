@@ -75,7 +75,7 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "tasks.py", line 42\nVal
 STATUS_COLUMNS = (
     "uuid", "task_id", "queue", "task_class", "name", "user_id", "parent_uuid", "is_container",
     "sealed", "state", "stage", "completed_steps", "total_steps", "planned_steps", "attempts",
-    "traceback", "created", "modified", "started_at", "finished_at",
+    "traceback", "created", "modified", "started_at", "finished_at", "changed",
 )  # fmt: skip
 ARTIFACT_COLUMNS = ("uuid", "status_uuid", "name", "file", "url", "text", "created", "modified")
 EPOCH = datetime(1970, 1, 1)
@@ -187,6 +187,7 @@ def generate(plan: Plan, picks: int, seed: int) -> Iterator[tuple[Rows, Rows]]:
                 stamp(last),
                 None if started is None else stamp(started),
                 None if finished_at is None else stamp(finished_at),
+                stamp(last),  # the change feed's stamp: as if written when last modified
             )
         )
         if state == failed:
