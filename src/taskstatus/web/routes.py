@@ -17,6 +17,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
@@ -219,8 +220,63 @@ class _Api:
         )
 
 
+def _filters(api: _Api) -> Callable[..., dict[str, Any]]:
+    """The dependency that reads the list filters, shared by ``tasks/`` and ``events``."""
+    Caller = Annotated[Principal, Depends(api.caller)]
+
+    def filters(
+        principal: Caller,
+        state: Annotated[
+            list[str] | None,
+            Query(
+                description="A state (value or member name); repeat for any of several.",
+                json_schema_extra={"items": {"type": "string", "enum": STATE_NAMES}},
+            ),
+        ] = None,
+        search: Annotated[str | None, Query(description="In the name, any case.")] = None,
+        parent: Annotated[
+            str | None,
+            Query(
+                pattern=PARENT_PATTERN,
+                description="A container's uuid, or `none` for top level only.",
+            ),
+        ] = None,
+        queue: str | None = None,
+        task_class: str | None = None,
+        created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
+        created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
+        user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
+    ) -> dict[str, Any]:
+        """The filters of a list (and of its stream of changes), as ``Tracker.query`` takes
+        them; 403 for a ``user_id`` beyond the owners the caller may list."""
+        if user_id is not None:
+            owners = visible_owners(api.tracker(), principal)
+            if owners is not None and user_id not in owners:
+                raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
+        return {
+            "state": _states(state),
+            "search": _text(search, "search"),
+            "queue": _text(queue, "queue"),
+            "task_class": _text(task_class, "task_class"),
+            "created_after": _utc(created_after, "created_after"),
+            "created_before": _utc(created_before, "created_before"),
+            "user_id": _text(user_id, "user_id"),
+            "parent": _parent(parent),
+        }
+
+    return filters
+
+
 async def _same_origin(request: Request) -> None:
     check_same_origin(request, request.app.state.trusted_origins)
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters of a route and of its dependencies (the list filters)."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 async def _known_query(request: Request) -> None:
@@ -229,9 +285,10 @@ async def _known_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    unknown = set(request.query_params) - {p.alias for p in route.dependant.query_params}
+    params = _query_names(route.dependant)
+    unknown = set(request.query_params) - params
     if unknown:
-        known = ", ".join(sorted(p.alias for p in route.dependant.query_params)) or "none"
+        known = ", ".join(sorted(params)) or "none"
         raise BadInput(f"unknown query parameter(s) {', '.join(sorted(unknown))}; known: {known}")
 
 
@@ -260,44 +317,10 @@ def _task_routes(router: APIRouter, api: _Api) -> None:
     def list_tasks(
         request: Request,
         principal: Caller,
-        state: Annotated[
-            list[str] | None,
-            Query(
-                description="A state (value or member name); repeat for any of several.",
-                json_schema_extra={"items": {"type": "string", "enum": STATE_NAMES}},
-            ),
-        ] = None,
-        search: Annotated[str | None, Query(description="In the name, any case.")] = None,
-        parent: Annotated[
-            str | None,
-            Query(
-                pattern=PARENT_PATTERN,
-                description="A container's uuid, or `none` for top level only.",
-            ),
-        ] = None,
-        queue: str | None = None,
-        task_class: str | None = None,
-        created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
-        created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
-        user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
+        filters: Annotated[dict[str, Any], Depends(_filters(api))],
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> StatusPage:
-        if user_id is not None:
-            tracker = api.tracker()
-            owners = visible_owners(tracker, principal)
-            if owners is not None and user_id not in owners:
-                raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
-        filters: dict[str, Any] = {
-            "state": _states(state),
-            "search": _text(search, "search"),
-            "queue": _text(queue, "queue"),
-            "task_class": _text(task_class, "task_class"),
-            "created_after": _utc(created_after, "created_after"),
-            "created_before": _utc(created_before, "created_before"),
-            "user_id": _text(user_id, "user_id"),
-            "parent": _parent(parent),
-        }
         return api.page(request, principal, limit, cursor, **filters)
 
     @router.get("/tasks/{uuid}", response_model=StatusOut, summary="One status")
