@@ -28,6 +28,7 @@ from ..tracker import Tracker
 from . import cursor as cursors
 from .csrf import check_same_origin
 from .errors import CHANGE_ERRORS, ERRORS, BadInput, Forbidden, Unauthenticated
+from .events import add_event_routes
 from .payloads import (
     ArtifactOut,
     ArtifactPage,
@@ -300,13 +301,16 @@ def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker])
         responses=ERRORS,  # type: ignore[arg-type]
         dependencies=[Depends(_known_query)],
     )
-    _task_routes(router, api)
+    filters = _filters(api)
+    _task_routes(router, api, filters)
+    add_event_routes(router, api, filters)
     _artifact_routes(router, api)
     return router
 
 
-def _task_routes(router: APIRouter, api: _Api) -> None:
+def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[str, Any]]) -> None:
     Caller = Annotated[Principal, Depends(api.caller)]
+    Filters = Annotated[dict[str, Any], Depends(read_filters)]
 
     @router.get(
         "/tasks/",
@@ -317,7 +321,7 @@ def _task_routes(router: APIRouter, api: _Api) -> None:
     def list_tasks(
         request: Request,
         principal: Caller,
-        filters: Annotated[dict[str, Any], Depends(_filters(api))],
+        filters: Filters,
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> StatusPage:
