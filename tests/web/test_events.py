@@ -172,6 +172,23 @@ def test_a_client_that_reconnects_gets_what_it_missed(tracker, server):
             assert [e.data["state"] for e in events(r) if e.data] == ["Succeeded"]
 
 
+def test_a_client_that_reconnects_to_a_running_task_follows_on(tracker, server):
+    task = publish(tracker, "task", total_steps=3)
+    url = f"/api/v1/tasks/{task.uuid}/events"
+    with client(server, OWNER) as http:
+        with http.stream("GET", url) as r:
+            seen = next(events(r)).id
+        tracker.begin(event("task"))
+        tracker.increment_steps(tracker.get(task.uuid), 2, 0)
+        with http.stream("GET", url, headers={"Last-Event-ID": seen}) as r:
+            stream = events(r)
+            got = _until(stream, lambda e: e.data["completed_steps"] == 2, "the missed step")
+            assert {e.data["state"] for e in got} == {"In Progress"}
+            _finish(tracker, "task")
+            got = _until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
+            assert list(stream) == []
+
+
 def test_resuming_the_stream_of_everything(tracker, server):
     with client(server, OWNER) as http:
         with http.stream("GET", "/api/v1/events") as r:
