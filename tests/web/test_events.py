@@ -122,27 +122,23 @@ def test_events_take_the_list_filters(tracker, server):
 def test_a_container_stream_has_its_children_and_its_sums(tracker, server):
     group = publish(tracker, "group", container="taskstatus.group", sealed=False)
     publish(tracker, "a", parent="group", total_steps=2)
+    tracker.begin(event("a"))  # the group starts with it
     url = f"/api/v1/tasks/{group.uuid}/events"
     with client(server, OWNER) as http, http.stream("GET", url) as r:
         stream = events(r)
-        assert next(stream).data["total_steps"] == 2
-        tracker.begin(event("a"))
-        started = {"group": False, "a": False}
-
-        def both_started(e):
-            started[e.data["task_id"]] = e.data["state"] == "In Progress"
-            return all(started.values())
-
-        _until(stream, both_started, "the group and its child to start")
+        first = next(stream).data
+        assert (first["state"], first["completed_steps"], first["total_steps"]) == (
+            "In Progress",
+            0,
+            2,
+        )
         # The child's steps change its own row only; the group's sums go out with it.
         tracker.increment_steps(tracker.get_by_task_id("a"), 1, 0)
-        got = _until(stream, lambda e: e.data["completed_steps"] == 1, "the step")
-        assert [(e.data["task_id"], e.data["completed_steps"]) for e in got[-1:]] == [("a", 1)]
-        [aggregate] = _until(stream, lambda e: True, "the group's sums")
-        assert aggregate.data["task_id"] == "group"
+        child, aggregate = _until(stream, lambda e: e.data["task_id"] == "group", "the sums")
+        assert (child.data["task_id"], child.data["completed_steps"]) == ("a", 1)
         assert (aggregate.data["completed_steps"], aggregate.data["total_steps"]) == (1, 2)
         assert aggregate.data["progress"] == 0.5
-        assert aggregate.id == got[-1].id  # the same change
+        assert aggregate.id == child.id  # the same change
         tracker.cancel(tracker.get(group.uuid))
         got = _until(stream, lambda e: e.data["task_id"] == "group", "the group's end")
         assert got[-1].data["state"] == "Canceled"
@@ -200,7 +196,7 @@ def test_resuming_the_stream_of_everything(tracker, server):
     assert [e.data["task_id"] for e in got] == ["while away"]
 
 
-@pytest.mark.parametrize("bad", ["nope!", "AQ", "x" * 70000])
+@pytest.mark.parametrize("bad", ["nope!", "AQ", "A" * 5000])
 def test_a_bad_last_event_id_is_400(tracker, server, bad):
     task = publish(tracker, "task")
     with client(server, OWNER) as http:
