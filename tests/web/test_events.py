@@ -287,6 +287,7 @@ def _asgi_spec(app, version):
 def test_a_client_that_goes_away_leaves_nothing_running(tracker, monkeypatch, spec):
     """The stream's feed reads and tasks stop at once, not at the next heartbeat (15 s)."""
     monkeypatch.setattr(web_events, "POLL_INTERVAL", 0.1)
+    monkeypatch.setattr(web_events, "WOKEN_POLL_INTERVAL", 0.1)  # reads to watch stop
     server = live_server(_asgi_spec(create_app(header_user, tracker=tracker), spec))
     reads = []
     store_changes = tracker.store.changes

@@ -33,15 +33,18 @@ from .principal import Principal
 if TYPE_CHECKING:
     from .routes import _Api
 
-__all__ = ["HEARTBEAT", "MIN_INTERVAL", "POLL_INTERVAL", "EventStream"]
+__all__ = ["HEARTBEAT", "MIN_INTERVAL", "POLL_INTERVAL", "WOKEN_POLL_INTERVAL", "EventStream"]
 
 #: Seconds between two comment lines on a quiet stream: they keep proxies from closing it
 #: and let the server notice a client that is gone.
 HEARTBEAT = 15.0
 #: At most one event per status in this many seconds (the last state always goes out).
 MIN_INTERVAL = 0.25
-#: How often a stream reads the store when nothing wakes it (PostgreSQL's NOTIFY does).
+#: How often a stream reads the store when nothing wakes it.
 POLL_INTERVAL = 1.0
+#: The same on a store whose writes wake the streams (PostgreSQL's NOTIFY; a lost listening
+#: connection wakes them too): an idle stream then costs a timer, not a read every second.
+WOKEN_POLL_INTERVAL = 15.0
 
 LastEventId = Annotated[
     str | None,
@@ -188,8 +191,12 @@ def _resume(last_event_id: str | None) -> str | None:
 
 
 def _follow(tracker: Tracker, after: str, **filters: Any) -> AsyncIterator[Update]:
+    woken = tracker.store.change_signal() is not None
     return tracker.follow_async(
-        after, poll_interval=POLL_INTERVAL, min_interval=MIN_INTERVAL, **filters
+        after,
+        poll_interval=WOKEN_POLL_INTERVAL if woken else POLL_INTERVAL,
+        min_interval=MIN_INTERVAL,
+        **filters,
     )
 
 
