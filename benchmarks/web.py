@@ -1,4 +1,5 @@
-"""Latency of the REST API's list endpoint on a large table, over real HTTP.
+"""Latency of the REST API's list endpoint on a large table, and of its live events, over real
+HTTP.
 
 Each backend gets a private database filled as by ``query.py`` (1,000,000 statuses of 10,000
 owners; the fill is not measured). ``taskstatus serve`` then runs in a process of its own (one
@@ -11,16 +12,26 @@ Baseline for the ratio: the same read through the library in this process,
 ``tracker.statuses(user_id=..., limit=51)`` (the API reads one row more to know whether a next
 page exists), so the ratio is what HTTP, permissions and JSON add. Printed, not asserted.
 
-Not measured yet: server-sent event clients (the events are not available yet).
+Live events, on the same server: ``--sse-clients`` clients (default 200) each follow one running
+task on ``GET /api/v1/tasks/{uuid}/events``. First, with every stream open and nothing written,
+the server's CPU time over a quiet period, per client (what an open page costs). Then this
+process writes a step to every task, round after round (1.2 s apart, so that few steps are
+coalesced away: ``events`` counts those received), and each client notes when the event of each
+step arrives: the latency from the start of the store write to the client (target p99 <= 1 s;
+the server follows the store as ``taskstatus serve`` does: PostgreSQL's NOTIFY, else a read
+every second).
 
-``--quick``: 50,000 rows / 500 owners, 300 requests. ``--backends`` also takes ``mysql``.
+``--quick``: 50,000 rows / 500 owners, 300 requests, 20 event clients. ``--backends`` also
+takes ``mysql``.
 
-    python benchmarks/web.py [--backends sqlite,postgresql] [--quick]
+    python benchmarks/web.py [--backends sqlite,postgresql] [--quick] [--sse-clients 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import platform
 import random
@@ -43,9 +54,13 @@ from _support import (
 )
 from query import Plan, fill
 
-from taskstatus import Tracker
+from taskstatus import TaskEvent, TaskStatus, Tracker
 
 TARGET_P99_MS = 20.0
+TARGET_SSE_P99_MS = 1000.0
+#: Seconds between two rounds of steps: longer than a stream's store read interval (1 s
+#: without NOTIFY), so that two steps of a task seldom fall in one read, coalesced to the newer.
+ROUND_PAUSE = 1.2
 TOKEN = "benchmark"
 TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
@@ -56,6 +71,12 @@ class Timings:
     first_page: list[float] = field(default_factory=list)
     next_page: list[float] = field(default_factory=list)
     library: list[float] = field(default_factory=list)
+    #: Store write to client, per step event received.
+    sse: list[float] = field(default_factory=list)
+    sse_expected: int = 0
+    sse_clients: int = 0
+    #: The server's CPU seconds per second, for every open stream together, while quiet.
+    idle_cpu: float = 0.0
 
 
 def _free_port() -> int:
@@ -88,7 +109,91 @@ def _wait_listening(client: httpx.Client, url: str, server: subprocess.Popen[byt
     raise RuntimeError("taskstatus serve did not listen within 60 s")
 
 
-def measure(backend: str, rows: int, users: int, requests: int, seed: int) -> Timings:
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _running_tasks(tracker: Tracker, count: int) -> list[TaskStatus]:
+    statuses = []
+    for i in range(count):
+        task = TaskEvent(task_id=f"sse-{i}", queue="bench", task_class="bench.follow")
+        tracker.publish(
+            TaskEvent(
+                task_id=task.task_id,
+                queue=task.queue,
+                task_class=task.task_class,
+                name=f"Followed {i}",
+                user_id="sse",
+                total_steps=10**6,
+            )
+        )
+        tracker.begin(task)
+        statuses.append(tracker.get_by_task_id(task.task_id))
+    return statuses
+
+
+async def _follow_events(
+    base: str,
+    headers: dict[str, str],
+    tracker: Tracker,
+    statuses: list[TaskStatus],
+    rounds: int,
+    quiet: float,
+    server_pid: int,
+    timings: Timings,
+) -> None:
+    """Every client follows its task; quiet CPU first, then the rounds of writes."""
+    written: dict[tuple[str, int], float] = {}
+    opened = 0
+    all_open = asyncio.Event()
+
+    async def follow(http: httpx.AsyncClient, status: TaskStatus) -> None:
+        nonlocal opened
+        async with http.stream("GET", f"{base}tasks/{status.uuid}/events") as answer:
+            answer.raise_for_status()
+            async for line in answer.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                arrived = time.time()
+                data = json.loads(line[5:])
+                sent = written.get((data["uuid"], data["completed_steps"]))
+                if sent is not None:
+                    timings.sse.append(arrived - sent)
+                elif data["completed_steps"] == 0:  # the first event: the stream is open
+                    opened += 1
+                    if opened == len(statuses):
+                        all_open.set()
+
+    def write_rounds() -> None:
+        for step in range(1, rounds + 1):
+            for status in statuses:
+                written[(str(status.uuid), step)] = time.time()
+                tracker.increment_steps(status, 1, 0)
+            time.sleep(ROUND_PAUSE)
+        time.sleep(2.0)  # the last round's events, on a store read every second
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as http:
+        clients = [asyncio.create_task(follow(http, s)) for s in statuses]
+        try:
+            await asyncio.wait_for(all_open.wait(), 120)
+            before = _cpu_seconds(server_pid)
+            await asyncio.sleep(quiet)
+            timings.idle_cpu = (_cpu_seconds(server_pid) - before) / quiet
+            await asyncio.to_thread(write_rounds)
+        finally:
+            for client in clients:
+                client.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+    timings.sse_expected = rounds * len(statuses)
+    timings.sse_clients = len(statuses)
+
+
+def measure(
+    backend: str, rows: int, users: int, requests: int, seed: int, sse: tuple[int, int, float]
+) -> Timings:
     timings = Timings(backend)
     with bench_tracker(backend) as tracker:
         plan = Plan(rows, users)
@@ -119,6 +224,20 @@ def measure(backend: str, rows: int, users: int, requests: int, seed: int) -> Ti
                     started = clock()
                     tracker.statuses(user_id=owner, limit=51)
                     timings.library.append(clock() - started)
+            clients, rounds, quiet = sse
+            statuses = _running_tasks(tracker, clients)
+            asyncio.run(
+                _follow_events(
+                    f"http://127.0.0.1:{port}/api/v1/",
+                    headers,
+                    tracker,
+                    statuses,
+                    rounds,
+                    quiet,
+                    server.pid,
+                    timings,
+                )
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -157,6 +276,43 @@ def report(results: list[Timings], rows: int) -> bool:
         ["backend", "request", "n", "p50", "p99", "library p50", "ratio", "target p99", "result"],
         table,
     )
+    table = []
+    for t in results:
+        p50, p99 = percentile(t.sse, 50), percentile(t.sse, 99)
+        met = p99 * 1e3 <= TARGET_SSE_P99_MS
+        table.append(
+            [
+                t.backend,
+                t.sse_clients,
+                f"{len(t.sse)}/{t.sse_expected}",
+                _ms(p50),
+                _ms(p99),
+                f"<= {TARGET_SSE_P99_MS:g}",
+                f"{t.idle_cpu * 100:.1f}",
+                f"{t.idle_cpu * 100 / t.sse_clients:.3f}",
+                verdict(met),
+            ]
+        )
+        checks.append(met)
+    print_table(
+        "Live events: clients each following a running task on GET tasks/{uuid}/events; "
+        "latency in ms from the start of a store write (this process) to the client; events = "
+        "steps received / written (the rest coalesced into a newer step); idle CPU "
+        "= the server's CPU time while every stream is open and nothing changes, in % of one "
+        "core",
+        [
+            "backend",
+            "clients",
+            "events",
+            "p50",
+            "p99",
+            "target p99",
+            "idle CPU %",
+            "per client %",
+            "result",
+        ],
+        table,
+    )
     return all(checks)
 
 
@@ -164,15 +320,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--seed", type=int, default=20261130, help="random seed of the data")
+    parser.add_argument(
+        "--sse-clients", type=int, default=None, help="event clients (default 200, quick 20)"
+    )
     args = parser.parse_args()
     rows, users, requests = (50_000, 500, 300) if args.quick else (1_000_000, 10_000, 2_000)
+    clients = args.sse_clients or (20 if args.quick else 200)
+    # (clients, rounds of writes, seconds of quiet for the idle CPU)
+    sse = (clients, 3, 2.0) if args.quick else (clients, 10, 10.0)
     print(
         f"taskstatus web benchmark: Python {platform.python_version()}, {rows:,} statuses / "
-        f"{users:,} owners, {requests:,} requests{' (quick)' if args.quick else ''}; "
+        f"{users:,} owners, {requests:,} requests, {clients} event clients"
+        f"{' (quick)' if args.quick else ''}; "
         f"{machine()}",
         flush=True,
     )
-    results = [measure(backend, rows, users, requests, args.seed) for backend in args.backends]
+    results = [measure(backend, rows, users, requests, args.seed, sse) for backend in args.backends]
     all_met = report(results, rows)
     print(f"\nOverall: {'all targets met' if all_met else 'some targets MISSED'}; {machine()}")
 

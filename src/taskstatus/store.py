@@ -74,6 +74,27 @@ class StatusQuery:
             return self.states
         return frozenset({self.state, *(self.states or ())})
 
+    def matches(self, s: TaskStatus) -> bool:
+        """Whether ``s`` passes the filters (all but the keyset ``after``): the in-memory
+        store's query, and a filtered stream of changes."""
+        states = self.wanted_states()
+        return (
+            (self.user_ids is None or s.user_id in self.user_ids)
+            and (states is None or s.state in states)
+            and (self.queue is None or s.queue == self.queue)
+            and (self.task_class is None or s.task_class == self.task_class)
+            and (not self.search or self.search.lower() in s.name.lower())
+            and (self.parent is ANY or s.parent_uuid == self.parent)
+            and (
+                self.created_after is None
+                or (s.created is not None and s.created >= self.created_after)
+            )
+            and (
+                self.created_before is None
+                or (s.created is not None and s.created < self.created_before)
+            )
+        )
+
 
 @dataclass(frozen=True)
 class TaskKey:

@@ -300,6 +300,8 @@ def test_openapi_and_a_docs_page_without_cdn(memory_tracker, make_client):
         "/api/v1/tasks/{uuid}",
         "/api/v1/tasks/{uuid}/children",
         "/api/v1/tasks/{uuid}/cancel",
+        "/api/v1/tasks/{uuid}/events",
+        "/api/v1/events",
         "/api/v1/artifacts/",
         "/api/v1/artifacts/{uuid}",
         "/api/v1/artifacts/{uuid}/file",

@@ -26,7 +26,6 @@ from ..models import (
     is_lost,
 )
 from ..store import (
-    ANY,
     Change,
     ChangeSignal,
     EndedBatch,
@@ -272,21 +271,8 @@ class MemoryStore:
             return self._statuses.get(uuid) if uuid else None
 
     def _matches(self, s: TaskStatus, q: StatusQuery) -> bool:
-        states = q.wanted_states()
-        return (
-            (q.user_ids is None or s.user_id in q.user_ids)
-            and (states is None or s.state in states)
-            and (q.queue is None or s.queue == q.queue)
-            and (q.task_class is None or s.task_class == q.task_class)
-            and (q.after is None or self._is_after(s.created, self._order[s.uuid], q.after))
-            and (not q.search or q.search.lower() in s.name.lower())
-            and (q.parent is ANY or s.parent_uuid == q.parent)
-            and (
-                q.created_after is None or (s.created is not None and s.created >= q.created_after)
-            )
-            and (
-                q.created_before is None or (s.created is not None and s.created < q.created_before)
-            )
+        return q.matches(s) and (
+            q.after is None or self._is_after(s.created, self._order[s.uuid], q.after)
         )
 
     def _is_after(self, created: datetime | None, order: int, key: tuple[datetime, UUID]) -> bool:

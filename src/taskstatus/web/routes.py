@@ -17,6 +17,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
@@ -27,6 +28,7 @@ from ..tracker import Tracker
 from . import cursor as cursors
 from .csrf import check_same_origin
 from .errors import CHANGE_ERRORS, ERRORS, BadInput, Forbidden, Unauthenticated
+from .events import add_event_routes
 from .payloads import (
     ArtifactOut,
     ArtifactPage,
@@ -219,46 +221,11 @@ class _Api:
         )
 
 
-async def _same_origin(request: Request) -> None:
-    check_same_origin(request, request.app.state.trusted_origins)
-
-
-async def _known_query(request: Request) -> None:
-    """Refuse query parameters a route does not have: a misspelt filter (``?stat=Failed``)
-    would otherwise answer everything as if it had matched."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    unknown = set(request.query_params) - {p.alias for p in route.dependant.query_params}
-    if unknown:
-        known = ", ".join(sorted(p.alias for p in route.dependant.query_params)) or "none"
-        raise BadInput(f"unknown query parameter(s) {', '.join(sorted(unknown))}; known: {known}")
-
-
-def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker]) -> APIRouter:
-    """The API's routes for one authenticator and tracker."""
-    api = _Api(authenticate, get_tracker)
-    router = APIRouter(
-        prefix="/api/v1",
-        responses=ERRORS,  # type: ignore[arg-type]
-        dependencies=[Depends(_known_query)],
-    )
-    _task_routes(router, api)
-    _artifact_routes(router, api)
-    return router
-
-
-def _task_routes(router: APIRouter, api: _Api) -> None:
+def _filters(api: _Api) -> Callable[..., dict[str, Any]]:
+    """The dependency that reads the list filters, shared by ``tasks/`` and ``events``."""
     Caller = Annotated[Principal, Depends(api.caller)]
 
-    @router.get(
-        "/tasks/",
-        response_model=StatusPage,
-        summary="List statuses, newest first",
-        responses=CHANGE_ERRORS,  # type: ignore[arg-type]  # 403: user_id beyond the caller's
-    )
-    def list_tasks(
-        request: Request,
+    def filters(
         principal: Caller,
         state: Annotated[
             list[str] | None,
@@ -280,15 +247,14 @@ def _task_routes(router: APIRouter, api: _Api) -> None:
         created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
         created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
         user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
-        limit: Limit = 50,
-        cursor: Cursor = None,
-    ) -> StatusPage:
+    ) -> dict[str, Any]:
+        """The filters of a list (and of its stream of changes), as ``Tracker.query`` takes
+        them; 403 for a ``user_id`` beyond the owners the caller may list."""
         if user_id is not None:
-            tracker = api.tracker()
-            owners = visible_owners(tracker, principal)
+            owners = visible_owners(api.tracker(), principal)
             if owners is not None and user_id not in owners:
                 raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
-        filters: dict[str, Any] = {
+        return {
             "state": _states(state),
             "search": _text(search, "search"),
             "queue": _text(queue, "queue"),
@@ -298,6 +264,67 @@ def _task_routes(router: APIRouter, api: _Api) -> None:
             "user_id": _text(user_id, "user_id"),
             "parent": _parent(parent),
         }
+
+    return filters
+
+
+async def _same_origin(request: Request) -> None:
+    check_same_origin(request, request.app.state.trusted_origins)
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters of a route and of its dependencies (the list filters)."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def _known_query(request: Request) -> None:
+    """Refuse query parameters a route does not have: a misspelt filter (``?stat=Failed``)
+    would otherwise answer everything as if it had matched."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    params = _query_names(route.dependant)
+    unknown = set(request.query_params) - params
+    if unknown:
+        known = ", ".join(sorted(params)) or "none"
+        raise BadInput(f"unknown query parameter(s) {', '.join(sorted(unknown))}; known: {known}")
+
+
+def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker]) -> APIRouter:
+    """The API's routes for one authenticator and tracker."""
+    api = _Api(authenticate, get_tracker)
+    router = APIRouter(
+        prefix="/api/v1",
+        responses=ERRORS,  # type: ignore[arg-type]
+        dependencies=[Depends(_known_query)],
+    )
+    filters = _filters(api)
+    _task_routes(router, api, filters)
+    add_event_routes(router, api, filters)
+    _artifact_routes(router, api)
+    return router
+
+
+def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[str, Any]]) -> None:
+    Caller = Annotated[Principal, Depends(api.caller)]
+    Filters = Annotated[dict[str, Any], Depends(read_filters)]
+
+    @router.get(
+        "/tasks/",
+        response_model=StatusPage,
+        summary="List statuses, newest first",
+        responses=CHANGE_ERRORS,  # type: ignore[arg-type]  # 403: user_id beyond the caller's
+    )
+    def list_tasks(
+        request: Request,
+        principal: Caller,
+        filters: Filters,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> StatusPage:
         return api.page(request, principal, limit, cursor, **filters)
 
     @router.get("/tasks/{uuid}", response_model=StatusOut, summary="One status")
