@@ -55,7 +55,7 @@ from _support import (
 )
 
 from taskstatus import State, Tracker
-from taskstatus.backends.tables import DatabaseNow, UTCDateTime, artifacts, statuses
+from taskstatus.backends.tables import UTCDateTime, artifacts, statuses
 
 CHUNK = 10_000
 SPAN = timedelta(days=60)
@@ -283,8 +283,6 @@ def _completed_columns(
         if column.nullable or column.server_default is not None:
             continue
         default = getattr(column.default, "arg", None)
-        if isinstance(default, DatabaseNow):  # the change feed's stamp: the time of the fill
-            default = datetime.now(timezone.utc).replace(tzinfo=None)
         if column.default is None or callable(default):
             raise RuntimeError(f"the fill does not know how to set {table.name}.{column.name}")
         columns.append(column.name)
