@@ -51,11 +51,11 @@ class MemoryStore:
         #: Insertion order (the SQL stores' ids): breaks ties of ``created``. Never reused,
         #: so a delete cannot give two statuses the same place.
         self._order: dict[UUID, int] = {}
+        self._inserted = itertools.count(1)
         #: The change feed: uuid -> (row, version, stamp); stamps strictly increase.
         self._changes: dict[UUID, tuple[int, int, datetime]] = {}
         self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
         self._signal = ChangeSignal()
-        self._inserted = itertools.count(1)
 
     def open(self) -> None:
         """Nothing to connect to."""
