@@ -74,8 +74,14 @@ class Position:
         return cls() if newest is None else cls(newest - SETTLE)
 
     def new(self, changes: Iterable[Change]) -> list[Change]:
-        """The changes of a read from :attr:`floor` not yet delivered, in their order."""
-        return [c for c in changes if c.version > self.seen.get(c.row, (0, _EPOCH))[0]]
+        """Those of ``changes`` not yet delivered, in their order: at or after :attr:`floor`
+        and newer than the version of their row delivered there."""
+        return [
+            c
+            for c in changes
+            if (self.floor is None or c.changed >= self.floor)
+            and c.version > self.seen.get(c.row, (0, _EPOCH))[0]
+        ]
 
     def advanced(self, change: Change, *, keep: datetime | None = None) -> Position:
         """The position once ``change`` is delivered too; ``keep``: the stamp of the oldest

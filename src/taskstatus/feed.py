@@ -13,6 +13,7 @@ yielded never covers a change still held back, so resuming from it loses nothing
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -186,29 +187,57 @@ async def follow_async(
     min_interval: float = 0.25,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Update]:
-    """:func:`follow` for asyncio: store reads run in a worker thread, and a wait holds no
-    thread (an idle follower costs a timer). ``after=None``: from the first iteration on."""
+    """:func:`follow` for asyncio. The followers of a tracker in one event loop share one
+    reader of the store (:class:`taskstatus.fanout.Hub`): a waiting follower holds no thread
+    and costs no query, and the store's load does not grow with their number. Store reads
+    run in a worker thread. ``after=None``: from the first iteration on."""
     import anyio.to_thread
 
+    from .fanout import Hub, Subscription
+
     owners = owner_ids(user_id)
-    position = await anyio.to_thread.run_sync(start, tracker, after, owners, root)
-    follower = Follower(position, min_interval)
-    signal = tracker.store.change_signal()
+    hub = Hub.of(tracker)
+    subscription = Subscription(owners, root, poll_interval)
+    hub.subscribe(subscription)
+    try:
+        await hub.joined(subscription)
+        position = await anyio.to_thread.run_sync(start, tracker, after, owners, root)
+        if root is not None:
+            subscription.enclose(await anyio.to_thread.run_sync(subtree, tracker, root))
+        follower = Follower(position, min_interval)
+        more = True
+        while more:  # what was written before the hub's position, from the store
+            more, updates = await anyio.to_thread.run_sync(
+                _step, tracker, follower, owners, root, clock
+            )
+            for update in updates:
+                yield update
+        while True:  # then what the hub reads
+            follower.take(follower.read.new(subscription.take()))
+            due = follower.due(clock())
+            if due:
+                statuses = [copy.copy(c.status) for c in due]
+                if any(s.is_container for s in statuses):
+                    statuses = await anyio.to_thread.run_sync(tracker._bind, statuses)
+                else:
+                    statuses = tracker._bind(statuses)
+                for status, change in zip(statuses, due, strict=True):
+                    yield Update(status, follower.give(change))
+            await subscription.wait(follower.wait(clock(), math.inf))
+    finally:
+        hub.unsubscribe(subscription)
+
+
+def subtree(tracker: Tracker, root: UUID) -> set[UUID]:
+    """The uuids of ``root`` and its descendants, as the store has them now."""
+    found, position = {root}, Position()
     while True:
-        mark = signal.count if signal is not None else 0
-        began = clock()
-        more, updates = await anyio.to_thread.run_sync(
-            _step, tracker, follower, owners, root, clock
-        )
-        for update in updates:
-            yield update
-        if more:
-            continue
-        pause = follower.wait(clock(), poll_interval)
-        if signal is not None:
-            await signal.wait_async(mark, pause)
-            pause = began + PACE - clock()
-        await anyio.sleep(max(0.0, pause))
+        changes = tracker.store.changes(position, PAGE, root=root)
+        for change in changes:
+            position = position.advanced(change)
+            found.add(change.status.uuid)
+        if len(changes) < PAGE:
+            return found
 
 
 def changes_after(

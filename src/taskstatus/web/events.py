@@ -40,10 +40,11 @@ __all__ = ["HEARTBEAT", "MIN_INTERVAL", "POLL_INTERVAL", "WOKEN_POLL_INTERVAL", 
 HEARTBEAT = 15.0
 #: At most one event per status in this many seconds (the last state always goes out).
 MIN_INTERVAL = 0.25
-#: How often a stream reads the store when nothing wakes it.
-POLL_INTERVAL = 1.0
+#: How often the streams of a process read the store when nothing wakes them: one read for
+#: all of them (:class:`taskstatus.fanout.Hub`), so an open stream costs no query of its own.
+POLL_INTERVAL = 0.25
 #: The same on a store whose writes wake the streams (PostgreSQL's NOTIFY; a lost listening
-#: connection wakes them too): an idle stream then costs a timer, not a read every second.
+#: connection wakes them too).
 WOKEN_POLL_INTERVAL = 15.0
 
 LastEventId = Annotated[
