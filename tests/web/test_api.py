@@ -287,8 +287,12 @@ def test_async_authenticator_and_default_tracker(memory_tracker, make_client, mo
         return Principal(7) if request.headers.get("authorization") == "Bearer t" else None
 
     client = make_client(create_app(authenticate))
-    assert client.get("/api/v1/tasks/").status_code == 401
+    nobody = client.get("/api/v1/tasks/")
+    assert nobody.status_code == 401
+    assert "www-authenticate" not in nobody.headers  # no scheme to name unless told
     assert _ids(client.get("/api/v1/tasks/", headers={"authorization": "Bearer t"})) == ["mine"]
+    challenging = make_client(create_app(authenticate, challenge="Bearer"))
+    assert challenging.get("/api/v1/tasks/").headers["www-authenticate"] == "Bearer"
 
 
 def test_openapi_and_a_docs_page_without_cdn(memory_tracker, make_client):

@@ -50,7 +50,9 @@ def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp
                 except httpx.ConnectError:
                     return None  # the URL is printed just before uvicorn listens
 
-            assert poll(anonymous, bool, "the server to listen").status_code == 401
+            nobody = poll(anonymous, bool, "the server to listen")
+            assert nobody.status_code == 401
+            assert nobody.headers["www-authenticate"] == 'Bearer realm="taskstatus"'
             wrong = client.get(f"{base}/tasks/", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
             good = client.get(f"{base}/tasks/", headers={"Authorization": "Bearer s3cret"})

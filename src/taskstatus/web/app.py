@@ -22,6 +22,7 @@ def create_app(
     *,
     tracker: Tracker | None = None,
     trusted_origins: Iterable[str] = (),
+    challenge: str | None = None,
 ) -> FastAPI:
     """The REST API under ``/api/v1``, for callers that ``authenticate(request)`` returns.
 
@@ -29,6 +30,8 @@ def create_app(
     looked up on each request so that ``configure()`` may come after this call).
     ``trusted_origins``: other origins (``https://app.example.com``) whose pages may cancel
     and delete; see :mod:`taskstatus.web.csrf`.
+    ``challenge``: the ``WWW-Authenticate`` header of a 401 (``'Bearer realm="tasks"'`` for
+    an authenticator that reads a token; none for one that reads a session cookie).
     """
     if not callable(authenticate):
         raise TypeError(f"authenticate must be callable, got {type(authenticate).__name__}")
@@ -42,6 +45,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.trusted_origins = tuple(trusted_origins)
+    app.state.challenge = challenge
     install_handlers(app)
     app.include_router(make_router(authenticate, lambda: tracker or get_tracker()))
     app.add_api_route(

@@ -52,6 +52,14 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
     return handler
 
 
+async def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
+    """401, with the app's ``WWW-Authenticate`` challenge when it has one (an app that
+    authenticates by a session cookie has no scheme to name)."""
+    challenge = getattr(request.app.state, "challenge", None)
+    headers = {"WWW-Authenticate": challenge} if challenge else None
+    return JSONResponse({"detail": str(exc)}, status_code=401, headers=headers)
+
+
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     """405 with every method the path has in ``Allow``: Starlette names only those of the
     first route matching the path, and ``GET`` and ``DELETE tasks/{uuid}`` are two routes."""
@@ -68,9 +76,9 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(405, _method_not_allowed)
+    app.add_exception_handler(Unauthenticated, _unauthenticated)
     for exception, code in (
         (BadInput, 400),
-        (Unauthenticated, 401),
         (Forbidden, 403),
         (CrossOrigin, 403),
         (NotFound, 404),

@@ -50,7 +50,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_app(tracker: Tracker, token: str | None) -> FastAPI:
-    return create_app(bearer_token(token), tracker=tracker)
+    return create_app(bearer_token(token), tracker=tracker, challenge='Bearer realm="taskstatus"')
 
 
 def run(tracker: Tracker, host: str, port: int, token: str | None) -> None:
