@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from taskstatus import Tracker
-from taskstatus.fanout import _HUBS
+from taskstatus.changes import Change
+from taskstatus.fanout import _HUBS, Subscription
 from taskstatus.feed import Update
 from tests.helpers import publish
 
@@ -190,3 +193,24 @@ def test_a_failing_store_reaches_every_follower(
         await again.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_slow_follower_holds_one_change_per_status(memory_tracker: Tracker) -> None:
+    """What the shared reader keeps for a follower that does not take it is bounded by the
+    statuses that changed, not by the number of writes."""
+    a, b = publish(memory_tracker, "a"), publish(memory_tracker, "b")
+    at = datetime.now(timezone.utc)
+    writes = [
+        Change(replace(status, completed_steps=n), row, n, at + timedelta(milliseconds=n))
+        for n in range(1, 21)
+        for row, status in ((1, a), (2, b))
+    ]
+
+    async def offered_one_by_one() -> list[Change]:
+        subscription = Subscription(None, None, 1.0)
+        for change in writes:
+            subscription.offer([change])
+        return subscription.take()
+
+    kept = asyncio.run(offered_one_by_one())
+    assert [(c.status.task_id, c.version) for c in kept] == [("a", 20), ("b", 20)]

@@ -46,7 +46,7 @@ class Subscription:
         #: The subtree of ``root`` known so far; None until :meth:`enclose` (or for no root).
         self.inside: set[UUID] | None = None
         self.error: BaseException | None = None
-        self._pending: list[Change] = []
+        self._pending: dict[int, Change] = {}
         self._wake = asyncio.Event()
 
     def offer(self, changes: Sequence[Change]) -> None:
@@ -54,14 +54,16 @@ class Subscription:
         kept = [c for c in changes if self.owners is None or c.status.user_id in self.owners]
         if self.root is not None and self.inside is not None:
             kept = self._within(kept)
+        for change in kept:  # a slow follower holds one change per row, the newest
+            self._pending.pop(change.row, None)
+            self._pending[change.row] = change
         if kept:
-            self._pending += kept
             self._wake.set()
 
     def enclose(self, subtree: set[UUID]) -> None:
         """Now that the subtree of ``root`` is known, keep only what belongs to it."""
         self.inside = subtree
-        self._pending = self._within(self._pending)
+        self._pending = {c.row: c for c in self._within(list(self._pending.values()))}
 
     def _within(self, changes: Sequence[Change]) -> list[Change]:
         # A new descendant's parent is in the subtree already, or in the same read: the store
@@ -88,7 +90,7 @@ class Subscription:
         """The changes kept so far (raising the hub's error, if it failed)."""
         if self.error is not None:
             raise self.error
-        taken, self._pending = self._pending, []
+        taken, self._pending = list(self._pending.values()), {}
         self._wake.clear()
         return taken
 
