@@ -25,7 +25,9 @@ class LiveServer:
     """``app`` served by uvicorn in a thread; :attr:`url` is its base URL."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without
+        # it a response's second write waits for the client's delayed ACK (40 ms a request).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
