@@ -11,7 +11,8 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,3 +97,22 @@ def client(server: LiveServer, user: str | None = None) -> httpx.Client:
     """A client of the server as ``user``; every read waits at most TIMEOUT."""
     headers = {} if user is None else {"x-user": user}
     return httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT)
+
+
+def until(
+    stream: Iterator[Event], done: Callable[[Event], bool], what: str, timeout: float = TIMEOUT
+) -> list[Event]:
+    """The events of ``stream`` up to the first that ``done`` accepts (comments skipped).
+
+    Fails when the stream ends first, or after ``timeout`` seconds of events that ``done``
+    refuses (a busy stream never times a read out)."""
+    deadline = time.monotonic() + timeout
+    got = []
+    for item in stream:
+        if item.data is not None:
+            got.append(item)
+            if done(item):
+                return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}: {[e.data for e in got]}")
+    raise AssertionError(f"the stream ended before {what}: {[e.data for e in got]}")
