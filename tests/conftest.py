@@ -6,6 +6,7 @@ a loud reason elsewhere, so the rest of the suite still runs on a laptop without
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -69,26 +70,23 @@ def _private_mysql() -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def private_store(backend: str, folder: Path) -> Iterator[str]:
+    """The URL of a new, empty store of ``backend`` (SQLite: a new file in ``folder``), for
+    this process and the workers it starts; dropped on exit."""
+    if backend == "memory":
+        yield "memory://"
+    elif backend == "sqlite":
+        yield f"sqlite:///{folder / f'ts-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        yield from {"postgresql": _private_postgres, "mysql": _private_mysql}[backend]()
+
+
 @pytest.fixture
 def make_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """``make_url(backend)`` -> URL of a fresh, private, empty database of that backend."""
-    cleanups: list[Iterator[str]] = []
-
-    def make(backend: str) -> str:
-        if backend == "memory":
-            return "memory://"
-        if backend == "sqlite":
-            return f"sqlite:///{tmp_path / f'ts-{uuid.uuid4().hex[:8]}.db'}"
-        factory = {"postgresql": _private_postgres, "mysql": _private_mysql}[backend]
-        gen = factory()
-        url = next(gen)
-        cleanups.append(gen)
-        return url
-
-    yield make
-    for gen in reversed(cleanups):
-        for _ in gen:  # runs the generator's cleanup
-            pass
+    with contextlib.ExitStack() as stack:
+        yield lambda backend: stack.enter_context(private_store(backend, tmp_path))
 
 
 @pytest.fixture(params=SQL_BACKENDS)

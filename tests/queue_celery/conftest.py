@@ -1,9 +1,10 @@
 """Real ``celery worker`` processes on real brokers, sharing a real store with the test process.
 
-A *cell* is one broker (Redis or RabbitMQ) and one store (SQLite or PostgreSQL) with a private
-database, artifact folder and queue names. The ``cell`` fixture runs every test using it on
-each of the four combinations, against one prefork worker per combination; ``make_cell`` gives a
-test its own cell without a worker, for tests that start, stop or kill workers themselves.
+A *cell* is one broker (Redis or RabbitMQ) and one store (SQLite, PostgreSQL or MariaDB) with a
+private database, artifact folder and queue names. The ``cell`` fixture runs every test using it
+on each of the four combinations of SQLite or PostgreSQL (the web tests add MariaDB), against
+one prefork worker per combination; ``make_cell`` gives a test its own cell without a worker,
+for tests that start, stop or kill workers themselves.
 Results always go to Redis. On a failure the report shows the tail of each worker's log.
 """
 
@@ -25,7 +26,7 @@ import pytest
 from celery.utils.nodenames import gethostname
 
 import taskstatus
-from tests.conftest import _private_postgres, require_server
+from tests.conftest import private_store, require_server
 from tests.queue_celery.app import app
 from tests.waiting import (  # noqa: F401  (re-exported for the test modules)
     TIMEOUT,
@@ -53,6 +54,11 @@ BROKER_URLS = {
 #: The result backend of every cell: a Redis database apart from the broker's.
 BACKEND_URL = f"{REDIS_URL}/12"
 CELLS = [(b, s) for b in ("redis", "rabbitmq") for s in ("sqlite", "postgresql")]
+#: The cells of the web tests, which also check the MariaDB store (``mysql``) under real
+#: workers: by indirect parametrisation of ``cell``, so no other test runs on it.
+WEB_CELLS = [*CELLS, ("redis", "mysql")]
+#: Each store behind one broker, for web tests whose subject is the store's change feed.
+STORE_CELLS = [("redis", s) for s in ("sqlite", "postgresql", "mysql")]
 #: How often a running task writes its progress (and looks for a cancel request).
 PROGRESS_INTERVAL = "0.1"
 
@@ -260,11 +266,7 @@ def open_cell(broker: str, store: str, tmp: Path) -> Iterator[Cell]:
     require_server("Redis", REDIS_URL)
     if broker == "rabbitmq":
         require_server("RabbitMQ", BROKER_URLS["rabbitmq"])
-    with contextlib.ExitStack() as stack:
-        if store == "sqlite":
-            url = f"sqlite:///{tmp / 'store.db'}"
-        else:
-            url = stack.enter_context(contextlib.contextmanager(_private_postgres)())
+    with private_store(store, tmp) as url, contextlib.ExitStack() as stack:
         cell = Cell(broker, url, tmp)
         stack.callback(cell.close)
         cell.activate()  # creates the schema
@@ -312,7 +314,11 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, s
                 worker.shut_down()  # all at once
 
 
-@pytest.fixture(params=CELLS, ids=["-".join(c) for c in CELLS])
+def cell_ids(cells: list[tuple[str, str]]) -> list[str]:
+    return ["-".join(c) for c in cells]
+
+
+@pytest.fixture(params=CELLS, ids=cell_ids(CELLS))
 def cell(request: pytest.FixtureRequest, cells: Callable[[str, str], Cell]) -> Cell:
     """Each broker x store combination in turn, active in the test process."""
     cell = cells(*request.param)

@@ -23,7 +23,7 @@ import dramatiq
 import pytest
 
 import taskstatus
-from tests.conftest import _private_postgres, require_server
+from tests.conftest import private_store, require_server
 from tests.queue_dramatiq import actors
 from tests.waiting import TIMEOUT, poll, uid  # noqa: F401  (fixture)
 
@@ -38,14 +38,6 @@ BROKER_URLS = {
     ),
 }
 CELLS = [(b, s) for b in ("redis", "rabbitmq") for s in ("sqlite", "postgresql")]
-
-
-@contextlib.contextmanager
-def private_store(store: str, tmp: Path) -> Iterator[str]:
-    if store == "sqlite":
-        yield f"sqlite:///{tmp / f'store-{uuid.uuid4().hex[:8]}.db'}"
-    else:
-        yield from _private_postgres()
 
 
 def use_store(url: str, tmp: Path) -> taskstatus.Tracker:

@@ -1,9 +1,9 @@
 """RQ on a real Redis: jobs enqueued by the test process, run by real ``rq worker`` processes.
 
 Each test gets its own queue (on Redis database 14) and a private store on SQLite and on
-PostgreSQL; ``work(...)`` runs a worker in burst mode (it exits when the queue is empty), the
-forking ``taskstatus.queues.rq.Worker`` or ``SimpleWorker``; ``start(...)`` runs one until
-stopped.
+PostgreSQL (the web tests add MariaDB); ``work(...)`` runs a worker in burst mode (it exits
+when the queue is empty), the forking ``taskstatus.queues.rq.Worker`` or ``SimpleWorker``;
+``start(...)`` runs one until stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rq import Queue
 
 import taskstatus
 import taskstatus.queues.rq
-from tests.conftest import _private_postgres, require_server
+from tests.conftest import private_store, require_server
 from tests.waiting import TIMEOUT, uid  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,15 +109,17 @@ class Cell:
         self.queue.delete()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: The stores of the RQ tests; the web tests add MariaDB (``mysql``) by indirect
+#: parametrisation of ``rq_cell``, so no other test runs on it.
+STORES = ["sqlite", "postgresql"]
+WEB_STORES = [*STORES, "mysql"]
+
+
+@pytest.fixture(params=STORES)
 def rq_cell(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cell]:
     require_server("Redis", REDIS_URL)
     taskstatus.queues.rq.install()
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'store.db'}"
-        else:
-            url = stack.enter_context(contextlib.contextmanager(_private_postgres)())
+    with private_store(request.param, tmp_path) as url:
         tracker = taskstatus.configure(
             url=url, artifact_storage=str(tmp_path / "artifacts"), progress_interval=0.1
         )

@@ -11,7 +11,8 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ class LiveServer:
     """``app`` served by uvicorn in a thread; :attr:`url` is its base URL."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without
+        # it a response's second write waits for the client's delayed ACK (40 ms a request).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -94,3 +97,22 @@ def client(server: LiveServer, user: str | None = None) -> httpx.Client:
     """A client of the server as ``user``; every read waits at most TIMEOUT."""
     headers = {} if user is None else {"x-user": user}
     return httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT)
+
+
+def until(
+    stream: Iterator[Event], done: Callable[[Event], bool], what: str, timeout: float = TIMEOUT
+) -> list[Event]:
+    """The events of ``stream`` up to the first that ``done`` accepts (comments skipped).
+
+    Fails when the stream ends first, or after ``timeout`` seconds of events that ``done``
+    refuses (a busy stream never times a read out)."""
+    deadline = time.monotonic() + timeout
+    got = []
+    for item in stream:
+        if item.data is not None:
+            got.append(item)
+            if done(item):
+                return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}: {[e.data for e in got]}")
+    raise AssertionError(f"the stream ended before {what}: {[e.data for e in got]}")

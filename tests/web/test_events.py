@@ -15,7 +15,7 @@ from taskstatus.web import events as web_events
 from tests.helpers import event, publish
 from tests.waiting import poll
 from tests.web.conftest import OTHER, OWNER, ROLES, ROOT, USER_OF_ROLE, header_user
-from tests.web.live import Event, LiveServer, client, events, live_server
+from tests.web.live import LiveServer, client, events, live_server, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,18 +25,6 @@ def server(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveSe
     monkeypatch.setattr(web_events, "POLL_INTERVAL", 0.1)
     with live_server(create_app(header_user, tracker=tracker)) as live:
         yield live
-
-
-def _until(stream: Iterator[Event], done, what: str) -> list[Event]:
-    """The events of ``stream`` up to the first that ``done`` accepts (comments skipped)."""
-    got = []
-    for item in stream:
-        if item.data is None:
-            continue
-        got.append(item)
-        if done(item):
-            return got
-    raise AssertionError(f"the stream ended before {what}: {[e.data for e in got]}")
 
 
 def _finish(tracker: Tracker, task_id: str) -> None:
@@ -69,7 +57,7 @@ def test_who_may_follow_a_task(tracker, server, role):
         # The first event is the status as it is, the same JSON as GET tasks/{uuid}.
         assert first.data == http.get(f"/api/v1/tasks/{mine.uuid}").json()
         _finish(tracker, "mine")
-        got = _until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
+        got = until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
         assert all(e.data["task_id"] == "mine" for e in got)
         assert list(stream) == []  # the stream ends after the terminal event
 
@@ -90,7 +78,7 @@ def test_every_change_the_caller_may_see(tracker, server, role):
         publish(tracker, "other's", user_id=OTHER)
         publish(tracker, "root's", user_id=ROOT)
         own = {"owner": "owner's", "other": "other's", "superuser": "root's"}[role]
-        got = _until(stream, lambda e: e.data["task_id"] == own, "the caller's own change")
+        got = until(stream, lambda e: e.data["task_id"] == own, "the caller's own change")
     names = [e.data["task_id"] for e in got]
     if role == "superuser":
         assert names == ["owner's", "other's", "root's"]
@@ -115,7 +103,7 @@ def test_events_take_the_list_filters(tracker, server):
             _finish(tracker, "skip")
             publish(tracker, "keep", parent="group", name="keep me")  # Pending: not yet
             _finish(tracker, "keep")
-            got = _until(stream, lambda e: e.data["task_id"] == "keep", "the matching one")
+            got = until(stream, lambda e: e.data["task_id"] == "keep", "the matching one")
     assert [(e.data["task_id"], e.data["state"]) for e in got] == [("keep", "Succeeded")]
 
 
@@ -134,13 +122,13 @@ def test_a_container_stream_has_its_children_and_its_sums(tracker, server):
         )
         # The child's steps change its own row only; the group's sums go out with it.
         tracker.increment_steps(tracker.get_by_task_id("a"), 1, 0)
-        child, aggregate = _until(stream, lambda e: e.data["task_id"] == "group", "the sums")
+        child, aggregate = until(stream, lambda e: e.data["task_id"] == "group", "the sums")
         assert (child.data["task_id"], child.data["completed_steps"]) == ("a", 1)
         assert (aggregate.data["completed_steps"], aggregate.data["total_steps"]) == (1, 2)
         assert aggregate.data["progress"] == 0.5
         assert aggregate.id == child.id  # the same change
         tracker.cancel(tracker.get(group.uuid))
-        got = _until(stream, lambda e: e.data["task_id"] == "group", "the group's end")
+        got = until(stream, lambda e: e.data["task_id"] == "group", "the group's end")
         assert got[-1].data["state"] == "Canceled"
         assert list(stream) == []
 
@@ -178,10 +166,10 @@ def test_a_client_that_reconnects_to_a_running_task_follows_on(tracker, server):
         tracker.increment_steps(tracker.get(task.uuid), 2, 0)
         with http.stream("GET", url, headers={"Last-Event-ID": seen}) as r:
             stream = events(r)
-            got = _until(stream, lambda e: e.data["completed_steps"] == 2, "the missed step")
+            got = until(stream, lambda e: e.data["completed_steps"] == 2, "the missed step")
             assert {e.data["state"] for e in got} == {"In Progress"}
             _finish(tracker, "task")
-            got = _until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
+            got = until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
             assert list(stream) == []
 
 
@@ -192,7 +180,7 @@ def test_resuming_the_stream_of_everything(tracker, server):
         publish(tracker, "while away")
         publish(tracker, "theirs", user_id=OTHER)
         with http.stream("GET", "/api/v1/events", headers={"Last-Event-ID": start}) as r:
-            got = _until(events(r), lambda e: True, "the missed change")
+            got = until(events(r), lambda e: True, "the missed change")
     assert [e.data["task_id"] for e in got] == ["while away"]
 
 
@@ -223,9 +211,9 @@ def test_a_plugin_narrowing_view_holds_back_each_event(tracker, server):
         next(all_events), next(group_events)
         publish(tracker, "secret", parent="group", name="a secret")
         publish(tracker, "plain", parent="group")
-        got = _until(all_events, lambda e: e.data["task_id"] == "plain", "the plain one")
+        got = until(all_events, lambda e: e.data["task_id"] == "plain", "the plain one")
         assert [e.data["task_id"] for e in got] == ["plain"]
-        got = _until(group_events, lambda e: e.data["task_id"] == "plain", "the plain one")
+        got = until(group_events, lambda e: e.data["task_id"] == "plain", "the plain one")
         assert "secret" not in {e.data["task_id"] for e in got}
 
 
@@ -244,7 +232,7 @@ def test_heartbeats_on_a_quiet_stream(tracker, server, monkeypatch):
             next(stream)
             assert next(stream).comment == "heartbeat"
             _finish(tracker, "task")
-            _until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
+            until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
             assert list(stream) == []
 
 
@@ -262,7 +250,7 @@ def test_a_fast_ticking_task_is_coalesced(tracker, server):
             tracker.increment_steps(tracker.get(task.uuid), 1, 0)
         ticks = tracker.get(task.uuid).completed_steps
         _finish(tracker, "task")
-        got = _until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
+        got = until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
         elapsed = time.monotonic() - began
     assert ticks > 20  # fast enough to need coalescing
     # One event per MIN_INTERVAL (0.25 s), plus the last state.
