@@ -245,14 +245,14 @@ def test_a_fast_ticking_task_is_coalesced(tracker, server):
     ):
         stream = events(r)
         next(stream)
-        began = time.monotonic()
-        while time.monotonic() - began < 1.5:
+        began, ticks = time.monotonic(), 0
+        # Enough ticks to need coalescing, however slow the database is today.
+        while time.monotonic() - began < 1.5 or ticks < 30:
             tracker.increment_steps(tracker.get(task.uuid), 1, 0)
-        ticks = tracker.get(task.uuid).completed_steps
+            ticks += 1
         _finish(tracker, "task")
         got = until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
         elapsed = time.monotonic() - began
-    assert ticks > 20  # fast enough to need coalescing
     # One event per MIN_INTERVAL (0.25 s), plus the last state.
     assert len(got) <= elapsed / web_events.MIN_INTERVAL + 2, len(got)
     progress = [e.data["completed_steps"] for e in got if e.data["state"] == "In Progress"]
