@@ -37,10 +37,12 @@ def test_owner_follows_cancels_and_reads_failures(
     poll(marker.exists, bool, "the long job to run")
     running_status = wait_state(running.id, State.IN_PROGRESS)
 
-    with live_server(create_app(header_user)) as server:
-        mine = Visitor(browser, server.url, owner, screenshots)
-        theirs = Visitor(browser, server.url, other, screenshots)
-        root = Visitor(browser, server.url, ROOT, screenshots)
+    with (
+        live_server(create_app(header_user)) as server,
+        Visitor(browser, server.url, owner, screenshots) as mine,
+        Visitor(browser, server.url, other, screenshots) as theirs,
+        Visitor(browser, server.url, ROOT, screenshots) as root,
+    ):
         page = mine.page
 
         # 1. The owner's list: their three tasks, not the other user's.

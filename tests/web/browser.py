@@ -18,6 +18,8 @@ from tests.conftest import IN_CI
 from tests.waiting import TIMEOUT
 
 CHROMIUM = Path(os.environ.get("TASKSTATUS_TEST_CHROMIUM", "/usr/bin/chromium"))
+#: axe-core, vendored (see vendor/README.md).
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 
 
 def require_chromium() -> None:
@@ -76,11 +78,15 @@ def screenshots(
 
 class Visitor:
     """A user in a browser context of their own (``X-User`` sent with every request, as
-    the tests' authenticator reads it), whose page records every dialog and script error."""
+    the tests' authenticator reads it), whose page records every dialog and script error;
+    a context manager that closes the context."""
 
-    def __init__(self, browser: Any, base_url: str, user: str | None, shots: Path) -> None:
+    def __init__(
+        self, browser: Any, base_url: str, user: str | None, shots: Path, **options: Any
+    ) -> None:
+        """``options``: for the browser context (``color_scheme``, ``viewport``...)."""
         headers = {} if user is None else {"x-user": user}
-        self.context = browser.new_context(base_url=base_url, extra_http_headers=headers)
+        self.context = browser.new_context(base_url=base_url, extra_http_headers=headers, **options)
         self.page = self.context.new_page()
         self.user = user
         self.shots = shots
@@ -99,10 +105,27 @@ class Visitor:
         if message.type == "error" and "status of 404" not in message.text:
             self.errors.append(message.text)
 
+    def violations(self) -> list[dict[str, Any]]:
+        """The serious and critical accessibility violations axe-core finds on the page."""
+        # Evaluated through the browser's debugging protocol, which the page's CSP allows.
+        self.page.evaluate(AXE.read_text())
+        found = self.page.evaluate(
+            """async () => (await axe.run(document, {resultTypes: ["violations"]}))
+                .violations.map((v) => ({
+                    id: v.id, impact: v.impact, help: v.help,
+                    nodes: v.nodes.map((n) => n.target.join(" ")),
+                }))"""
+        )
+        return [v for v in found if v["impact"] in ("serious", "critical")]
+
     def shot(self, name: str) -> Path:
         path = self.shots / f"{len(list(self.shots.iterdir())):02d}-{self.user}-{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
-    def close(self) -> None:
+    def __enter__(self) -> Visitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Before the server stops: its streams to this page end with the page.
         self.context.close()

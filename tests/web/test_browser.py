@@ -13,14 +13,18 @@ import pytest
 from taskstatus import State
 from taskstatus.web import create_app
 from taskstatus.web import events as web_events
-from tests.helpers import publish
+from tests.helpers import event, publish
 from tests.web.browser import Visitor
-from tests.web.conftest import OTHER, OWNER, header_user
+from tests.web.conftest import OTHER, OWNER, ROOT, header_user
 from tests.web.live import live_server
 
 pytestmark = pytest.mark.timeout(120)
 
 NASTY = "<img src=x onerror=alert(1)>"
+TRACE = 'Traceback (most recent call last):\n  File "job.py"\nRuntimeError: disk full'
+PHONE = {"width": 375, "height": 740}
+#: Whether the page fits the window's width (nothing to scroll sideways).
+FITS = "document.documentElement.scrollWidth <= window.innerWidth"
 
 
 @pytest.fixture
@@ -34,8 +38,11 @@ def test_list_and_detail_follow_tasks_live(browser, screenshots, store, expect) 
     store.start(running)
     publish(store, user_id=OWNER, name=NASTY)
     publish(store, user_id=OTHER, name="Their import")
-    with live_server(create_app(header_user, tracker=store)) as server:
-        owner = Visitor(browser, server.url, OWNER, screenshots)
+    with (
+        live_server(create_app(header_user, tracker=store)) as server,
+        Visitor(browser, server.url, OWNER, screenshots) as owner,
+        Visitor(browser, server.url, OTHER, screenshots) as other,
+    ):
         page = owner.page
         page.goto("/")
         rows = page.locator("tbody tr.task")
@@ -70,7 +77,6 @@ def test_list_and_detail_follow_tasks_live(browser, screenshots, store, expect) 
         owner.shot("canceled")
         assert store.get(running.uuid).state is State.CANCELED
 
-        other = Visitor(browser, server.url, OTHER, screenshots)
         answer = other.page.goto(f"/tasks/{running.uuid}")
         assert answer is not None
         assert answer.status == 404
@@ -79,3 +85,58 @@ def test_list_and_detail_follow_tasks_live(browser, screenshots, store, expect) 
 
         assert owner.dialogs == [] and other.dialogs == []
         assert owner.errors == [] and other.errors == []
+
+
+@pytest.fixture
+def varied(store):
+    """A container with a running and a failed child, a success with artifacts, and a name
+    written as HTML: every part the pages have."""
+    group = publish(store, user_id=OWNER, name="Nightly batch", container="taskstatus.group")
+    running = publish(store, user_id=OWNER, name="Resize images", parent=group.task_id)
+    store.start(running)
+    store.set_state(running, "Uploading")
+    store.increment_steps(running, 1, 3)
+    store.publish(event("broken", user_id=OWNER, name="Import", parent_task_id=group.task_id))
+    store.end(event("broken"), exception=RuntimeError("disk full"), traceback=TRACE)
+    done = publish(store, user_id=OWNER, name="Export")
+    store.start(done)
+    store.add_artifact(done, file=b"a,b\n", filename="export.csv")
+    store.add_artifact(done, name="Link", url="https://example.com/r/1")
+    store.add_artifact(done, name="Summary", text="2 rows")
+    store.end(event(done.task_id))
+    publish(store, user_id=OWNER, name=NASTY)
+    return group, store.get_by_task_id("broken"), done
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_pages_are_accessible_and_fit_a_phone(
+    browser, screenshots, store, varied, expect, scheme
+) -> None:
+    group, failed, done = varied
+    with live_server(create_app(header_user, tracker=store)) as server:
+        for user, viewport in ((ROOT, {"width": 1280, "height": 800}), (OWNER, PHONE)):
+            with Visitor(
+                browser, server.url, user, screenshots, color_scheme=scheme, viewport=viewport
+            ) as visitor:
+                page = visitor.page
+                page.goto("/")
+                expand = page.locator("tr", has_text="Nightly batch").locator("button.expand")
+                expect(expand).to_have_accessible_name("Show the children of Nightly batch")
+                expand.focus()
+                page.keyboard.press("Enter")
+                expect(page.get_by_role("link", name="Resize images")).to_be_visible()
+                expect(expand).to_have_attribute("aria-expanded", "true")
+                expect(expand).to_have_accessible_name("Hide the children of Nightly batch")
+                for path in (
+                    "/",
+                    f"/tasks/{group.uuid}",
+                    f"/tasks/{failed.uuid}",
+                    f"/tasks/{done.uuid}",
+                ):
+                    if path != "/":
+                        page.goto(path)
+                    expect(page.get_by_role("heading", level=1)).to_be_visible()
+                    assert visitor.violations() == [], (user, scheme, path)
+                    assert page.evaluate(FITS), f"{path} scrolls sideways at {viewport}"
+                    visitor.shot(f"{scheme}-{path.strip('/').replace('/', '-') or 'list'}")
+                assert visitor.dialogs == [] and visitor.errors == []
