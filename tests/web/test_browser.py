@@ -6,6 +6,7 @@ packages run the same pages on statuses real workers write).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,24 @@ def test_pages_are_accessible_and_fit_a_phone(
                     assert page.evaluate(FITS), f"{path} scrolls sideways at {viewport}"
                     visitor.shot(f"{scheme}-{path.strip('/').replace('/', '-') or 'list'}")
                 assert visitor.dialogs == [] and visitor.errors == []
+
+
+def test_without_streams_the_pages_poll_and_say_so(browser, screenshots, store, expect) -> None:
+    running = publish(store, user_id=OWNER, name="Export", total_steps=10)
+    store.start(running)
+    with (
+        live_server(create_app(header_user, tracker=store)) as server,
+        Visitor(browser, server.url, OWNER, screenshots) as owner,
+    ):
+        page = owner.page
+        # A proxy that refuses event streams.
+        page.route(re.compile(r"/events(\?|$)"), lambda route: route.fulfill(status=503))
+        notice = page.get_by_role("status")
+        for path, steps, shown in (("/", 2, "20"), (f"/tasks/{running.uuid}", 3, "50")):
+            page.goto(path)
+            expect(notice).to_contain_text("Live updates are unavailable")
+            store.increment_steps(running, steps, 0)
+            bar = page.get_by_role("progressbar", name="Progress of Export")
+            expect(bar).to_have_attribute("aria-valuenow", shown)
+            owner.shot(f"polling-{path.strip('/').split('/')[0] or 'list'}")
+        assert owner.dialogs == []
