@@ -225,16 +225,18 @@ class _Pages:
         status: TaskStatus,
         depth: int,
     ) -> Node:
-        """A status and its children (those the caller may list, as the API's children
-        route shows them), ``depth`` levels down."""
+        """A status and its newest children (those the caller may list, as the API's
+        children route shows them), ``depth`` levels down."""
         node = Node(status_out(request, principal, status, ()))
         if not status.is_container or depth == 0:
             return node
         owners = visible_owners(tracker, principal)
         found = tracker.statuses(parent=status.uuid, user_ids=owners, limit=CHILDREN + 1)
         node.more = len(found) > CHILDREN
+        # Oldest first: the order in which a chain's steps run.
         node.children = [
-            self.tree(request, principal, tracker, child, depth - 1) for child in found[:CHILDREN]
+            self.tree(request, principal, tracker, child, depth - 1)
+            for child in reversed(found[:CHILDREN])
         ]
         return node
 

@@ -178,7 +178,9 @@
         const parent = rowOf(s.parent);
         const expand = parent && own(parent, "expand")[0];
         if (expand && expand.getAttribute("aria-expanded") === "true") {
-          parent.after(makeRow(s, Number(parent.dataset.depth) + 1, s.parent));
+          const siblings = tbody.querySelectorAll(`tr[data-parent="${CSS.escape(s.parent)}"]`);
+          const last = siblings.length ? siblings[siblings.length - 1] : parent;
+          last.after(makeRow(s, Number(parent.dataset.depth) + 1, s.parent));
         }
       }
       if (s.parent !== null) refresh(s.parent);
@@ -207,7 +209,8 @@
       try {
         const page = await getJSON(`${row.dataset.url}/children?limit=100`);
         let last = row;
-        for (const s of page.results) {
+        // Oldest first, as a chain's steps run (the API answers newest first).
+        for (const s of page.results.reverse()) {
           if (rowOf(s.uuid)) continue;
           const child = makeRow(s, Number(row.dataset.depth) + 1, row.dataset.uuid);
           last.after(child);
