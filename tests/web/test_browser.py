@@ -84,6 +84,18 @@ def test_list_and_detail_follow_tasks_live(browser, screenshots, store, expect) 
         expect(other.page.get_by_role("heading", level=1)).to_have_text("Task not found")
         other.shot("not-found")
 
+        # Keep it: nothing happens. Delete: back to the list, without the task.
+        page.locator("button[data-action=delete]").click()
+        dialog.get_by_role("button", name="Keep it").click()
+        expect(dialog).to_be_hidden()
+        expect(page.locator("button[data-action=delete]")).to_be_focused()
+        page.locator("button[data-action=delete]").click()
+        expect(dialog).to_contain_text("Delete “Export”")
+        dialog.get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Your tasks")
+        expect(page.get_by_role("link", name="Export", exact=True)).to_have_count(0)
+        assert [s.name for s in store.statuses(user_id=OWNER)] == ["Arrives later", NASTY]
+
         assert owner.dialogs == [] and other.dialogs == []
         assert owner.errors == [] and other.errors == []
 

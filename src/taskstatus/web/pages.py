@@ -130,7 +130,6 @@ class _Pages:
             static=lambda path: f"{request.url_for('static', path=path)}?v={__version__}",
             list_url=request.url_for("task_list"),
             task_url=lambda uuid: request.url_for("task_page", uuid=str(uuid)),
-            api=link(request, "/"),
             now=datetime.now(timezone.utc),
             **context,
         )
