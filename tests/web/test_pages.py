@@ -97,13 +97,18 @@ def test_detail_of_someone_elses_task_is_the_not_found_page(tracker, owned, as_u
     assert as_user(ROOT).get(f"/tasks/{theirs.uuid}").status_code == 200
 
 
-def test_nobody_signed_in_gets_the_sign_in_page(memory_tracker, on_memory):
+def test_nobody_signed_in_gets_the_sign_in_page(memory_tracker, on_memory, make_client):
     mine = publish(memory_tracker, user_id=OWNER, name="Export")
+    challenged = create_app(header_user, tracker=memory_tracker, challenge='Bearer realm="x"')
     for path in ("/", f"/tasks/{mine.uuid}"):
         answer = on_memory(None).get(path)
         assert answer.status_code == 401
         assert "Sign in" in answer.text
         assert "Export" not in answer.text
+        assert "www-authenticate" not in answer.headers
+        # The app's challenge, as on the API's 401.
+        answer = make_client(challenged).get(path)
+        assert answer.headers["www-authenticate"] == 'Bearer realm="x"'
 
 
 def test_every_page_forbids_inline_script_and_style(memory_tracker, on_memory):

@@ -25,7 +25,7 @@ from ..exceptions import NotFound
 from ..models import State, TaskStatus
 from ..recorder import ERROR_ARTIFACT
 from ..tracker import Tracker
-from .errors import BadInput, Forbidden
+from .errors import BadInput, Forbidden, challenge_headers
 from .payloads import StatusOut, link, status_out
 from .permissions import allowed, visible_owners
 from .principal import Authenticator, Principal, identify
@@ -122,7 +122,12 @@ class _Pages:
         self.api = api
 
     def render(
-        self, request: Request, name: str, status_code: int = 200, **context: Any
+        self,
+        request: Request,
+        name: str,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
     ) -> HTMLResponse:
         context.setdefault("principal", None)
         html = templates.get_template(name).render(
@@ -133,10 +138,10 @@ class _Pages:
             now=datetime.now(timezone.utc),
             **context,
         )
-        return HTMLResponse(html, status_code, headers=HEADERS)
+        return HTMLResponse(html, status_code, headers={**HEADERS, **(headers or {})})
 
     def sign_in(self, request: Request) -> HTMLResponse:
-        return self.render(request, "sign_in.html", 401)
+        return self.render(request, "sign_in.html", 401, challenge_headers(request))
 
     def not_found(self, request: Request, principal: Principal) -> HTMLResponse:
         return self.render(request, "not_found.html", 404, principal=principal)
