@@ -37,6 +37,8 @@ def test_demo_runs_every_kind_of_outcome(tmp_path):
         "Import grades from grades.csv failed: ValueError: grades.csv, line 14: "
         "grade 'A+' is not a number" in output
     )
+    # It ends by offering the dashboard on its own store.
+    assert f"run `taskstatus --url {url} serve --port 8000`" in output
 
     from taskstatus import Settings, Tracker
 

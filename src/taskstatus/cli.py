@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -485,8 +486,21 @@ def current() -> None:
     show_default=True,
     help="Scale the sample tasks' sleeps (0.2 runs five times faster).",
 )
+@click.option(
+    "--serve",
+    "then_serve",
+    is_flag=True,
+    help="Then serve the dashboard on 127.0.0.1 until Ctrl-C (needs the extra 'web').",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="The dashboard's TCP port.",
+)
 @_store_options
-def demo(user: str, speed: float) -> None:
+def demo(user: str, speed: float, then_serve: bool, port: int) -> None:
     """Run sample tasks on an in-process Celery worker with live progress (no server needed).
 
     Uses Celery's in-memory broker and the configured store (by default sqlite:///taskstatus.db):
@@ -499,9 +513,19 @@ def demo(user: str, speed: float) -> None:
             f"the demo needs Celery: install the extra 'celery' (from a clone: "
             f"pip install -e '.[celery]') ({exc})"
         ) from exc
+    if then_serve:
+        _web_serve()  # before the demo runs, not after
     tracker = _tracker()
     tracker.open()
     run_demo(tracker, user_id=user, speed=speed)
+    if then_serve:
+        _serve(tracker, "127.0.0.1", port, None)
+    else:
+        options = ["--url", tracker.settings.url]
+        storage = click.get_current_context().meta.get("taskstatus.artifact_storage")
+        options += ["--artifact-storage", storage] if storage else []
+        command = f"taskstatus {shlex.join(options)} serve --port {port}"
+        click.echo(f"See them in a browser: run `{command}` and open http://127.0.0.1:{port}/")
 
 
 @cli.command()
@@ -517,29 +541,40 @@ def demo(user: str, speed: float) -> None:
 )
 @_store_options
 def serve(host: str, port: int, token: str | None) -> None:
-    """Serve the REST API (/api/v1/) on the configured store, for operators.
+    """Serve the REST API (/api/v1/) and, without a token, the dashboard (/), for operators.
 
     A caller with the token is a superuser. Without a token every caller is, so it then
     listens on a loopback address only. Stop it with Ctrl-C.
     """
-    try:
-        from .web.serve import is_loopback, run
-    except ImportError as exc:
-        raise Failure(
-            f"serve needs the extra 'web' (pip install 'taskstatus[web]'; from a clone: "
-            f"pip install -e '.[web]') ({exc})"
-        ) from exc
     token = token or None
-    if token is None and not is_loopback(host):
+    if token is None and not _web_serve().is_loopback(host):
         raise Failure(
             f"refusing to serve on {host} without a token: anyone reaching it would see and "
             f"cancel every task; set --token or TASKSTATUS_TOKEN, or listen on 127.0.0.1"
         )
-    tracker = _recorded()
+    _serve(_recorded(), host, port, token)
+
+
+def _web_serve() -> Any:
+    """The web server's module, or a Failure naming the extra it needs."""
+    try:
+        from .web import serve as web_serve
+    except ImportError as exc:
+        raise Failure(
+            f"serving needs the extra 'web' (pip install 'taskstatus[web]'; from a clone: "
+            f"pip install -e '.[web]') ({exc})"
+        ) from exc
+    return web_serve
+
+
+def _serve(tracker: Tracker, host: str, port: int, token: str | None) -> None:
+    run = _web_serve().run
     address = f"[{host}]" if ":" in host else host
     click.echo(f"Serving the taskstatus REST API on http://{address}:{port}/api/v1/")
     click.echo(f"API description: http://{address}:{port}/api/v1/docs (Ctrl-C stops it)")
     if token is None:
+        # A browser cannot send a bearer token: the dashboard is for a tokenless server.
+        click.echo(f"Dashboard: http://{address}:{port}/")
         click.echo("No token: every local caller is an operator.")
     run(tracker, host, port, token)
     click.echo("Stopped.")

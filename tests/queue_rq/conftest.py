@@ -25,6 +25,7 @@ import taskstatus
 import taskstatus.queues.rq
 from tests.conftest import private_store, require_server
 from tests.waiting import TIMEOUT, uid  # noqa: F401  (fixture)
+from tests.web.browser import browser, expect, screenshots  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 RQ = Path(sys.executable).with_name("rq")

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from taskstatus import Tracker
 from taskstatus.web import Principal, create_app
+from tests.web.browser import browser, expect, screenshots  # noqa: F401  (fixtures)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # its own advice to install httpx2, which is not needed

@@ -74,3 +74,39 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(host):
     result = CliRunner(env={"TASKSTATUS_TOKEN": None}).invoke(cli, ["serve", "--host", host])
     assert result.exit_code == 1
     assert f"refusing to serve on {host} without a token" in result.output
+
+
+def test_demo_then_serves_the_dashboard_of_its_tasks(tmp_path):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
+    proc = subprocess.Popen(
+        [str(TASKSTATUS), "--url", url, "demo", "--speed", "0.2", "--serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        lines = iter(proc.stdout.readline, b"")
+        dashboard = f"Dashboard: http://127.0.0.1:{port}/\n"
+        assert dashboard in (line.decode() for line in lines), proc.poll()
+        with httpx.Client(timeout=TIMEOUT) as client:
+
+            def page() -> httpx.Response | None:
+                assert proc.poll() is None
+                try:
+                    return client.get(f"http://127.0.0.1:{port}/")
+                except httpx.ConnectError:
+                    return None  # the URL is printed just before uvicorn listens
+
+            answer = poll(page, bool, "the dashboard to answer")
+            assert answer.status_code == 200
+            assert "Export course math-101" in answer.text
+            assert "Rebuild search index" in answer.text
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

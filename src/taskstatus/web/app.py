@@ -1,4 +1,5 @@
-"""``create_app``: the REST API as an ASGI application of its own, to mount anywhere."""
+"""``create_app``: the REST API and the dashboard as an ASGI application of its own, to mount
+anywhere."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from collections.abc import Iterable
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__, get_tracker
 from ..tracker import Tracker
 from .docs_page import docs_page
 from .errors import install_handlers
+from .pages import make_pages
 from .principal import Authenticator
 from .routes import make_router
 
@@ -24,7 +27,8 @@ def create_app(
     trusted_origins: Iterable[str] = (),
     challenge: str | None = None,
 ) -> FastAPI:
-    """The REST API under ``/api/v1``, for callers that ``authenticate(request)`` returns.
+    """The REST API under ``/api/v1`` and the dashboard at ``/``, for callers that
+    ``authenticate(request)`` returns.
 
     ``tracker``: the tracker to serve (default: the process's, ``taskstatus.get_tracker()``,
     looked up on each request so that ``configure()`` may come after this call).
@@ -48,6 +52,8 @@ def create_app(
     app.state.challenge = challenge
     install_handlers(app)
     app.include_router(make_router(authenticate, lambda: tracker or get_tracker()))
+    app.include_router(make_pages(authenticate, lambda: tracker or get_tracker()))
+    app.mount("/static", StaticFiles(packages=[("taskstatus.web", "static")]), name="static")
     app.add_api_route(
         "/api/v1/docs",
         docs_page,

@@ -13,7 +13,14 @@ from starlette.routing import Match, Route
 from ..exceptions import ConfigurationError, NotFound, StoreError
 from .csrf import CrossOrigin
 
-__all__ = ["BadInput", "Error", "Forbidden", "Unauthenticated", "install_handlers"]
+__all__ = [
+    "BadInput",
+    "Error",
+    "Forbidden",
+    "Unauthenticated",
+    "challenge_headers",
+    "install_handlers",
+]
 
 
 class Error(BaseModel):
@@ -52,12 +59,16 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
     return handler
 
 
-async def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
-    """401, with the app's ``WWW-Authenticate`` challenge when it has one (an app that
-    authenticates by a session cookie has no scheme to name)."""
+def challenge_headers(request: Request) -> dict[str, str]:
+    """The headers of a 401 (the API's, the dashboard's sign-in page): the app's
+    ``WWW-Authenticate`` challenge when it has one (an app that authenticates by a session
+    cookie has no scheme to name)."""
     challenge = getattr(request.app.state, "challenge", None)
-    headers = {"WWW-Authenticate": challenge} if challenge else None
-    return JSONResponse({"detail": str(exc)}, status_code=401, headers=headers)
+    return {"WWW-Authenticate": challenge} if challenge else {}
+
+
+async def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=401, headers=challenge_headers(request))
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

@@ -41,7 +41,7 @@ from .payloads import (
 from .permissions import allowed, visible_owners
 from .principal import Authenticator, Principal, identify
 
-__all__ = ["make_router"]
+__all__ = ["list_filters", "make_router"]
 
 #: Bytes read from the artifact storage per chunk of a download.
 CHUNK = 64 * 1024
@@ -221,6 +221,38 @@ class _Api:
         )
 
 
+def list_filters(
+    api: _Api,
+    principal: Principal,
+    *,
+    state: list[str] | None = None,
+    search: str | None = None,
+    parent: str | None = None,
+    queue: str | None = None,
+    task_class: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    user_id: str | None = None,
+) -> dict[str, Any]:
+    """The filters of a list (its stream of changes, the dashboard's list), as
+    ``Tracker.query`` takes them; 403 for a ``user_id`` beyond the owners the caller may
+    list."""
+    if user_id is not None:
+        owners = visible_owners(api.tracker(), principal)
+        if owners is not None and user_id not in owners:
+            raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
+    return {
+        "state": _states(state),
+        "search": _text(search, "search"),
+        "queue": _text(queue, "queue"),
+        "task_class": _text(task_class, "task_class"),
+        "created_after": _utc(created_after, "created_after"),
+        "created_before": _utc(created_before, "created_before"),
+        "user_id": _text(user_id, "user_id"),
+        "parent": _parent(parent),
+    }
+
+
 def _filters(api: _Api) -> Callable[..., dict[str, Any]]:
     """The dependency that reads the list filters, shared by ``tasks/`` and ``events``."""
     Caller = Annotated[Principal, Depends(api.caller)]
@@ -248,22 +280,18 @@ def _filters(api: _Api) -> Callable[..., dict[str, Any]]:
         created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
         user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
     ) -> dict[str, Any]:
-        """The filters of a list (and of its stream of changes), as ``Tracker.query`` takes
-        them; 403 for a ``user_id`` beyond the owners the caller may list."""
-        if user_id is not None:
-            owners = visible_owners(api.tracker(), principal)
-            if owners is not None and user_id not in owners:
-                raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
-        return {
-            "state": _states(state),
-            "search": _text(search, "search"),
-            "queue": _text(queue, "queue"),
-            "task_class": _text(task_class, "task_class"),
-            "created_after": _utc(created_after, "created_after"),
-            "created_before": _utc(created_before, "created_before"),
-            "user_id": _text(user_id, "user_id"),
-            "parent": _parent(parent),
-        }
+        return list_filters(
+            api,
+            principal,
+            state=state,
+            search=search,
+            parent=parent,
+            queue=queue,
+            task_class=task_class,
+            created_after=created_after,
+            created_before=created_before,
+            user_id=user_id,
+        )
 
     return filters
 
