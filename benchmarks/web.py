@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -339,9 +340,11 @@ def main() -> None:
     clients = 0 if args.no_sse else args.sse_clients or (20 if args.quick else 200)
     # (clients, rounds of writes, seconds of quiet for the idle CPU)
     sse = None if args.no_sse else (clients, 3, 2.0) if args.quick else (clients, 10, 10.0)
+    # What uvicorn picks ("auto") in the server process, which runs this interpreter.
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     print(
-        f"taskstatus web benchmark: Python {platform.python_version()}, {rows:,} statuses / "
-        f"{users:,} owners, {requests:,} requests, {clients} event clients"
+        f"taskstatus web benchmark: Python {platform.python_version()}, uvicorn with {http}, "
+        f"{rows:,} statuses / {users:,} owners, {requests:,} requests, {clients} event clients"
         f"{' (quick)' if args.quick else ''}; "
         f"{machine()}",
         flush=True,
