@@ -433,7 +433,7 @@ class SQLAlchemyStore:
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
         c = statuses.c
         stmt = (
-            select(statuses)
+            select(*_STATUS_COLUMNS)
             .where(
                 c.state == State.IN_PROGRESS.value,
                 c.is_container.is_(False),
@@ -608,7 +608,7 @@ class SQLAlchemyStore:
         if stmt is None:
             c = statuses.c
             stmt = (
-                select(statuses)
+                select(*_STATUS_COLUMNS)
                 .where(and_(True, *where))
                 .order_by(c.created.desc(), c.id.desc())
                 .offset(bindparam("p_offset"))
@@ -631,7 +631,7 @@ class SQLAlchemyStore:
 
     def children(self, uuid: UUID) -> list[TaskStatus]:
         c = statuses.c
-        stmt = select(statuses).where(c.parent_uuid == uuid).order_by(c.created, c.id)
+        stmt = select(*_STATUS_COLUMNS).where(c.parent_uuid == uuid).order_by(c.created, c.id)
         with self._begin() as conn:
             return [_status(row._mapping) for row in conn.execute(stmt)]
 
@@ -690,14 +690,12 @@ class SQLAlchemyStore:
 
     def artifacts(self, status_uuids: Sequence[UUID]) -> list[Artifact]:
         result: list[Artifact] = []
-        with self._begin() as conn:
-            for chunk in _chunks(list(status_uuids)):
-                query = (
-                    select(artifacts)
-                    .where(artifacts.c.status_uuid.in_(chunk))
-                    .order_by(artifacts.c.created, artifacts.c.id)
-                )
-                result += [_artifact(row._mapping) for row in conn.execute(query)]
+        for chunk in _chunks(list(status_uuids)):
+            result += self._run(
+                _ARTIFACTS_OF,
+                {"p_uuids": chunk},
+                lambda rows: [_artifact(row._mapping) for row in rows],
+            )
         return result
 
     def get_artifact(self, uuid: UUID) -> Artifact | None:
@@ -888,6 +886,8 @@ def _reason(exc: sa_exc.DBAPIError) -> str:
 
 
 _STATUS_FIELDS = [c.name for c in statuses.c if c.name not in ("id", "changed", "version")]
+#: What a read of statuses selects: what a TaskStatus holds, not the change feed's columns.
+_STATUS_COLUMNS = [statuses.c[name] for name in _STATUS_FIELDS]
 _ARTIFACT_FIELDS = [c.name for c in artifacts.c if c.name != "id"]
 
 
@@ -953,8 +953,14 @@ _c = statuses.c
 _state_by_key = _Unindexed(_c.state)
 _RUNNING_BY_KEY = _state_by_key == literal_column(f"'{State.IN_PROGRESS.value}'")
 _INSERT_STATUS = statuses.insert()
-_BY_UUID = select(statuses).where(_c.uuid == bindparam("p_uuid"))
-_BY_TASK_ID = select(statuses).where(_c.task_id == bindparam("p_task_id"))
+_BY_UUID = select(*_STATUS_COLUMNS).where(_c.uuid == bindparam("p_uuid"))
+_BY_TASK_ID = select(*_STATUS_COLUMNS).where(_c.task_id == bindparam("p_task_id"))
+#: The artifacts of a page of statuses, oldest first; one statement, autocommitted.
+_ARTIFACTS_OF = (
+    select(artifacts)
+    .where(artifacts.c.status_uuid.in_(bindparam("p_uuids", expanding=True)))
+    .order_by(artifacts.c.created, artifacts.c.id)
+)
 _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
 #: Not modified since (a start that another process may have written first).

@@ -10,7 +10,7 @@ No ``from __future__ import annotations``: FastAPI reads the routes' annotations
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -27,7 +27,7 @@ from ..models import TaskStatus
 from ..tracker import Tracker
 from .errors import CHANGE_ERRORS, BadInput
 from .payloads import status_out
-from .permissions import allowed, visible_owners
+from .permissions import allowed
 from .principal import Principal
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def _follow(tracker: Tracker, after: str, **filters: Any) -> AsyncIterator[Updat
 
 
 def add_event_routes(
-    router: APIRouter, api: "_Api", filters: Callable[..., dict[str, Any]]
+    router: APIRouter, api: "_Api", filters: Callable[..., Awaitable[dict[str, Any]]]
 ) -> None:
     """``tasks/{uuid}/events`` and ``events``; ``filters``: the list's filter dependency."""
     Caller = Annotated[Principal, Depends(api.caller)]
@@ -251,9 +251,10 @@ def add_event_routes(
     def events(
         request: Request, principal: Caller, filters: Filters, last_event_id: LastEventId = None
     ) -> EventStream:
-        after = _resume(last_event_id)
         tracker = api.tracker()
-        query = tracker.query(user_ids=visible_owners(tracker, principal), **filters)
+        owners = api.owners(tracker, principal, filters["user_id"])
+        after = _resume(last_event_id)
+        query = tracker.query(user_ids=owners, **filters)
         parent = filters["parent"]
         # The owners and the subtree are filtered in the store's query; the rest per change.
         scope: dict[str, Any] = {

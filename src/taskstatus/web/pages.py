@@ -26,7 +26,7 @@ from ..models import State, TaskStatus
 from ..recorder import ERROR_ARTIFACT
 from ..tracker import Tracker
 from .errors import BadInput, Forbidden, challenge_headers
-from .payloads import StatusOut, link, status_out
+from .payloads import StatusOut, api_root, status_out
 from .permissions import allowed, visible_owners
 from .principal import Authenticator, Principal, identify
 from .routes import _Api, list_filters
@@ -168,8 +168,6 @@ class _Pages:
         context["newest_url"] = _with_query(request.url_for("task_list"), in_use)
         try:
             filters = list_filters(
-                self.api,
-                principal,
                 state=given.getlist("state") or None,
                 search=values["search"],
                 parent="none",
@@ -188,9 +186,9 @@ class _Pages:
             "list.html",
             page=page,
             error=None,
-            events_url=_with_query(link(request, "/events"), in_use),
+            events_url=_with_query(f"{api_root(request)}/events", in_use),
             poll_url=_with_query(
-                link(request, "/tasks/"),
+                f"{api_root(request)}/tasks/",
                 [("parent", "none"), ("limit", str(PAGE_SIZE)), *in_use, *cursor],
             ),
             **context,

@@ -13,11 +13,23 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
+from starlette.responses import Response
 
 from ..models import Artifact, State, TaskStatus
 from .principal import Principal
 
-__all__ = ["ArtifactOut", "ArtifactPage", "StatusOut", "StatusPage", "artifact_out", "link"]
+__all__ = [
+    "ArtifactOut",
+    "ArtifactPage",
+    "StatusOut",
+    "StatusPage",
+    "api_root",
+    "artifact_out",
+    "artifacts_out",
+    "json_response",
+    "status_out",
+    "statuses_out",
+]
 
 API = "/api/v1"
 
@@ -74,10 +86,18 @@ class ArtifactPage(BaseModel):
     next: str | None = Field(description="The link of the next page, null on the last.")
 
 
-def link(request: Request, path: str) -> str:
-    """The absolute URL of ``path`` (below ``/api/v1``) of this app, wherever it is mounted."""
+def api_root(request: Request) -> str:
+    """The absolute URL of ``/api/v1`` of this app, wherever it is mounted: every link is this
+    and a path (read once per page: building a URL costs more than a status's payload)."""
     root = request.scope.get("root_path", "").rstrip("/")
-    return str(request.url.replace(path=f"{root}{API}{path}", query=""))
+    return str(request.url.replace(path=f"{root}{API}", query=""))
+
+
+def json_response(payload: BaseModel) -> Response:
+    """The payload as JSON, exactly as FastAPI would answer it, serialised in the route's own
+    worker thread: returned as a model, it would be validated again in a thread of its own and
+    serialised on the event loop, stalling every other request meanwhile."""
+    return Response(payload.model_dump_json(), media_type="application/json")
 
 
 def progress(status: TaskStatus) -> float | None:
@@ -87,6 +107,15 @@ def progress(status: TaskStatus) -> float | None:
 
 
 def artifact_out(request: Request, artifact: Artifact) -> ArtifactOut:
+    return _artifact_out(api_root(request), artifact)
+
+
+def artifacts_out(request: Request, artifacts: Sequence[Artifact]) -> list[ArtifactOut]:
+    root = api_root(request)
+    return [_artifact_out(root, a) for a in artifacts]
+
+
+def _artifact_out(root: str, artifact: Artifact) -> ArtifactOut:
     # Stored ones have both times.
     assert artifact.created is not None
     assert artifact.modified is not None
@@ -96,7 +125,7 @@ def artifact_out(request: Request, artifact: Artifact) -> ArtifactOut:
         name=artifact.name,
         text=artifact.text,
         url=artifact.url,
-        file=link(request, f"/artifacts/{artifact.uuid}/file") if artifact.file else None,
+        file=f"{root}/artifacts/{artifact.uuid}/file" if artifact.file else None,
         filename=artifact.filename,
         created=artifact.created,
         modified=artifact.modified,
@@ -109,12 +138,18 @@ def status_out(
     status: TaskStatus,
     artifacts: Sequence[Artifact],
 ) -> StatusOut:
+    return _status_out(api_root(request), principal, status, artifacts)
+
+
+def _status_out(
+    root: str, principal: Principal, status: TaskStatus, artifacts: Sequence[Artifact]
+) -> StatusOut:
     # Stored ones have both times.
     assert status.created is not None
     assert status.modified is not None
     return StatusOut(
         uuid=status.uuid,
-        url=link(request, f"/tasks/{status.uuid}"),
+        url=f"{root}/tasks/{status.uuid}",
         task_id=status.task_id,
         queue=status.queue,
         task_class=status.task_class,
@@ -133,7 +168,7 @@ def status_out(
         started_at=status.started_at,
         finished_at=status.finished_at,
         traceback=status.traceback if principal.is_superuser else None,
-        artifacts=[artifact_out(request, a) for a in artifacts],
+        artifacts=[_artifact_out(root, a) for a in artifacts],
     )
 
 
@@ -143,4 +178,5 @@ def statuses_out(
     statuses: Sequence[TaskStatus],
     artifacts: Mapping[UUID, Sequence[Artifact]],
 ) -> list[StatusOut]:
-    return [status_out(request, principal, s, artifacts.get(s.uuid, ())) for s in statuses]
+    root = api_root(request)
+    return [_status_out(root, principal, s, artifacts.get(s.uuid, ())) for s in statuses]

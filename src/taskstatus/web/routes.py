@@ -10,7 +10,7 @@ runtime, and the ``Caller`` dependency they name is local to the function defini
 
 import mimetypes
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
@@ -35,6 +35,8 @@ from .payloads import (
     StatusOut,
     StatusPage,
     artifact_out,
+    artifacts_out,
+    json_response,
     status_out,
     statuses_out,
 )
@@ -210,7 +212,7 @@ class _Api:
     ) -> StatusPage:
         """A page of statuses, filtered by the owners the caller may list in the query."""
         tracker = self.tracker()
-        owners = visible_owners(tracker, principal)
+        owners = self.owners(tracker, principal, filters.get("user_id"))
         statuses = tracker.statuses(
             user_ids=owners, limit=limit + 1, after=_after(cursor), **filters
         )
@@ -220,10 +222,18 @@ class _Api:
             next=_next(request, statuses, limit),
         )
 
+    def owners(
+        self, tracker: Tracker, principal: Principal, user_id: str | None
+    ) -> list[str] | None:
+        """The owners whose statuses the caller may list (None: every owner); 403 when the
+        ``user_id`` filter names one beyond them."""
+        owners = visible_owners(tracker, principal)
+        if user_id is not None and owners is not None and user_id not in owners:
+            raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
+        return owners
+
 
 def list_filters(
-    api: _Api,
-    principal: Principal,
     *,
     state: list[str] | None = None,
     search: str | None = None,
@@ -234,13 +244,9 @@ def list_filters(
     created_before: str | None = None,
     user_id: str | None = None,
 ) -> dict[str, Any]:
-    """The filters of a list (its stream of changes, the dashboard's list), as
-    ``Tracker.query`` takes them; 403 for a ``user_id`` beyond the owners the caller may
-    list."""
-    if user_id is not None:
-        owners = visible_owners(api.tracker(), principal)
-        if owners is not None and user_id not in owners:
-            raise Forbidden("the user_id filter names an owner whose tasks you cannot list")
+    """The filters of a list (of its stream of changes, of the dashboard's list), as
+    ``Tracker.query`` takes them; 400 for one it cannot use. The ``user_id`` filter is
+    checked against the caller where the owners are read (``_Api.owners``)."""
     return {
         "state": _states(state),
         "search": _text(search, "search"),
@@ -253,47 +259,40 @@ def list_filters(
     }
 
 
-def _filters(api: _Api) -> Callable[..., dict[str, Any]]:
-    """The dependency that reads the list filters, shared by ``tasks/`` and ``events``."""
-    Caller = Annotated[Principal, Depends(api.caller)]
-
-    def filters(
-        principal: Caller,
-        state: Annotated[
-            list[str] | None,
-            Query(
-                description="A state (value or member name); repeat for any of several.",
-                json_schema_extra={"items": {"type": "string", "enum": STATE_NAMES}},
-            ),
-        ] = None,
-        search: Annotated[str | None, Query(description="In the name, any case.")] = None,
-        parent: Annotated[
-            str | None,
-            Query(
-                pattern=PARENT_PATTERN,
-                description="A container's uuid, or `none` for top level only.",
-            ),
-        ] = None,
-        queue: str | None = None,
-        task_class: str | None = None,
-        created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
-        created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
-        user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
-    ) -> dict[str, Any]:
-        return list_filters(
-            api,
-            principal,
-            state=state,
-            search=search,
-            parent=parent,
-            queue=queue,
-            task_class=task_class,
-            created_after=created_after,
-            created_before=created_before,
-            user_id=user_id,
-        )
-
-    return filters
+async def _list_filters(
+    state: Annotated[
+        list[str] | None,
+        Query(
+            description="A state (value or member name); repeat for any of several.",
+            json_schema_extra={"items": {"type": "string", "enum": STATE_NAMES}},
+        ),
+    ] = None,
+    search: Annotated[str | None, Query(description="In the name, any case.")] = None,
+    parent: Annotated[
+        str | None,
+        Query(
+            pattern=PARENT_PATTERN,
+            description="A container's uuid, or `none` for top level only.",
+        ),
+    ] = None,
+    queue: str | None = None,
+    task_class: str | None = None,
+    created_after: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
+    created_before: Annotated[str | None, Query(json_schema_extra=DATE_TIME)] = None,
+    user_id: Annotated[str | None, Query(description="An owner (superusers).")] = None,
+) -> dict[str, Any]:
+    """:func:`list_filters` as the dependency shared by ``tasks/`` and ``events``. Async, as
+    it only parses (a plain function would run in a worker thread of its own)."""
+    return list_filters(
+        state=state,
+        search=search,
+        parent=parent,
+        queue=queue,
+        task_class=task_class,
+        created_after=created_after,
+        created_before=created_before,
+        user_id=user_id,
+    )
 
 
 async def _same_origin(request: Request) -> None:
@@ -329,14 +328,15 @@ def make_router(authenticate: Authenticator, get_tracker: Callable[[], Tracker])
         responses=ERRORS,  # type: ignore[arg-type]
         dependencies=[Depends(_known_query)],
     )
-    filters = _filters(api)
-    _task_routes(router, api, filters)
-    add_event_routes(router, api, filters)
+    _task_routes(router, api, _list_filters)
+    add_event_routes(router, api, _list_filters)
     _artifact_routes(router, api)
     return router
 
 
-def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[str, Any]]) -> None:
+def _task_routes(
+    router: APIRouter, api: _Api, read_filters: Callable[..., Awaitable[dict[str, Any]]]
+) -> None:
     Caller = Annotated[Principal, Depends(api.caller)]
     Filters = Annotated[dict[str, Any], Depends(read_filters)]
 
@@ -352,13 +352,13 @@ def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[
         filters: Filters,
         limit: Limit = 50,
         cursor: Cursor = None,
-    ) -> StatusPage:
-        return api.page(request, principal, limit, cursor, **filters)
+    ) -> Response:
+        return json_response(api.page(request, principal, limit, cursor, **filters))
 
     @router.get("/tasks/{uuid}", response_model=StatusOut, summary="One status")
-    def get_task(request: Request, principal: Caller, uuid: UUID) -> StatusOut:
+    def get_task(request: Request, principal: Caller, uuid: UUID) -> Response:
         tracker, status = api.visible(principal, uuid)
-        return status_out(request, principal, status, tracker.artifacts(status))
+        return json_response(status_out(request, principal, status, tracker.artifacts(status)))
 
     @router.get(
         "/tasks/{uuid}/children",
@@ -367,9 +367,9 @@ def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[
     )
     def get_children(
         request: Request, principal: Caller, uuid: UUID, limit: Limit = 50, cursor: Cursor = None
-    ) -> StatusPage:
+    ) -> Response:
         _, status = api.visible(principal, uuid)
-        return api.page(request, principal, limit, cursor, parent=status.uuid)
+        return json_response(api.page(request, principal, limit, cursor, parent=status.uuid))
 
     @router.post(
         "/tasks/{uuid}/cancel",
@@ -385,14 +385,14 @@ def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[
         terminate: Annotated[
             bool, Query(description="Ask the queue to stop running work (superusers).")
         ] = False,
-    ) -> StatusOut:
+    ) -> Response:
         tracker, status = api.visible(principal, uuid)
         if not allowed(tracker, principal, "cancel", status):
             raise Forbidden(f"you may not cancel task status {uuid}")
         if terminate and not principal.is_superuser:
             raise Forbidden("terminate is for superusers only")
         status = tracker.cancel(status, terminate=terminate)
-        return status_out(request, principal, status, tracker.artifacts(status))
+        return json_response(status_out(request, principal, status, tracker.artifacts(status)))
 
     @router.delete(
         "/tasks/{uuid}",
@@ -420,7 +420,7 @@ def _artifact_routes(router: APIRouter, api: _Api) -> None:
         status: Annotated[UUID | None, Query(description="Only this status's.")] = None,
         limit: Limit = 50,
         cursor: Cursor = None,
-    ) -> ArtifactPage:
+    ) -> Response:
         if status is not None:
             # Its artifacts, whoever the permission hook lets see the status.
             tracker, _ = api.visible(principal, status)
@@ -431,14 +431,14 @@ def _artifact_routes(router: APIRouter, api: _Api) -> None:
         found = tracker.query_artifacts(
             status=status, user_ids=owners, limit=limit + 1, after=_after(cursor)
         )
-        return ArtifactPage(
-            results=[artifact_out(request, a) for a in found[:limit]],
-            next=_next(request, found, limit),
+        page = ArtifactPage(
+            results=artifacts_out(request, found[:limit]), next=_next(request, found, limit)
         )
+        return json_response(page)
 
     @router.get("/artifacts/{uuid}", response_model=ArtifactOut, summary="One artifact")
-    def get_artifact(request: Request, principal: Caller, uuid: UUID) -> ArtifactOut:
-        return artifact_out(request, api.visible_artifact(principal, uuid)[1])
+    def get_artifact(request: Request, principal: Caller, uuid: UUID) -> Response:
+        return json_response(artifact_out(request, api.visible_artifact(principal, uuid)[1]))
 
     @router.get(
         "/artifacts/{uuid}/file",
