@@ -225,7 +225,12 @@ class _Pages:
             "list.html",
             page=page,
             error=None,
-            events_url=_with_query(link(request, "/events"), in_use),
+            # Not by state: a row shown goes on changing when it leaves the state filtered
+            # on (In Progress to Succeeded); the script adds new rows of the states only.
+            events_url=_with_query(
+                link(request, "/events"), [p for p in in_use if p[0] != "state"]
+            ),
+            selected_states=[s.value for s in filters["state"] or ()],
             poll_url=_with_query(
                 link(request, "/tasks/"),
                 [("parent", "none"), ("limit", str(PAGE_SIZE)), *in_use, *cursor],
