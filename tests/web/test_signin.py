@@ -86,6 +86,10 @@ def test_a_wrong_token_answers_the_sign_in_page_saying_so(served):
     assert shown.having("name", "next")[0]["value"] == "/?state=Failed"
     assert answer.headers["www-authenticate"] == 'Bearer realm="taskstatus"'
     assert client.get("/").status_code == 401
+    # Whatever the form said, its next try goes on to a page of the app.
+    for given in ({"token": "wrong"}, {"token": "wrong", "next": "https://evil.example/"}):
+        again = client.post("/sign-in", data=given, headers=SAME_SITE)
+        assert page(again).having("name", "next")[0]["value"] == "/"
 
 
 def test_sign_out_clears_the_cookie(served):

@@ -97,10 +97,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def make_sign_in(
-    auth: TokenAuthenticator, sign_in_page: Callable[[Request, str, str | None], Response]
+    auth: TokenAuthenticator, sign_in_page: Callable[[Request, str, str], Response]
 ) -> APIRouter:
     """``POST sign-in`` (the form's token and ``next``) and ``POST sign-out``.
-    ``sign_in_page(request, error, next)``: the page that says the token was wrong."""
+    ``sign_in_page(request, error, next)``: the page that says the token was wrong, whose
+    form goes on to ``next``."""
     router = APIRouter(include_in_schema=False)
 
     def set_cookie(request: Request, response: Response, value: str | None) -> None:
@@ -120,10 +121,10 @@ def make_sign_in(
     async def sign_in(request: Request) -> Response:
         check_same_origin(request, request.app.state.trusted_origins)
         form = await _form(request)
+        target = local_target(form.get("next"), request.url_for("task_list").path)
         if not auth.accepts(form.get("token", "")):
-            return sign_in_page(request, "That is not this server's token.", form.get("next"))
-        home = request.url_for("task_list").path
-        response = RedirectResponse(local_target(form.get("next"), home), 303)
+            return sign_in_page(request, "That is not this server's token.", target)
+        response = RedirectResponse(target, 303)
         set_cookie(request, response, auth.cookie)
         return response
 
