@@ -537,14 +537,15 @@ def demo(user: str, speed: float, then_serve: bool, port: int) -> None:
     "--token",
     envvar="TASKSTATUS_TOKEN",
     show_envvar=True,
-    help="Callers must send 'Authorization: Bearer <token>'; they see everything.",
+    help="Callers must send 'Authorization: Bearer <token>' (browsers sign in with it); "
+    "they see everything.",
 )
 @_store_options
 def serve(host: str, port: int, token: str | None) -> None:
-    """Serve the REST API (/api/v1/) and, without a token, the dashboard (/), for operators.
+    """Serve the REST API (/api/v1/) and the dashboard (/) for operators.
 
-    A caller with the token is a superuser. Without a token every caller is, so it then
-    listens on a loopback address only. Stop it with Ctrl-C.
+    A caller with the token (or a browser signed in with it) is a superuser. Without a token
+    every caller is, so it then listens on a loopback address only. Stop it with Ctrl-C.
     """
     token = token or None
     if token is None and not _web_serve().is_loopback(host):
@@ -573,9 +574,10 @@ def _serve(tracker: Tracker, host: str, port: int, token: str | None) -> None:
     click.echo(f"Serving the taskstatus REST API on http://{address}:{port}/api/v1/")
     click.echo(f"API description: http://{address}:{port}/api/v1/docs (Ctrl-C stops it)")
     if token is None:
-        # A browser cannot send a bearer token: the dashboard is for a tokenless server.
         click.echo(f"Dashboard: http://{address}:{port}/")
         click.echo("No token: every local caller is an operator.")
+    else:
+        click.echo(f"Dashboard: http://{address}:{port}/ (sign in with the token)")
     run(tracker, host, port, token)
     click.echo("Stopped.")
 

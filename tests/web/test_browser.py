@@ -14,6 +14,7 @@ import pytest
 from taskstatus import State
 from taskstatus.web import create_app
 from taskstatus.web import events as web_events
+from taskstatus.web.serve import serve_app
 from tests.helpers import event, publish
 from tests.web.browser import Visitor
 from tests.web.conftest import OTHER, OWNER, ROOT, header_user
@@ -174,3 +175,99 @@ def test_without_streams_the_pages_poll_and_say_so(browser, screenshots, store, 
             expect(bar).to_have_attribute("aria-valuenow", shown)
             owner.shot(f"polling-{path.strip('/').split('/')[0] or 'list'}")
         assert owner.dialogs == []
+
+
+@pytest.mark.parametrize("live", ["streams", "polls"])
+def test_a_filtered_list_follows_its_rows_out_of_the_filter(
+    browser, screenshots, store, expect, live
+) -> None:
+    running = publish(store, user_id=OWNER, name="Export", total_steps=4)
+    store.start(running)
+    done = publish(store, user_id=OWNER, name="Earlier export")
+    store.start(done)
+    store.end(event(done.task_id))
+    with (
+        live_server(create_app(header_user, tracker=store)) as server,
+        Visitor(browser, server.url, OWNER, screenshots) as owner,
+    ):
+        page = owner.page
+        if live == "polls":
+            page.route(re.compile(r"/events(\?|$)"), lambda route: route.fulfill(status=503))
+        page.goto("/?state=In+Progress")
+        rows = page.locator("tbody tr.task")
+        expect(rows).to_have_count(1)
+        row = page.locator("tr", has_text="Export")
+        store.increment_steps(running, 2, 0)
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "50")
+
+        # The row that leaves In Progress goes on showing its changes, to its end.
+        store.end(event(running.task_id))
+        expect(row.locator("[data-field=state]")).to_have_text("Succeeded")
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+        owner.shot(f"filtered-row-ended-{live}")
+
+        # New rows come only in the state filtered on: a pending one does not, a started one
+        # does (after the pending one's event, which the stream sent first; a poll reads
+        # both at once).
+        queued = publish(store, user_id=OWNER, name="Queued")
+        started = publish(store, user_id=OWNER, name="Started")
+        store.start(started)
+        expect(rows.first.get_by_role("link")).to_have_text("Started")
+        expect(page.locator(f'tr[data-uuid="{queued.uuid}"]')).to_have_count(0)
+        expect(rows).to_have_count(2)
+        assert owner.dialogs == []
+        # The refused streams are failed loads to the browser; nothing else failed.
+        assert [e for e in owner.errors if "status of 503" not in e] == []
+
+
+def test_an_operator_signs_in_with_the_token_and_out(browser, screenshots, store, expect) -> None:
+    running = publish(store, user_id=OWNER, name="Export", total_steps=10)
+    store.start(running)
+    with (
+        live_server(serve_app(store, "s3cret")) as server,
+        Visitor(browser, server.url, None, screenshots) as operator,
+    ):
+        page = operator.page
+        answer = page.goto(f"/tasks/{running.uuid}")
+        assert answer is not None and answer.status == 401
+        heading = page.get_by_role("heading", level=1)
+        expect(heading).to_have_text("Sign in to see your tasks")
+        token = page.get_by_label("Token")
+        expect(token).to_be_focused()
+        assert operator.violations() == []
+        operator.shot("sign-in")
+
+        token.fill("not it")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text("That is not this server's token.")
+        expect(token).to_have_attribute("aria-invalid", "true")
+        operator.shot("wrong-token")
+
+        page.get_by_label("Token").fill("s3cret")
+        page.get_by_role("button", name="Sign in").click()
+        # Back on the page asked for, which follows the task on the cookie alone.
+        expect(heading).to_have_text("Export")
+        assert page.url == f"{server.url}/tasks/{running.uuid}"
+        expect(page.get_by_text("Signed in as operator")).to_be_visible()
+        cookies = operator.context.cookies()
+        assert [c["name"] for c in cookies] == ["taskstatus_signin"]
+        assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+        assert "s3cret" not in cookies[0]["value"]
+        store.increment_steps(running, 3, 0)
+        bar = page.get_by_role("progressbar", name="Progress of Export")
+        expect(bar).to_have_attribute("aria-valuenow", "30")
+        page.locator("button[data-action=cancel]").click()
+        page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
+        expect(page.locator("#status [data-field=state]")).to_have_text("Canceled")
+        assert store.get(running.uuid).state is State.CANCELED
+        operator.shot("signed-in")
+
+        page.get_by_role("button", name="Sign out").click()
+        expect(heading).to_have_text("Sign in to see your tasks")
+        assert operator.context.cookies() == []
+        page.goto(f"/tasks/{running.uuid}")
+        expect(heading).to_have_text("Sign in to see your tasks")
+        operator.shot("signed-out")
+        assert operator.dialogs == []
+        # The browser reports each sign-in page's 401 as a failed load; nothing else failed.
+        assert [e for e in operator.errors if "status of 401" not in e] == []

@@ -40,6 +40,9 @@ def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp
     try:
         first = proc.stdout.readline().decode()
         assert first == f"Serving the taskstatus REST API on http://127.0.0.1:{port}/api/v1/\n"
+        proc.stdout.readline()  # the API description's address
+        dashboard = proc.stdout.readline().decode()
+        assert dashboard == f"Dashboard: http://127.0.0.1:{port}/ (sign in with the token)\n"
         base = f"http://127.0.0.1:{port}/api/v1"
         with httpx.Client(timeout=TIMEOUT) as client:
 
@@ -58,6 +61,12 @@ def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp
             good = client.get(f"{base}/tasks/", headers={"Authorization": "Bearer s3cret"})
             assert good.status_code == 200
             assert [s["uuid"] for s in good.json()["results"]] == [str(status.uuid)]
+            # A browser signs in to the dashboard with the token, and has a cookie.
+            home = f"http://127.0.0.1:{port}/"
+            assert client.get(home).status_code == 401
+            signed = client.post(f"{home}sign-in", data={"token": "s3cret", "next": "/"})
+            assert signed.status_code == 303
+            assert client.get(home).status_code == 200
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, out.decode()

@@ -26,6 +26,7 @@ def create_app(
     tracker: Tracker | None = None,
     trusted_origins: Iterable[str] = (),
     challenge: str | None = None,
+    sign_in_url: str | None = None,
 ) -> FastAPI:
     """The REST API under ``/api/v1`` and the dashboard at ``/``, for callers that
     ``authenticate(request)`` returns.
@@ -36,6 +37,8 @@ def create_app(
     and delete; see :mod:`taskstatus.web.csrf`.
     ``challenge``: the ``WWW-Authenticate`` header of a 401 (``'Bearer realm="tasks"'`` for
     an authenticator that reads a token; none for one that reads a session cookie).
+    ``sign_in_url``: the application's own sign-in page, which the dashboard's sign-in page
+    links to with ``next=`` the page asked for.
     """
     if not callable(authenticate):
         raise TypeError(f"authenticate must be callable, got {type(authenticate).__name__}")
@@ -52,7 +55,7 @@ def create_app(
     app.state.challenge = challenge
     install_handlers(app)
     app.include_router(make_router(authenticate, lambda: tracker or get_tracker()))
-    app.include_router(make_pages(authenticate, lambda: tracker or get_tracker()))
+    app.include_router(make_pages(authenticate, lambda: tracker or get_tracker(), sign_in_url))
     app.mount("/static", StaticFiles(packages=[("taskstatus.web", "static")]), name="static")
     app.add_api_route(
         "/api/v1/docs",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
@@ -30,6 +30,7 @@ from .payloads import StatusOut, api_root, status_out
 from .permissions import allowed, visible_owners
 from .principal import Authenticator, Principal, identify
 from .routes import _Api, list_filters
+from .signin import TokenAuthenticator, make_sign_in
 
 __all__ = ["CSP", "make_pages"]
 
@@ -91,6 +92,25 @@ def _with_query(url: object, pairs: list[tuple[str, str]]) -> str:
     return f"{url}?{urlencode(pairs)}" if pairs else str(url)
 
 
+def _here(request: Request) -> str:
+    """The page's path and query: where a sign-in comes back to."""
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
+
+
+def _sign_in_link(sign_in_url: str, request: Request) -> str:
+    """The application's sign-in page with ``next=`` this page: a path when both are on
+    one origin (what login views accept), the whole URL otherwise."""
+    target = urlsplit(sign_in_url)
+    same_origin = target.scheme in ("", request.url.scheme) and target.netloc in (
+        "",
+        request.url.netloc,
+    )
+    here = _here(request) if same_origin else str(request.url)
+    joiner = "&" if target.query else "?"
+    return f"{sign_in_url}{joiner}{urlencode({'next': here})}"
+
+
 @dataclass
 class Node:
     """A status on a detail page, with the children shown under it."""
@@ -118,8 +138,11 @@ def _blank() -> dict[str, Any]:
 
 
 class _Pages:
-    def __init__(self, api: _Api) -> None:
+    def __init__(self, api: _Api, token_sign_in: bool, sign_in_url: str | None) -> None:
         self.api = api
+        #: Whether the sign-in page has the token's form (``taskstatus serve``'s app).
+        self.token_sign_in = token_sign_in
+        self.sign_in_url = sign_in_url
 
     def render(
         self,
@@ -136,12 +159,26 @@ class _Pages:
             list_url=request.url_for("task_list"),
             task_url=lambda uuid: request.url_for("task_page", uuid=str(uuid)),
             now=datetime.now(timezone.utc),
+            sign_out_url=request.url_for("sign_out") if self.token_sign_in else None,
             **context,
         )
         return HTMLResponse(html, status_code, headers={**HEADERS, **(headers or {})})
 
-    def sign_in(self, request: Request) -> HTMLResponse:
-        return self.render(request, "sign_in.html", 401, challenge_headers(request))
+    def sign_in(
+        self, request: Request, error: str | None = None, next_url: str | None = None
+    ) -> HTMLResponse:
+        """401: the token's form, a link to the application's sign-in page, or a word to
+        sign in to the application. ``next_url``: where a sign-in goes on (this page)."""
+        return self.render(
+            request,
+            "sign_in.html",
+            401,
+            challenge_headers(request),
+            error=error,
+            token_form=self.token_sign_in,
+            next_url=next_url or _here(request),
+            sign_in_link=(_sign_in_link(self.sign_in_url, request) if self.sign_in_url else None),
+        )
 
     def not_found(self, request: Request, principal: Principal) -> HTMLResponse:
         return self.render(request, "not_found.html", 404, principal=principal)
@@ -186,7 +223,12 @@ class _Pages:
             "list.html",
             page=page,
             error=None,
-            events_url=_with_query(f"{api_root(request)}/events", in_use),
+            # Not by state: a row shown goes on changing when it leaves the state filtered
+            # on (In Progress to Succeeded); the script adds new rows of the states only.
+            events_url=_with_query(
+                f"{api_root(request)}/events", [p for p in in_use if p[0] != "state"]
+            ),
+            selected_states=[s.value for s in filters["state"] or ()],
             poll_url=_with_query(
                 f"{api_root(request)}/tasks/",
                 [("parent", "none"), ("limit", str(PAGE_SIZE)), *in_use, *cursor],
@@ -243,9 +285,19 @@ class _Pages:
         return node
 
 
-def make_pages(authenticate: Authenticator, get_tracker: Callable[[], Tracker]) -> APIRouter:
-    """The dashboard's pages for one authenticator and tracker."""
-    pages = _Pages(_Api(authenticate, get_tracker))
+def make_pages(
+    authenticate: Authenticator,
+    get_tracker: Callable[[], Tracker],
+    sign_in_url: str | None = None,
+) -> APIRouter:
+    """The dashboard's pages for one authenticator and tracker; with ``taskstatus serve``'s
+    token, the routes that sign in and out with it."""
+    token = (
+        authenticate
+        if isinstance(authenticate, TokenAuthenticator) and authenticate.signs_in
+        else None
+    )
+    pages = _Pages(_Api(authenticate, get_tracker), token is not None, sign_in_url)
 
     async def viewer(request: Request) -> Principal | None:
         return await identify(authenticate, request)
@@ -265,4 +317,6 @@ def make_pages(authenticate: Authenticator, get_tracker: Callable[[], Tracker]) 
             return pages.sign_in(request)
         return pages.task_page(request, principal, uuid)
 
+    if token is not None:
+        router.include_router(make_sign_in(token, pages.sign_in))
     return router

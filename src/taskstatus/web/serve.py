@@ -1,44 +1,23 @@
-"""``taskstatus serve``: the REST API for operators, on one bearer token.
+"""``taskstatus serve``: the REST API and the dashboard for operators, on one token.
 
-Everyone who presents the token is a superuser: this is the operator's view of every owner's
-tasks, as the CLI's. Without a token it listens on loopback only, where the machine's own
-users are trusted as they are with the CLI.
+Everyone who presents the token (or signed in with it: :mod:`taskstatus.web.signin`) is a
+superuser: this is the operator's view of every owner's tasks, as the CLI's. Without a token
+it listens on loopback only, where the machine's own users are trusted as they are with the
+CLI.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.requests import Request
 
 from ..tracker import Tracker
 from .app import create_app
-from .principal import Authenticator, Principal
+from .signin import TokenAuthenticator
 
-__all__ = ["OPERATOR", "bearer_token", "is_loopback", "run", "serve_app"]
-
-#: Who a request with the right token (or any request, without one) is.
-OPERATOR = Principal("operator", is_superuser=True)
-
-
-def bearer_token(token: str | None) -> Authenticator:
-    """An authenticator: ``Authorization: Bearer <token>`` is the operator; no token set
-    means every caller is. Async, as it does no I/O: a plain function would cost every
-    request a hop to a worker thread."""
-    expected = None if token is None else token.encode()
-
-    async def authenticate(request: Request) -> Principal | None:
-        if expected is None:
-            return OPERATOR
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
-            return OPERATOR
-        return None
-
-    return authenticate
+__all__ = ["is_loopback", "run", "serve_app"]
 
 
 def is_loopback(host: str) -> bool:
@@ -51,7 +30,9 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_app(tracker: Tracker, token: str | None) -> FastAPI:
-    return create_app(bearer_token(token), tracker=tracker, challenge='Bearer realm="taskstatus"')
+    return create_app(
+        TokenAuthenticator(token), tracker=tracker, challenge='Bearer realm="taskstatus"'
+    )
 
 
 def run(tracker: Tracker, host: str, port: int, token: str | None) -> None:

@@ -128,6 +128,10 @@
     const template = document.getElementById("row-template").content.firstElementChild;
     const empty = document.querySelector('[data-field="empty"]');
     const firstPage = table.dataset.firstPage === "true";
+    /** The states filtered on (none: any). The stream is not filtered by state, so that a
+        row shown goes on changing when it leaves them; only new rows are held to them. */
+    const states = new Set(JSON.parse(table.dataset.states));
+    const wanted = (s) => states.size === 0 || states.has(s.state);
     const pending = new Set();
     const rowOf = (uuid) => tbody.querySelector(`tr[data-uuid="${CSS.escape(uuid)}"]`);
 
@@ -173,7 +177,7 @@
     function onStatus(s) {
       const row = rowOf(s.uuid);
       if (row) fill(row, s);
-      else if (s.parent === null && firstPage) insert(s);
+      else if (s.parent === null && firstPage && wanted(s)) insert(s);
       else if (s.parent !== null) {
         const parent = rowOf(s.parent);
         const expand = parent && own(parent, "expand")[0];
@@ -221,7 +225,20 @@
       }
     });
 
-    const pollOnce = async () => (await getJSON(table.dataset.poll)).results.forEach(onStatus);
+    /** Read the page again; a row it no longer has (one that left the states filtered on)
+        is read by itself until it ends, as the stream would show it. */
+    const pollOnce = async () => {
+      const found = (await getJSON(table.dataset.poll)).results;
+      found.forEach(onStatus);
+      const listed = new Set(found.map((s) => s.uuid));
+      const left = [...tbody.querySelectorAll('tr[data-depth="0"]')].filter(
+        (row) => !listed.has(row.dataset.uuid) && !TERMINAL.has(own(row, "state")[0].textContent),
+      );
+      await Promise.all(left.map((row) => getJSON(row.dataset.url).then(
+        (s) => fill(row, s),
+        () => {}, // Gone, or not now: the next poll tries again.
+      )));
+    };
     // The stream starts where it connects: what changed since the page was made is read once.
     follow(table.dataset.events, onStatus, pollOnce, () => pollOnce().catch(() => {}));
   }
