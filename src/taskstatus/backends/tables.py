@@ -135,7 +135,8 @@ statuses = Table(
         onupdate=literal_column("version + 1"),
     ),
     Index("ix_taskstatus_status_user_id_created", "user_id", "created"),
-    Index("ix_taskstatus_status_parent_uuid", "parent_uuid"),
+    # A container's children, and the top-level list newest first (parent IS NULL).
+    Index("ix_taskstatus_status_parent_uuid_created", "parent_uuid", "created"),
     Index("ix_taskstatus_status_state_created", "state", "created"),
     # Workers poll for work canceled before it started: only canceled rows need this index
     # (partial where the database can; MySQL/MariaDB index every row).
