@@ -90,6 +90,9 @@ def test_a_wrong_token_answers_the_sign_in_page_saying_so(served):
     for given in ({"token": "wrong"}, {"token": "wrong", "next": "https://evil.example/"}):
         again = client.post("/sign-in", data=given, headers=SAME_SITE)
         assert page(again).having("name", "next")[0]["value"] == "/"
+    # The page's address, reloaded: the dashboard, which asks again (not a JSON 405).
+    reloaded = client.get("/sign-in")
+    assert (reloaded.status_code, reloaded.headers["location"]) == (303, "/")
 
 
 def test_sign_out_clears_the_cookie(served):

@@ -130,6 +130,12 @@ def make_sign_in(
         set_cookie(request, response, auth.cookie)
         return response
 
+    @router.get("/sign-in")
+    def sign_in_again(request: Request) -> Response:
+        """The address of the page a wrong token answered, reloaded or bookmarked: the
+        dashboard, which asks for the token again."""
+        return RedirectResponse(request.url_for("task_list").path, 303)
+
     @router.post("/sign-out", name="sign_out")
     def sign_out(request: Request) -> Response:
         check_same_origin(request, request.app.state.trusted_origins)
