@@ -145,3 +145,83 @@ def test_a_store_without_history_still_counts_retries(tmp_path):
         assert tracker.attempts(status) == []
     finally:
         tracker.close()
+
+
+def test_upgrade_from_0004_keeps_statuses_and_starts_their_history(sql_url):
+    from taskstatus.backends import migrate
+    from taskstatus.backends.sqlalchemy import SQLAlchemyStore
+
+    store = SQLAlchemyStore(sql_url)
+    migrate.upgrade(store.engine, "0004")
+    insert = sa.text(
+        "INSERT INTO taskstatus_status (uuid, task_id, queue, task_class, name, is_container, "
+        "sealed, state, completed_steps, total_steps, planned_steps, attempts, created, "
+        "modified, started_at, changed) VALUES (:uuid, :task_id, 'rq', 'x', 'Old', :f, :t, "
+        "'In Progress', 0, 1, 1, :attempts, :now, :now, :now, :now)"
+    )
+    with store.engine.begin() as conn:
+        for n, (task_id, attempts) in enumerate((("first", 1), ("third", 3))):
+            conn.execute(
+                insert,
+                {
+                    "uuid": f"{n:032x}",
+                    "task_id": task_id,
+                    "attempts": attempts,
+                    "f": False,
+                    "t": True,
+                    "now": "2026-01-01 00:00:00",
+                },
+            )
+    migrate.upgrade(store.engine)
+    store.close()
+    tracker = Tracker(Settings(url=sql_url)).open()
+    try:
+        first, third = (tracker.get_by_task_id(t) for t in ("first", "third"))
+        started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        # A status on its first attempt knows when that started; a later one's start is lost.
+        assert (first.attempts, first.started_at, first.attempt_started_at) == (1, started, started)
+        assert (third.attempts, third.started_at, third.attempt_started_at) == (3, started, None)
+        assert tracker.attempts(first) == tracker.attempts(third) == []
+        tracker.hook.taskstatus_retry(event=event("first", at=at(0), message="busy"))
+        tracker.hook.taskstatus_retry(event=event("third", at=at(0), message="busy"))
+        assert tracker.attempts(first) == [Attempt(1, started, at(0), "busy")]
+        assert tracker.attempts(third) == [Attempt(3, None, at(0), "busy")]
+    finally:
+        tracker.close()
+
+
+def test_attempts_migration_downgrades_and_upgrades(sql_url):
+    from alembic import command
+
+    from taskstatus.backends import migrate
+    from taskstatus.backends.sqlalchemy import SQLAlchemyStore
+
+    store = SQLAlchemyStore(sql_url)
+    migrate.upgrade(store.engine)
+    command.downgrade(migrate.alembic_config(store.engine), "0004")
+    inspector = sa.inspect(store.engine)
+    assert "taskstatus_attempt" not in inspector.get_table_names()
+    columns = {c["name"] for c in inspector.get_columns("taskstatus_status")}
+    assert "attempt_started_at" not in columns
+    migrate.upgrade(store.engine)
+    assert migrate.current_revision(store.engine) == migrate.head_revision()
+    store.close()
+
+
+def test_migrations_build_the_schema_the_store_is_written_for(sql_url):
+    """The tables of the migrated database are those of backends/tables.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from taskstatus.backends import migrate
+    from taskstatus.backends.sqlalchemy import SQLAlchemyStore
+    from taskstatus.backends.tables import VERSION_TABLE, metadata
+
+    store = SQLAlchemyStore(sql_url)
+    migrate.upgrade(store.engine)
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
+        )
+        assert compare_metadata(context, metadata) == []
+    store.close()
