@@ -32,9 +32,11 @@ from .events import add_event_routes
 from .payloads import (
     ArtifactOut,
     ArtifactPage,
+    StatusDetailOut,
     StatusOut,
     StatusPage,
     artifact_out,
+    status_detail_out,
     status_out,
     statuses_out,
 )
@@ -355,10 +357,14 @@ def _task_routes(router: APIRouter, api: _Api, read_filters: Callable[..., dict[
     ) -> StatusPage:
         return api.page(request, principal, limit, cursor, **filters)
 
-    @router.get("/tasks/{uuid}", response_model=StatusOut, summary="One status")
-    def get_task(request: Request, principal: Caller, uuid: UUID) -> StatusOut:
+    @router.get(
+        "/tasks/{uuid}", response_model=StatusDetailOut, summary="One status, with its retries"
+    )
+    def get_task(request: Request, principal: Caller, uuid: UUID) -> StatusDetailOut:
         tracker, status = api.visible(principal, uuid)
-        return status_out(request, principal, status, tracker.artifacts(status))
+        return status_detail_out(
+            request, principal, status, tracker.artifacts(status), tracker.attempts(status)
+        )
 
     @router.get(
         "/tasks/{uuid}/children",
