@@ -174,3 +174,28 @@ def test_without_streams_the_pages_poll_and_say_so(browser, screenshots, store, 
             expect(bar).to_have_attribute("aria-valuenow", shown)
             owner.shot(f"polling-{path.strip('/').split('/')[0] or 'list'}")
         assert owner.dialogs == []
+
+
+def test_detail_shows_each_retry_as_it_happens(browser, screenshots, store, expect) -> None:
+    flaky = publish(store, user_id=OWNER, name="Sync")
+    store.hook.taskstatus_prerun(event=event(flaky.task_id))
+    with (
+        live_server(create_app(header_user, tracker=store)) as server,
+        Visitor(browser, server.url, OWNER, screenshots) as owner,
+    ):
+        page = owner.page
+        page.goto(f"/tasks/{flaky.uuid}")
+        retries = page.locator("#status ol.retries li")
+        expect(page.locator("#status [data-field=retries-box]")).to_be_hidden()
+        store.hook.taskstatus_retry(event=event(flaky.task_id, exception=OSError(NASTY)))
+        expect(page.locator("#status [data-field=attempts]")).to_have_text("2")
+        expect(retries).to_have_count(1)
+        expect(retries.first).to_contain_text("Attempt 1")
+        expect(retries.first.locator(".attempt-message")).to_have_text(f"OSError: {NASTY}")
+        store.hook.taskstatus_prerun(event=event(flaky.task_id))
+        store.hook.taskstatus_retry(event=event(flaky.task_id, message="Rate limited"))
+        expect(retries).to_have_count(2)
+        expect(retries.nth(1)).to_contain_text("Rate limited")
+        owner.shot("detail-retries")
+        page.reload()
+        expect(retries).to_have_count(2)

@@ -230,6 +230,7 @@
     const dialog = document.getElementById("confirm");
     const cancel = section.querySelector('button[data-action="cancel"]');
     let follower = null;
+    let retriesAsked = 0;
 
     function showArtifacts(s) {
       const list = own(section, "artifacts")[0];
@@ -310,7 +311,10 @@
       // Events carry the count, not the history: a new attempt brings the status's own.
       if (s.retries) showRetries(s.retries);
       else if (String(s.attempts) !== counted) {
-        getJSON(section.dataset.url).then((full) => showRetries(full.retries), () => {});
+        const asked = ++retriesAsked;  // of answers arriving out of order, the last asked wins
+        getJSON(section.dataset.url).then((full) => {
+          if (asked === retriesAsked) showRetries(full.retries);
+        }, () => {});
       }
       if (TERMINAL.has(s.state)) {
         if (cancel) cancel.hidden = true;
