@@ -106,9 +106,6 @@ class Transition:
     clear_stage: bool = True
     #: The running worker's proof of life starts now.
     set_heartbeat: bool = False
-    #: The attempt that was running (or waiting) ends here, as an :class:`Attempt` of the
-    #: status's history, recorded with the transition.
-    ends_attempt: bool = False
 
 
 START = Transition(
@@ -130,7 +127,6 @@ RETRY = Transition(
     # Not from Retrying: a duplicate retry event for the same failure must not count twice.
     frozenset({State.PENDING, State.IN_PROGRESS}),
     attempts=Attempts.INCREMENT,
-    ends_attempt=True,
 )
 SUCCEED = Transition(
     "succeed", State.SUCCEEDED, ACTIVE_STATES, set_finished=True, steps=Steps.COMPLETE
@@ -419,8 +415,8 @@ def apply(
 
 
 def ended_attempt(status: TaskStatus, now: datetime, message: str | None) -> Attempt:
-    """The attempt that a transition with ``ends_attempt`` ends at ``now``: the one
-    ``status`` (as it was before the transition) is on."""
+    """The attempt that a retry of ``status`` (as it was before the retry) ends at ``now``:
+    the one it is on, which the retry then counts."""
     return Attempt(status.attempts, status.attempt_started_at, now, message)
 
 

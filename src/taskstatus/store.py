@@ -304,9 +304,9 @@ class AttemptStore(Protocol):
         message: str | None,
         traceback: str | None = None,
     ) -> bool:
-        """:meth:`Store.transition` for a transition that ends an attempt (``ends_attempt``):
-        when it applies, record the attempt it ended (:func:`~taskstatus.models.ended_attempt`,
-        from the status as it was) with ``message``, in the same transaction."""
+        """:meth:`Store.transition` for a retry (``RETRY``): when it applies, record the
+        attempt it ended (:func:`~taskstatus.models.ended_attempt`, from the status as it
+        was) with ``message``, in the same transaction."""
 
     def attempts(self, uuid: UUID) -> list[Attempt]:
         """The attempts of a status that ended, oldest first."""

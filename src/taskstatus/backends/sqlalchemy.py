@@ -270,6 +270,14 @@ class SQLAlchemyStore:
             raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
         return True
 
+    def _transition_by_uuid(self, transition: Transition) -> Update:
+        stmt = self._transitions.get(transition)
+        if stmt is None:
+            stmt = self._transitions[transition] = _transition_statement(
+                transition, _c.uuid == bindparam("p_uuid")
+            )
+        return stmt
+
     def transition(
         self,
         uuid: UUID,
@@ -279,11 +287,7 @@ class SQLAlchemyStore:
         traceback: str | None = None,
         artifact: Artifact | None = None,
     ) -> bool:
-        stmt = self._transitions.get(transition)
-        if stmt is None:
-            stmt = self._transitions[transition] = _transition_statement(
-                transition, _c.uuid == bindparam("p_uuid")
-            )
+        stmt = self._transition_by_uuid(transition)
         params = {"p_uuid": uuid, "p_now": now}
         if traceback is None and artifact is None:
             return self._run(stmt, params, _rowcount) > 0
@@ -307,11 +311,7 @@ class SQLAlchemyStore:
         message: str | None,
         traceback: str | None = None,
     ) -> bool:
-        stmt = self._transitions.get(transition)
-        if stmt is None:
-            stmt = self._transitions[transition] = _transition_statement(
-                transition, _c.uuid == bindparam("p_uuid")
-            )
+        stmt = self._transition_by_uuid(transition)
         params = {"p_uuid": uuid, "p_now": now, "p_message": message}
         with self._begin() as conn:
             # The write first: it locks the row, so the attempt read below is this one's.
