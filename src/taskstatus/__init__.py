@@ -25,7 +25,7 @@ from .exceptions import (
     TaskStatusError,
 )
 from .hookspecs import hookimpl, hookspec
-from .models import Artifact, State, TaskStatus
+from .models import Artifact, Attempt, State, TaskStatus
 from .settings import Settings
 from .store import ANY, StatusQuery, Store
 from .tracker import Tracker
@@ -36,6 +36,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ANY",
     "Artifact",
+    "Attempt",
     "ConfigurationError",
     "LiveStatus",
     "NotFound",

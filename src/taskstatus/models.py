@@ -25,6 +25,7 @@ __all__ = [
     "SEQUENTIAL_CONTAINERS",
     "TERMINAL_STATES",
     "Artifact",
+    "Attempt",
     "State",
     "TaskStatus",
     "Transition",
@@ -240,6 +241,8 @@ class TaskStatus:
     modified: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: When the current attempt started (``started_at`` is the first attempt's start).
+    attempt_started_at: datetime | None = None
     #: The total as computed at publish; a new run restarts from it.
     planned_steps: int = 1
     #: False while a container may still receive children (``taskstatus.group`` block open).
@@ -361,6 +364,20 @@ class Artifact:
         return _bound(self._manager).open_artifact(self)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a task that ended in a retry (or in a redelivery after its worker was
+    lost): the history behind :attr:`TaskStatus.attempts`."""
+
+    #: 1 for the first run.
+    number: int
+    #: When it started; None if it never did (retried while Pending) or is not known.
+    started_at: datetime | None
+    retried_at: datetime
+    #: What went wrong, as an ``Error`` artifact would say it (no traceback).
+    message: str | None = None
+
+
 # -- transitions applied in Python ------------------------------------------------------------
 def apply(
     status: TaskStatus, transition: Transition, now: datetime, started: datetime | None = None
@@ -373,8 +390,10 @@ def apply(
     if status.state not in transition.sources:
         return None
     changes: dict[str, Any] = {"state": transition.target, "modified": now}
-    if transition.set_started and status.started_at is None:
-        changes["started_at"] = started or now
+    if transition.set_started:
+        changes["attempt_started_at"] = started or now
+        if status.started_at is None:
+            changes["started_at"] = started or now
     if transition.set_finished:
         changes["finished_at"] = now
     if transition.attempts is Attempts.INCREMENT or (
@@ -393,6 +412,12 @@ def apply(
     if transition.set_heartbeat:
         changes["heartbeat_at"] = now
     return replace(status, **changes)
+
+
+def ended_attempt(status: TaskStatus, now: datetime, message: str | None) -> Attempt:
+    """The attempt that a retry of ``status`` (as it was before the retry) ends at ``now``:
+    the one it is on, which the retry then counts."""
+    return Attempt(status.attempts, status.attempt_started_at, now, message)
 
 
 def is_lost(status: TaskStatus, before: datetime) -> bool:

@@ -25,7 +25,7 @@ from . import models
 from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
-from .store import EndedBatch, TaskKey
+from .store import AttemptStore, EndedBatch, TaskKey
 from .writebehind import RUN, START, SUCCEED, WriteBehind
 
 if TYPE_CHECKING:
@@ -267,9 +267,13 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None or key.is_container:
             return
-        self.store.transition(
-            key.uuid, models.RETRY, self._when(event), traceback=event.traceback or None
-        )
+        now, traceback = self._when(event), event.traceback or None
+        if isinstance(self.store, AttemptStore):
+            self.store.end_attempt(
+                key.uuid, models.RETRY, now, message=_message(event), traceback=traceback
+            )
+        else:  # a store without a history: the retry is only counted
+            self.store.transition(key.uuid, models.RETRY, now, traceback=traceback)
 
     @hookimpl
     def taskstatus_fail(self, event: TaskEvent) -> None:
@@ -277,7 +281,7 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None:
             return
-        message = event.message or _describe(event.exception) or "The task failed."
+        message = _message(event) or "The task failed."
         self._fail(key.uuid, key.parent_uuid, message, event.traceback, self._when(event))
 
     def _fail(
@@ -460,6 +464,11 @@ class Recorder:
 
 def _key_of(status: TaskStatus) -> TaskKey:
     return TaskKey(status.task_id, status.uuid, status.parent_uuid, status.is_container)
+
+
+def _message(event: TaskEvent) -> str | None:
+    """What went wrong, for the owner: the ``Error`` artifact's text, an attempt's message."""
+    return event.message or _describe(event.exception)
 
 
 def _describe(exc: BaseException | None) -> str | None:

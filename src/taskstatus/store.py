@@ -15,10 +15,11 @@ from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from .changes import Change, ChangeSignal, Position
-from .models import Artifact, State, TaskStatus, Transition
+from .models import Artifact, Attempt, State, TaskStatus, Transition
 
 __all__ = [
     "ANY",
+    "AttemptStore",
     "Change",
     "ChangeSignal",
     "EndedBatch",
@@ -285,3 +286,27 @@ class Store(Protocol):
 
     def change_signal(self) -> ChangeSignal | None:
         """A signal fired when statuses change, if the store can tell (else followers poll)."""
+
+
+@runtime_checkable
+class AttemptStore(Protocol):
+    """A store that keeps the retry history (both stores shipped here do).
+
+    Apart from :class:`Store` so that a store written before the history existed keeps
+    working: its retries are counted, as before, and it has no history to show."""
+
+    def end_attempt(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        message: str | None,
+        traceback: str | None = None,
+    ) -> bool:
+        """:meth:`Store.transition` for a retry (``RETRY``): when it applies, record the
+        attempt it ended (:func:`~taskstatus.models.ended_attempt`, from the status as it
+        was) with ``message``, in the same transaction."""
+
+    def attempts(self, uuid: UUID) -> list[Attempt]:
+        """The attempts of a status that ended, oldest first."""

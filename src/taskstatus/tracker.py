@@ -27,11 +27,11 @@ from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
 from .handoff import HandOff
 from .heartbeat import Heartbeat, reap_lost
-from .models import Artifact, State, TaskStatus, check_artifact_payload, check_steps
+from .models import Artifact, Attempt, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
 from .settings import Settings
-from .store import ANY, StatusQuery, Store
+from .store import ANY, AttemptStore, StatusQuery, Store
 from .tracking import LiveStatus, activate, deactivate
 
 if TYPE_CHECKING:
@@ -292,6 +292,13 @@ class Tracker:
 
     def artifacts(self, status: TaskStatus) -> list[Artifact]:
         return [a.bind(self) for a in self.store.artifacts([status.uuid])]
+
+    def attempts(self, status: TaskStatus) -> list[Attempt]:
+        """The attempts of ``status`` that ended in a retry, oldest first: the history behind
+        its ``attempts`` count (empty on a store that keeps no history)."""
+        if not isinstance(self.store, AttemptStore):
+            return []
+        return self.store.attempts(status.uuid)
 
     def artifacts_of(self, statuses: Sequence[TaskStatus]) -> dict[UUID, list[Artifact]]:
         """The artifacts of many statuses in one read (a page of a list), by status uuid."""

@@ -59,6 +59,18 @@ def test_retry_counts_an_attempt(rq_cell, uid, tmp_path: Path):
     assert (status.state, status.attempts) == (State.SUCCEEDED, 2)
 
 
+@pytest.mark.parametrize("worker", ["fork", "simple"])
+def test_a_retry_is_in_the_history(rq_cell, uid, worker, tmp_path: Path):
+    job = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "m"), retry=Retry(max=1))
+    rq_cell.work(worker)
+    status = taskstatus.get_by_task_id(job.id)
+    (retry,) = taskstatus.get_tracker().attempts(status)
+    assert (retry.number, retry.message) == (1, "RuntimeError: first run fails")
+    assert retry.started_at == status.started_at
+    assert status.started_at <= retry.retried_at <= status.attempt_started_at
+    assert status.attempt_started_at <= status.finished_at
+
+
 def test_retries_exhausted_fail(rq_cell, uid):
     job = rq_cell.queue.enqueue(jobs.explode, uid, "again", retry=Retry(max=1))
     rq_cell.work()

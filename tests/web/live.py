@@ -93,6 +93,12 @@ def events(response: httpx.Response) -> Iterator[Event]:
             fields = {}
 
 
+def as_event(detail: dict[str, Any]) -> dict[str, Any]:
+    """A status as ``GET tasks/{uuid}`` answers it, as its events carry it: without its
+    retry history, which only that route reads."""
+    return {name: value for name, value in detail.items() if name != "retries"}
+
+
 def client(server: LiveServer, user: str | None = None) -> httpx.Client:
     """A client of the server as ``user``; every read waits at most TIMEOUT."""
     headers = {} if user is None else {"x-user": user}

@@ -322,3 +322,25 @@ def test_a_principal_has_a_text_id():
     for missing in (None, ""):
         with pytest.raises(TypeError, match="return None for no caller"):
             Principal(missing)
+
+
+def test_a_status_carries_its_retries_where_lists_do_not(tracker, as_user):
+    publish(tracker, "r")
+    tracker.hook.taskstatus_prerun(event=event("r"))
+    tracker.hook.taskstatus_retry(event=event("r", exception=TimeoutError("busy")))
+    tracker.hook.taskstatus_prerun(event=event("r"))
+    status = tracker.get_by_task_id("r")
+    (attempt,) = tracker.attempts(status)
+
+    body = as_user(OWNER).get(f"/api/v1/tasks/{status.uuid}").json()
+    (retry,) = body["retries"]
+    assert (body["attempts"], retry["number"], retry["message"]) == (2, 1, "TimeoutError: busy")
+    assert datetime.fromisoformat(retry["started_at"]) == attempt.started_at
+    assert datetime.fromisoformat(retry["retried_at"]) == attempt.retried_at
+    # A page of a list, a container's children and a cancel answer the status without it.
+    (listed,) = as_user(OWNER).get("/api/v1/tasks/").json()["results"]
+    assert listed["attempts"] == 2 and "retries" not in listed
+    canceled = as_user(OWNER).post(f"/api/v1/tasks/{status.uuid}/cancel").json()
+    assert canceled["state"] == "Canceled" and "retries" not in canceled
+    fresh = publish(tracker, "fresh")
+    assert as_user(OWNER).get(f"/api/v1/tasks/{fresh.uuid}").json()["retries"] == []

@@ -271,3 +271,28 @@ def test_an_operator_signs_in_with_the_token_and_out(browser, screenshots, store
         assert operator.dialogs == []
         # The browser reports each sign-in page's 401 as a failed load; nothing else failed.
         assert [e for e in operator.errors if "status of 401" not in e] == []
+
+
+def test_detail_shows_each_retry_as_it_happens(browser, screenshots, store, expect) -> None:
+    flaky = publish(store, user_id=OWNER, name="Sync")
+    store.hook.taskstatus_prerun(event=event(flaky.task_id))
+    with (
+        live_server(create_app(header_user, tracker=store)) as server,
+        Visitor(browser, server.url, OWNER, screenshots) as owner,
+    ):
+        page = owner.page
+        page.goto(f"/tasks/{flaky.uuid}")
+        retries = page.locator("#status ol.retries li")
+        expect(page.locator("#status [data-field=retries-box]")).to_be_hidden()
+        store.hook.taskstatus_retry(event=event(flaky.task_id, exception=OSError(NASTY)))
+        expect(page.locator("#status [data-field=attempts]")).to_have_text("2")
+        expect(retries).to_have_count(1)
+        expect(retries.first).to_contain_text("Attempt 1")
+        expect(retries.first.locator(".attempt-message")).to_have_text(f"OSError: {NASTY}")
+        store.hook.taskstatus_prerun(event=event(flaky.task_id))
+        store.hook.taskstatus_retry(event=event(flaky.task_id, message="Rate limited"))
+        expect(retries).to_have_count(2)
+        expect(retries.nth(1)).to_contain_text("Rate limited")
+        owner.shot("detail-retries")
+        page.reload()
+        expect(retries).to_have_count(2)

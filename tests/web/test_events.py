@@ -15,7 +15,7 @@ from taskstatus.web import events as web_events
 from tests.helpers import event, publish
 from tests.waiting import poll
 from tests.web.conftest import OTHER, OWNER, ROLES, ROOT, USER_OF_ROLE, header_user
-from tests.web.live import LiveServer, client, events, live_server, until
+from tests.web.live import LiveServer, as_event, client, events, live_server, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,7 +55,7 @@ def test_who_may_follow_a_task(tracker, server, role):
         stream = events(r)
         first = next(stream)
         # The first event is the status as it is, the same JSON as GET tasks/{uuid}.
-        assert first.data == http.get(f"/api/v1/tasks/{mine.uuid}").json()
+        assert first.data == as_event(http.get(f"/api/v1/tasks/{mine.uuid}").json())
         _finish(tracker, "mine")
         got = until(stream, lambda e: e.data["state"] == "Succeeded", "the end")
         assert all(e.data["task_id"] == "mine" for e in got)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from html.parser import HTMLParser
 
@@ -256,3 +257,28 @@ def test_age_in_its_largest_unit():
         "2 h",
         "1 d",
     ]
+
+
+def test_detail_timeline_lists_each_retry(tracker, as_user):
+    status = publish(tracker, user_id=OWNER, name="Export")
+    quiet = page(as_user(OWNER).get(f"/tasks/{status.uuid}"))
+    (box,) = quiet.having("data-field", "retries-box")
+    assert "hidden" in box and "Attempt 1" not in quiet.text
+    tracker.hook.taskstatus_prerun(event=event(status.task_id))
+    tracker.hook.taskstatus_retry(event=event(status.task_id, exception=OSError(NASTY)))
+    tracker.hook.taskstatus_prerun(event=event(status.task_id))
+    tracker.hook.taskstatus_retry(event=event(status.task_id, message="Rate limited"))
+    (first, second) = tracker.attempts(status)
+    answer = as_user(OWNER).get(f"/tasks/{status.uuid}")
+    assert "<img" not in answer.text
+    detail = page(answer)
+    (box,) = detail.having("data-field", "retries-box")
+    assert "hidden" not in box
+    when = "%Y-%m-%d %H:%M:%S"
+    text = re.sub(r" ([:,])", r"\1", detail.text)  # as a browser shows it, without the gaps
+    assert (
+        f"Attempt 1: started {first.started_at:{when}}, retried {first.retried_at:{when}} "
+        f"OSError: {NASTY} "
+        f"Attempt 2: started {second.started_at:{when}}, retried {second.retried_at:{when}} "
+        "Rate limited"
+    ) in text

@@ -20,6 +20,9 @@ def _app():
     publish(tracker, "f", user_id=OWNER)
     tracker.begin(event("f"))
     tracker.end(event("f"), exception=RuntimeError("boom"))
+    publish(tracker, "r", user_id=OWNER)
+    tracker.begin(event("r"))
+    tracker.end(event("r"), exception=TimeoutError("busy"), retrying=True)  # a retry history
     tracker.add_artifact(group, file=b"x,y\n", filename="out.csv")
     tracker.add_artifact(publish(tracker, "o", user_id=OTHER), text="theirs")
     return create_app(header_user, tracker=tracker)

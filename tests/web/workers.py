@@ -23,7 +23,7 @@ from taskstatus.web import events as web_events
 from tests.helpers import publish
 from tests.waiting import TIMEOUT, find, poll, wait_state
 from tests.web.conftest import ROOT, header_user
-from tests.web.live import Event, LiveServer, client, events, live_server, until
+from tests.web.live import Event, LiveServer, as_event, client, events, live_server, until
 
 EVERYTHING = "/api/v1/events"
 
@@ -97,7 +97,7 @@ def _check_reads(
     for status, detail in zip((produced, failed), details[:2], strict=True):
         with http.stream("GET", _task_events(status)) as r:
             assert r.status_code == 200
-            assert [e.data for e in events(r)] == [detail.json()], user
+            assert [e.data for e in events(r)] == [as_event(detail.json())], user
 
 
 def _check_hidden(

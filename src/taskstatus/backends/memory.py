@@ -18,11 +18,13 @@ from uuid import UUID
 from ..models import (
     TERMINAL_STATES,
     Artifact,
+    Attempt,
     State,
     TaskStatus,
     Transition,
     add_steps,
     apply,
+    ended_attempt,
     is_lost,
 )
 from ..store import (
@@ -48,6 +50,8 @@ class MemoryStore:
         self._statuses: dict[UUID, TaskStatus] = {}
         self._by_task_id: dict[str, UUID] = {}
         self._artifacts: dict[UUID, Artifact] = {}
+        #: The retry history of each status that has one, oldest first.
+        self._attempts: dict[UUID, list[Attempt]] = {}
         #: Insertion order (the SQL stores' ids): breaks ties of ``created``. Never reused,
         #: so a delete cannot give two statuses the same place.
         self._order: dict[UUID, int] = {}
@@ -117,6 +121,26 @@ class MemoryStore:
             if artifact is not None:
                 self.add_artifact(artifact)
         return True
+
+    def end_attempt(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        message: str | None,
+        traceback: str | None = None,
+    ) -> bool:
+        with self._lock:
+            before = self._statuses.get(uuid)
+            if before is None or not self.transition(uuid, transition, now, traceback=traceback):
+                return False
+            self._attempts.setdefault(uuid, []).append(ended_attempt(before, now, message))
+            return True
+
+    def attempts(self, uuid: UUID) -> list[Attempt]:
+        with self._lock:
+            return list(self._attempts.get(uuid, ()))
 
     def transition_tasks(
         self,
@@ -232,6 +256,7 @@ class MemoryStore:
             del self._by_task_id[status.task_id]
             del self._order[u]
             del self._changes[u]
+            self._attempts.pop(u, None)
         return files
 
     def delete(self, uuid: UUID) -> list[Artifact]:

@@ -58,6 +58,7 @@ from ..models import (
     MAX_STEPS,
     TERMINAL_STATES,
     Artifact,
+    Attempt,
     Attempts,
     State,
     Steps,
@@ -76,7 +77,7 @@ from ..store import (
     per_task,
 )
 from . import migrate
-from .tables import UTCDateTime, artifacts, statuses
+from .tables import UTCDateTime, artifacts, attempts, statuses
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -269,6 +270,14 @@ class SQLAlchemyStore:
             raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
         return True
 
+    def _transition_by_uuid(self, transition: Transition) -> Update:
+        stmt = self._transitions.get(transition)
+        if stmt is None:
+            stmt = self._transitions[transition] = _transition_statement(
+                transition, _c.uuid == bindparam("p_uuid")
+            )
+        return stmt
+
     def transition(
         self,
         uuid: UUID,
@@ -278,11 +287,7 @@ class SQLAlchemyStore:
         traceback: str | None = None,
         artifact: Artifact | None = None,
     ) -> bool:
-        stmt = self._transitions.get(transition)
-        if stmt is None:
-            stmt = self._transitions[transition] = _transition_statement(
-                transition, _c.uuid == bindparam("p_uuid")
-            )
+        stmt = self._transition_by_uuid(transition)
         params = {"p_uuid": uuid, "p_now": now}
         if traceback is None and artifact is None:
             return self._run(stmt, params, _rowcount) > 0
@@ -296,6 +301,35 @@ class SQLAlchemyStore:
             if artifact is not None:
                 conn.execute(artifacts.insert().values(**_artifact_values(artifact)))
         return True
+
+    def end_attempt(
+        self,
+        uuid: UUID,
+        transition: Transition,
+        now: datetime,
+        *,
+        message: str | None,
+        traceback: str | None = None,
+    ) -> bool:
+        stmt = self._transition_by_uuid(transition)
+        params = {"p_uuid": uuid, "p_now": now, "p_message": message}
+        with self._begin() as conn:
+            # The write first: it locks the row, so the attempt read below is this one's.
+            if conn.execute(stmt, params).rowcount == 0:
+                return False
+            if traceback is not None:
+                conn.execute(
+                    update(statuses).where(statuses.c.uuid == uuid).values(traceback=traceback)
+                )
+            conn.execute(_RECORD_ATTEMPT, params)
+        return True
+
+    def attempts(self, uuid: UUID) -> list[Attempt]:
+        return self._run(
+            _ATTEMPTS,
+            {"p_uuid": uuid},
+            lambda rows: [Attempt(**{k: row._mapping[k] for k in _ATTEMPT_FIELDS}) for row in rows],
+        )
 
     def transition_tasks(
         self,
@@ -530,6 +564,7 @@ class SQLAlchemyStore:
     def _delete_tree(self, conn: Connection, uuids: Sequence[UUID]) -> None:
         for chunk in _chunks(list(uuids)):
             conn.execute(artifacts.delete().where(artifacts.c.status_uuid.in_(chunk)))
+            conn.execute(attempts.delete().where(attempts.c.status_uuid.in_(chunk)))
         # Children first, so no statement depends on the foreign key's cascade.
         for chunk in reversed(list(_chunks(list(uuids)))):
             conn.execute(statuses.delete().where(statuses.c.uuid.in_(chunk)))
@@ -977,6 +1012,27 @@ _CANCELED_UNSTARTED = select(_c.task_id).where(
 )
 
 
+_ATTEMPT_FIELDS = ("number", "started_at", "retried_at", "message")
+#: The attempt a retry ended, read from the row the retry has just written: the retry
+#: counted it (Attempts.INCREMENT), so it is the one before the status's count; its start
+#: is the status's, which a retry leaves alone.
+_RECORD_ATTEMPT = attempts.insert().from_select(
+    ["status_uuid", *_ATTEMPT_FIELDS],
+    select(
+        _c.uuid,
+        _c.attempts - 1,
+        _c.attempt_started_at,
+        _NOW,
+        bindparam("p_message", type_=attempts.c.message.type),
+    ).where(_c.uuid == bindparam("p_uuid")),
+)
+_ATTEMPTS = (
+    select(attempts)
+    .where(attempts.c.status_uuid == bindparam("p_uuid"))
+    .order_by(attempts.c.number, attempts.c.id)
+)
+
+
 def _keys(result: Iterable[Any]) -> list[TaskKey]:
     """Rows of _KEY_COLUMNS, in that order."""
     return [
@@ -1095,9 +1151,11 @@ def _transition_statement(
     elif transition.steps is Steps.PLANNED:
         values += [(_c.completed_steps, _c.planned_steps), (_c.total_steps, _c.planned_steps)]
     if transition.set_started:
-        values.append(
-            (_c.started_at, func.coalesce(_c.started_at, now if started is None else started))
-        )
+        began = now if started is None else started
+        values += [
+            (_c.started_at, func.coalesce(_c.started_at, began)),
+            (_c.attempt_started_at, began),
+        ]
     if transition.set_finished:
         values.append((_c.finished_at, now))
     if transition.clear_stage:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["DatabaseNow", "UTCDateTime", "artifacts", "metadata", "statuses"]
+__all__ = ["DatabaseNow", "UTCDateTime", "artifacts", "attempts", "metadata", "statuses"]
 
 #: Alembic's version table for taskstatus, apart from the application's own migrations.
 VERSION_TABLE = "taskstatus_alembic_version"
@@ -122,6 +122,7 @@ statuses = Table(
     Column("modified", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
+    Column("attempt_started_at", UTCDateTime(), nullable=True),
     Column("heartbeat_at", UTCDateTime(), nullable=True),
     Column("redeliver_on_loss", Boolean(), nullable=False, default=False),
     # The change feed (taskstatus.changes): every write of a row stamps it with the database's
@@ -169,4 +170,23 @@ artifacts = Table(
     Column("text", Text(), nullable=True),
     Column("created", UTCDateTime(), nullable=False),
     Column("modified", UTCDateTime(), nullable=False),
+)
+
+#: The retry history: one row per attempt that ended in a retry (migration 0006).
+attempts = Table(
+    "taskstatus_attempt",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column(
+        "status_uuid",
+        Uuid(),
+        ForeignKey("taskstatus_status.uuid", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("number", Integer(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("retried_at", UTCDateTime(), nullable=False),
+    Column("message", Text(), nullable=True),
+    # A status's history is read by its uuid, in order.
+    Index("ix_taskstatus_attempt_status_uuid_number", "status_uuid", "number"),
 )

@@ -26,7 +26,7 @@ from ..models import State, TaskStatus
 from ..recorder import ERROR_ARTIFACT
 from ..tracker import Tracker
 from .errors import BadInput, Forbidden, challenge_headers
-from .payloads import StatusOut, api_root, status_out
+from .payloads import StatusOut, api_root, status_detail_out, status_out
 from .permissions import allowed, visible_owners
 from .principal import Authenticator, Principal, identify
 from .routes import _Api, list_filters
@@ -241,7 +241,9 @@ class _Pages:
             tracker, status = self.api.visible(principal, UUID(uuid))
         except (ValueError, NotFound):
             return self.not_found(request, principal)
-        out = status_out(request, principal, status, tracker.artifacts(status))
+        out = status_detail_out(
+            request, principal, status, tracker.artifacts(status), tracker.attempts(status)
+        )
         parent = None
         if status.parent_uuid is not None:
             try:

@@ -15,18 +15,21 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..models import Artifact, State, TaskStatus
+from ..models import Artifact, Attempt, State, TaskStatus
 from .principal import Principal
 
 __all__ = [
     "ArtifactOut",
     "ArtifactPage",
+    "AttemptOut",
+    "StatusDetailOut",
     "StatusOut",
     "StatusPage",
     "api_root",
     "artifact_out",
     "artifacts_out",
     "json_response",
+    "status_detail_out",
     "status_out",
     "statuses_out",
 ]
@@ -74,6 +77,23 @@ class StatusOut(BaseModel):
     finished_at: datetime | None
     traceback: str | None = Field(description="Failure detail, shown to superusers only.")
     artifacts: list[ArtifactOut]
+
+
+class AttemptOut(BaseModel):
+    """A run of the task that ended in a retry."""
+
+    number: int = Field(ge=1, description="1 for the first run.")
+    started_at: datetime | None = Field(description="Null if it never started or is unknown.")
+    retried_at: datetime
+    message: str | None = Field(description="What went wrong, as an Error artifact says it.")
+
+
+class StatusDetailOut(StatusOut):
+    """One status as its own link shows it: with its retry history (lists leave it out)."""
+
+    retries: list[AttemptOut] = Field(
+        description="The attempts that ended in a retry, oldest first."
+    )
 
 
 class StatusPage(BaseModel):
@@ -169,6 +189,24 @@ def _status_out(
         finished_at=status.finished_at,
         traceback=status.traceback if principal.is_superuser else None,
         artifacts=[_artifact_out(root, a) for a in artifacts],
+    )
+
+
+def status_detail_out(
+    request: Request,
+    principal: Principal,
+    status: TaskStatus,
+    artifacts: Sequence[Artifact],
+    attempts: Sequence[Attempt],
+) -> StatusDetailOut:
+    return StatusDetailOut(
+        **status_out(request, principal, status, artifacts).model_dump(),
+        retries=[
+            AttemptOut(
+                number=a.number, started_at=a.started_at, retried_at=a.retried_at, message=a.message
+            )
+            for a in attempts
+        ],
     )
 
 

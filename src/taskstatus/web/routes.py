@@ -32,11 +32,13 @@ from .events import add_event_routes
 from .payloads import (
     ArtifactOut,
     ArtifactPage,
+    StatusDetailOut,
     StatusOut,
     StatusPage,
     artifact_out,
     artifacts_out,
     json_response,
+    status_detail_out,
     status_out,
     statuses_out,
 )
@@ -355,10 +357,16 @@ def _task_routes(
     ) -> Response:
         return json_response(api.page(request, principal, limit, cursor, **filters))
 
-    @router.get("/tasks/{uuid}", response_model=StatusOut, summary="One status")
+    @router.get(
+        "/tasks/{uuid}", response_model=StatusDetailOut, summary="One status, with its retries"
+    )
     def get_task(request: Request, principal: Caller, uuid: UUID) -> Response:
         tracker, status = api.visible(principal, uuid)
-        return json_response(status_out(request, principal, status, tracker.artifacts(status)))
+        return json_response(
+            status_detail_out(
+                request, principal, status, tracker.artifacts(status), tracker.attempts(status)
+            )
+        )
 
     @router.get(
         "/tasks/{uuid}/children",

@@ -247,6 +247,7 @@
     const dialog = document.getElementById("confirm");
     const cancel = section.querySelector('button[data-action="cancel"]');
     let follower = null;
+    let retriesAsked = 0;
 
     function showArtifacts(s) {
       const list = own(section, "artifacts")[0];
@@ -292,14 +293,46 @@
       }
     }
 
+    /** The attempts that ended in a retry, as the server renders them. */
+    function showRetries(retries) {
+      own(section, "retries")[0].replaceChildren(...retries.map((a) => {
+        const item = document.createElement("li");
+        const title = document.createElement("span");
+        title.className = "attempt";
+        title.textContent = `Attempt ${a.number}`;
+        const started = document.createElement("time");
+        started.textContent = when(a.started_at);
+        const retried = document.createElement("time");
+        retried.textContent = when(a.retried_at);
+        item.append(title, ": started ", started, ", retried ", retried);
+        if (a.message) {
+          const message = document.createElement("span");
+          message.className = "attempt-message";
+          message.textContent = a.message;
+          item.append(message);
+        }
+        return item;
+      }));
+      own(section, "retries-box")[0].hidden = retries.length === 0;
+    }
+
     function onStatus(s) {
       if (s.uuid !== section.dataset.uuid) {
         const node = document.querySelector(`#children [data-uuid="${CSS.escape(s.uuid)}"]`);
         if (node) fill(node, s);
         return;
       }
+      const counted = own(section, "attempts")[0].textContent;
       fill(section, s);
       showArtifacts(s);
+      // Events carry the count, not the history: a new attempt brings the status's own.
+      if (s.retries) showRetries(s.retries);
+      else if (String(s.attempts) !== counted) {
+        const asked = ++retriesAsked;  // of answers arriving out of order, the last asked wins
+        getJSON(section.dataset.url).then((full) => {
+          if (asked === retriesAsked) showRetries(full.retries);
+        }, () => {});
+      }
       if (TERMINAL.has(s.state)) {
         if (cancel) cancel.hidden = true;
         if (follower) follower.stop();
