@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +15,7 @@ from taskstatus import ConfigurationError, SchemaOutdated, Settings, StoreUnavai
 from taskstatus.backends import migrate
 from taskstatus.backends.tables import statuses
 from taskstatus.changes import Position
+from taskstatus.settings import env_var
 
 
 def test_unknown_scheme_is_named():
@@ -232,3 +236,77 @@ def test_change_feed_migration_downgrades_and_upgrades(sql_url):
     migrate.upgrade(store.engine)
     assert migrate.current_revision(store.engine) == migrate.head_revision()
     store.close()
+
+
+# For each setting: a valid environment text, the value it gives, and another value.
+SETTINGS = {
+    "url": ("memory://", "memory://", "sqlite://"),
+    "max_age": ("60", timedelta(minutes=1), timedelta(days=2)),
+    "artifact_storage": ("s3://b/p", "s3://b/p", "/srv/files"),
+    "progress_interval": ("2", 2.0, 0),
+    "purge_batch_size": ("10", 10, 7),
+    "heartbeat_interval": ("1.5", 1.5, 3),
+    "lost_after": ("30", 30.0, 45),
+    "write_interval": ("0", 0.0, 1),
+}
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Settings)])
+def test_each_setting_argument_then_environment_then_default(name):
+    """The argument wins; else the variable, unless empty; else the default."""
+    variable = env_var(name)
+    text, value, argument = SETTINGS[name]
+    assert getattr(Settings.load(environ={variable: text}), name) == value
+    assert getattr(Settings.load(environ={variable: ""}), name) == getattr(Settings(), name)
+    assert getattr(Settings.load(**{name: argument}, environ={variable: text}), name) == argument
+
+
+def test_unknown_setting_is_named():
+    with pytest.raises(TypeError, match=r"unknown setting 'max_days'; did you mean 'max_age'"):
+        taskstatus.configure(url="memory://", max_days=3)
+    with pytest.raises(TypeError, match="unknown setting 'colour'; the settings are url, max_age"):
+        Settings.load(colour="red")
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"progress_interval": "fast"},
+            "progress_interval must be a number of seconds, got 'fast'",
+        ),
+        ({"purge_batch_size": 2.5}, "purge_batch_size must be a whole number, got 2.5"),
+        ({"lost_after": True}, "lost_after must be a number of seconds, got True"),
+        ({"artifact_storage": 3}, "artifact_storage must be a string, got 3"),
+        ({"max_age": 1e15}, "max_age of 1000000000000000.0 seconds is too large"),
+    ],
+)
+def test_bad_value_names_its_setting(given, message):
+    with pytest.raises(ConfigurationError, match=message):
+        Settings(**given)
+    with pytest.raises(ConfigurationError, match=message):
+        taskstatus.configure(url="memory://", **given)
+
+
+def test_docs_list_every_setting():
+    """docs/settings.md has one row per setting: its argument, variable and default."""
+    page = (Path(__file__).parents[1] / "docs" / "settings.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| `(\w+)`[^|]* \| ([^|]+) \|$", page, re.M)
+    documented = {name: (variable, default.strip()) for name, variable, default in rows}
+    assert list(documented) == [f.name for f in fields(Settings)]
+    for f in fields(Settings):
+        variable, default = documented[f.name]
+        assert variable == env_var(f.name)
+        assert _documented_default(default) == f.default, f.name
+    count = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    assert f"taskstatus has {count[len(rows)]} settings." in page
+
+
+def _documented_default(text: str) -> object:
+    if text == "derived from the URL":
+        return None
+    if days := re.fullmatch(r"(\d+) days", text):
+        return timedelta(days=int(days[1]))
+    if text.startswith("`"):
+        return text.strip("`")
+    return float(text)

@@ -73,34 +73,17 @@ _default_lock = threading.Lock()
 
 
 def configure(
-    url: str | None = None,
-    *,
-    max_age: timedelta | int | float | None = None,
-    artifact_storage: str | None = None,
-    progress_interval: float | None = None,
-    purge_batch_size: int | None = None,
-    heartbeat_interval: float | None = None,
-    lost_after: float | None = None,
-    write_interval: float | None = None,
-    plugins: Iterable[object] = (),
+    url: str | None = None, *, plugins: Iterable[object] = (), **settings: Any
 ) -> Tracker:
     """Set up the default tracker and connect to its store; returns the Tracker.
 
-    ``url`` defaults to ``TASKSTATUS_URL``, then ``sqlite:///taskstatus.db``. An empty
-    database gets the schema now; an outdated one raises :class:`SchemaOutdated`.
+    ``url`` and the other ``settings`` (any field of :class:`Settings`) default to their
+    ``TASKSTATUS_*`` environment variables, then to the defaults; ``url`` to
+    ``sqlite:///taskstatus.db``. An empty database gets the schema now; an outdated one raises
+    :class:`SchemaOutdated`.
     """
     global _default
-    settings = Settings.load(
-        url=url,
-        max_age=max_age,
-        artifact_storage=artifact_storage,
-        progress_interval=progress_interval,
-        purge_batch_size=purge_batch_size,
-        heartbeat_interval=heartbeat_interval,
-        lost_after=lost_after,
-        write_interval=write_interval,
-    )
-    tracker = Tracker(settings, plugins=plugins)
+    tracker = Tracker(Settings.load(url=url, **settings), plugins=plugins)
     tracker.open()
     with _default_lock:
         previous, _default = _default, tracker

@@ -31,7 +31,7 @@ from .backends.sqlalchemy import SQLAlchemyStore
 from .display import STATE_STYLES
 from .exceptions import StoreError, StoreUnavailable, TaskStatusError
 from .models import Artifact, TaskStatus
-from .settings import DEFAULT_URL, Settings
+from .settings import DEFAULT_URL, Settings, env_var
 from .store import ANY
 from .tracker import Tracker
 
@@ -103,7 +103,7 @@ def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 _STORE_OPTIONS = (
     click.option(
         "--url",
-        envvar="TASKSTATUS_URL",
+        envvar=env_var("url"),
         show_envvar=True,
         metavar="URL",
         expose_value=False,
@@ -112,7 +112,7 @@ _STORE_OPTIONS = (
     ),
     click.option(
         "--artifact-storage",
-        envvar="TASKSTATUS_ARTIFACT_STORAGE",
+        envvar=env_var("artifact_storage"),
         show_envvar=True,
         metavar="URL",
         expose_value=False,

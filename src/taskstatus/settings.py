@@ -1,16 +1,24 @@
-"""Settings: explicit arguments, then ``TASKSTATUS_*`` environment variables, then defaults."""
+"""Settings: explicit arguments, then ``TASKSTATUS_*`` environment variables, then defaults.
+
+Each setting is declared once, as a field of :class:`Settings`: its name is the keyword of
+``configure()`` and ``Settings.load()``, its environment variable is ``TASKSTATUS_`` + the name
+in capitals (:func:`env_var`), and the :class:`_Kind` in its ``metadata`` says how to read that
+variable and which values it takes.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "Settings"]
+__all__ = ["DEFAULT_URL", "Settings", "env_var"]
 
 DEFAULT_URL = "sqlite:///taskstatus.db"
 DEFAULT_MAX_AGE = timedelta(days=30)
@@ -18,34 +26,111 @@ DEFAULT_MAX_AGE = timedelta(days=30)
 MEMORY_ARTIFACTS = "memory://taskstatus-artifacts"
 
 
+def env_var(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return f"TASKSTATUS_{name.upper()}"
+
+
+def _seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return seconds
+
+
+def _count(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _text(value: str, name: str) -> str:
+    return value
+
+
+def _duration(value: object, name: str) -> timedelta:
+    """A timedelta, or a number of seconds made one."""
+    if isinstance(value, timedelta):
+        return value
+    try:
+        return timedelta(seconds=value)  # type: ignore[arg-type]  # a number: checked by _Kind
+    except OverflowError:
+        raise ConfigurationError(f"{name} of {value} seconds is too large") from None
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What values a setting takes, and how its environment variable is read."""
+
+    #: What a value must be, for the message that refuses another.
+    what: str
+    types: tuple[type, ...]
+    #: The environment variable's text -> a value; raises ConfigurationError naming the variable.
+    read: Callable[[str, str], object]
+    #: A value of ``types`` -> the field's value.
+    convert: Callable[[object, str], object] = lambda value, name: value
+
+    def check(self, name: str, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, self.types):
+            raise ConfigurationError(f"{name} must be {self.what}, got {value!r}")
+        return self.convert(value, name)
+
+
+# The ``metadata`` of the fields of Settings, by kind of setting.
+_TEXT = {"kind": _Kind("a string", (str,), _text)}
+_SECONDS = {"kind": _Kind("a number of seconds", (int, float), _seconds)}
+_COUNT = {"kind": _Kind("a whole number", (int,), _count)}
+_DURATION = {
+    "kind": _Kind(
+        "a timedelta or a number of seconds", (timedelta, int, float), _seconds, _duration
+    )
+}
+
+
+def _kind(name: str) -> _Kind:
+    kind: _Kind = _FIELDS[name].metadata["kind"]
+    return kind
+
+
 @dataclass(frozen=True)
 class Settings:
+    """One configuration of taskstatus, immutable; see docs/settings.md for each setting.
+
+    Built directly it reads nothing else; :meth:`load` adds the environment.
+    """
+
     #: Store URL; its scheme picks the backend.
-    url: str = DEFAULT_URL
+    url: str = field(default=DEFAULT_URL, metadata=_TEXT)
     #: How old a finished status must be before ``purge()`` removes it.
-    max_age: timedelta = DEFAULT_MAX_AGE
+    max_age: timedelta = field(default=DEFAULT_MAX_AGE, metadata=_DURATION)
     #: fsspec URL of the folder/bucket for artifact files; derived from the store when None.
-    artifact_storage: str | None = None
+    artifact_storage: str | None = field(default=None, metadata=_TEXT)
     #: Seconds between two writes of a running task's progress (and cancel checks).
-    progress_interval: float = 0.5
+    progress_interval: float = field(default=0.5, metadata=_SECONDS)
     #: Rows per transaction when purging.
-    purge_batch_size: int = 1000
+    purge_batch_size: int = field(default=1000, metadata=_COUNT)
     #: Seconds between two proofs of life of a worker's running tasks.
-    heartbeat_interval: float = 15.0
+    heartbeat_interval: float = field(default=15.0, metadata=_SECONDS)
     #: Seconds without a proof of life after which a running task's worker counts as lost.
-    lost_after: float = 120.0
+    lost_after: float = field(default=120.0, metadata=_SECONDS)
     #: Seconds a worker gathers task starts and successes before writing them in one batch
     #: (0: write each at once).
-    write_interval: float = 0.25
+    write_interval: float = field(default=0.25, metadata=_SECONDS)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.url, str) or ":" not in self.url:
+        for name, declared in _FIELDS.items():
+            value = getattr(self, name)
+            if value is not None or declared.default is not None:
+                object.__setattr__(self, name, _kind(name).check(name, value))
+        if ":" not in self.url:
             raise ConfigurationError(
                 f"store URL must look like scheme://..., e.g. {DEFAULT_URL!r}; got {self.url!r}"
             )
-        if isinstance(self.max_age, (int, float)) and not isinstance(self.max_age, bool):
-            object.__setattr__(self, "max_age", timedelta(seconds=self.max_age))
-        if not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0):
+        if self.max_age <= timedelta(0):
             raise ConfigurationError(f"max_age must be a positive timedelta, got {self.max_age!r}")
         if not self.progress_interval >= 0:
             raise ConfigurationError(
@@ -66,60 +151,24 @@ class Settings:
             )
 
     @classmethod
-    def load(
-        cls,
-        *,
-        url: str | None = None,
-        max_age: timedelta | int | float | None = None,
-        artifact_storage: str | None = None,
-        progress_interval: float | None = None,
-        purge_batch_size: int | None = None,
-        heartbeat_interval: float | None = None,
-        lost_after: float | None = None,
-        write_interval: float | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> Settings:
+    def load(cls, *, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Settings from keyword arguments named like the fields, else their environment
+        variables (``environ``, by default ``os.environ``), else the defaults. None, and an
+        empty string, count as not given."""
+        unknown = given.keys() - _FIELDS.keys()
+        if unknown:
+            raise TypeError(_unknown_message(min(unknown)))
         env = os.environ if environ is None else environ
-        url = url or env.get("TASKSTATUS_URL") or DEFAULT_URL
-        if max_age is None and env.get("TASKSTATUS_MAX_AGE"):
-            max_age = _seconds(env["TASKSTATUS_MAX_AGE"], "TASKSTATUS_MAX_AGE")
-        if isinstance(max_age, bool) or not isinstance(max_age, (timedelta, int, float)):
-            if max_age is not None:
-                raise ConfigurationError(f"max_age must be a timedelta or seconds, got {max_age!r}")
-        elif not isinstance(max_age, timedelta):
-            try:
-                max_age = timedelta(seconds=max_age)
-            except OverflowError:
-                raise ConfigurationError(f"max_age of {max_age} seconds is too large") from None
-        if progress_interval is None and env.get("TASKSTATUS_PROGRESS_INTERVAL"):
-            progress_interval = _seconds(
-                env["TASKSTATUS_PROGRESS_INTERVAL"], "TASKSTATUS_PROGRESS_INTERVAL"
-            )
-        if purge_batch_size is None and env.get("TASKSTATUS_PURGE_BATCH_SIZE"):
-            purge_batch_size = _count(
-                env["TASKSTATUS_PURGE_BATCH_SIZE"], "TASKSTATUS_PURGE_BATCH_SIZE"
-            )
-        if heartbeat_interval is None and env.get("TASKSTATUS_HEARTBEAT_INTERVAL"):
-            heartbeat_interval = _seconds(
-                env["TASKSTATUS_HEARTBEAT_INTERVAL"], "TASKSTATUS_HEARTBEAT_INTERVAL"
-            )
-        if lost_after is None and env.get("TASKSTATUS_LOST_AFTER"):
-            lost_after = _seconds(env["TASKSTATUS_LOST_AFTER"], "TASKSTATUS_LOST_AFTER")
-        if write_interval is None and env.get("TASKSTATUS_WRITE_INTERVAL"):
-            write_interval = _seconds(env["TASKSTATUS_WRITE_INTERVAL"], "TASKSTATUS_WRITE_INTERVAL")
-        given = {
-            "max_age": max_age,
-            "progress_interval": progress_interval,
-            "purge_batch_size": purge_batch_size,
-            "heartbeat_interval": heartbeat_interval,
-            "lost_after": lost_after,
-            "write_interval": write_interval,
-        }
-        return cls(
-            url=url,
-            artifact_storage=artifact_storage or env.get("TASKSTATUS_ARTIFACT_STORAGE") or None,
-            **{name: value for name, value in given.items() if value is not None},  # type: ignore[arg-type]
-        )
+        values: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = given.get(name)
+            if value is None or value == "":
+                text = env.get(env_var(name))
+                if not text:
+                    continue
+                value = _kind(name).read(text, env_var(name))
+            values[name] = value
+        return cls(**values)
 
     def artifact_url(self) -> str | None:
         """Where artifact files go, the same for every process of one store: the setting;
@@ -141,18 +190,10 @@ class Settings:
         return str((db.parent / f"{db.name}.artifacts").resolve())
 
 
-def _seconds(value: str, name: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if seconds < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return seconds
+_FIELDS = {declared.name: declared for declared in fields(Settings)}
 
 
-def _count(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {value!r}") from None
+def _unknown_message(name: str) -> str:
+    close = difflib.get_close_matches(name, _FIELDS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown setting {name!r}; {hint}the settings are {', '.join(_FIELDS)}"
