@@ -266,6 +266,8 @@ def test_unknown_setting_is_named():
         taskstatus.configure(url="memory://", max_days=3)
     with pytest.raises(TypeError, match="unknown setting 'colour'; the settings are url, max_age"):
         Settings.load(colour="red")
+    with pytest.raises(TypeError, match="unknown setting 'environ'"):  # Settings.load's only
+        taskstatus.configure(url="memory://", environ={})
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from .exceptions import (
 )
 from .hookspecs import hookimpl, hookspec
 from .models import Artifact, Attempt, State, TaskStatus
-from .settings import Settings
+from .settings import Settings, unknown_setting
 from .store import ANY, StatusQuery, Store
 from .tracker import Tracker
 from .tracking import LiveStatus, TrackSpec, current, track
@@ -83,6 +83,8 @@ def configure(
     :class:`SchemaOutdated`.
     """
     global _default
+    if "environ" in settings:  # Settings.load's, not a setting
+        raise TypeError(unknown_setting("environ"))
     tracker = Tracker(Settings.load(url=url, **settings), plugins=plugins)
     tracker.open()
     with _default_lock:

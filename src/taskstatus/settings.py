@@ -157,7 +157,7 @@ class Settings:
         empty string, count as not given."""
         unknown = given.keys() - _FIELDS.keys()
         if unknown:
-            raise TypeError(_unknown_message(min(unknown)))
+            raise TypeError(unknown_setting(min(unknown)))
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name in _FIELDS:
@@ -193,7 +193,8 @@ class Settings:
 _FIELDS = {declared.name: declared for declared in fields(Settings)}
 
 
-def _unknown_message(name: str) -> str:
+def unknown_setting(name: str) -> str:
+    """The message of a ``TypeError`` for a keyword that names no setting."""
     close = difflib.get_close_matches(name, _FIELDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown setting {name!r}; {hint}the settings are {', '.join(_FIELDS)}"
