@@ -37,7 +37,7 @@ def _make_app(tracker: Tracker, speed: float) -> tuple[Celery, dict[str, object]
         worker_hijack_root_logger=False,
         broker_transport_options={"polling_interval": 0.05},
     )
-    ts_celery.install(app, tracker)
+    ts_celery.install(app, tracker=tracker)
 
     @taskstatus.track(name="Export course {course}", total_steps=lambda a: a["rows"])
     @app.task(bind=True)  # type: ignore[untyped-decorator]

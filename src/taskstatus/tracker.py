@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import traceback as traceback_module
 import uuid as uuid_module
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 from uuid import UUID
@@ -161,6 +161,27 @@ class Tracker:
         shuts down."""
         self.recorder.batch_writes(self.settings.write_interval, self.settings.max_age)
 
+    @property
+    def writes_batched(self) -> bool:
+        """Whether :meth:`batch_writes` took effect here: starts and successes are queued."""
+        return self.recorder.writer is not None
+
+    def after_write(self, callback: Callable[[], object]) -> bool:
+        """Call ``callback`` on the writer thread once what is queued so far is stored (how a
+        queue adapter acknowledges a message whose success is queued). False, and nothing is
+        called, when writes are not batched."""
+        writer = self.recorder.writer
+        if writer is None:
+            return False
+        writer.after_write(callback)
+        return True
+
+    def run_waiting(self) -> None:
+        """Write what is queued and call the callbacks given to :meth:`after_write`, now, on
+        this thread (a worker stopping)."""
+        if self.recorder.writer is not None:
+            self.recorder.writer.run_waiting()
+
     def flush(self, *, ended_only: bool = False) -> None:
         """Write the task starts and successes this process has queued (reads through the
         tracker do it first). ``ended_only`` writes only those of tasks that ended: what a
@@ -194,13 +215,19 @@ class Tracker:
 
     def get_by_task_id(self, task_id: str) -> TaskStatus:
         """The status of the queue's task id; :class:`~taskstatus.NotFound` if there is none."""
+        status = self.find_by_task_id(task_id)
+        if status is None:
+            raise NotFound(f"no task status with task_id {task_id!r}")
+        return status
+
+    def find_by_task_id(self, task_id: str) -> TaskStatus | None:
+        """The status of the queue's task id, or None: what a queue adapter asks to learn
+        whether a task was recorded already (this process's queued writes first)."""
         if not isinstance(task_id, str) or not task_id:
             raise ValueError(f"task_id must be a non-empty str, got {task_id!r}")
         self.recorder.drain()
         status = self.store.get_by_task_id(task_id)
-        if status is None:
-            raise NotFound(f"no task status with task_id {task_id!r}")
-        return self._bind([status])[0]
+        return None if status is None else self._bind([status])[0]
 
     def query(
         self,
@@ -642,6 +669,11 @@ class Tracker:
             )
         )
 
+    def cancel_task(self, event: TaskEvent) -> None:
+        """Cancel the task of ``event`` (by its task id) that its queue will not run, as
+        :meth:`cancel` does a status: queue adapters drop its work too."""
+        self.hook.taskstatus_cancel(event=event)
+
     def begin(self, event: TaskEvent) -> LiveStatus:
         """A worker starts the task: record it and make ``current()`` return its handle.
 
@@ -749,19 +781,20 @@ class Tracker:
         traceback: str | None = None,
     ) -> None:
         """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
-        retried (``retrying``) or failed; pending progress is written first."""
+        retried (``retrying``, with or without an exception) or failed; pending progress is
+        written first."""
         if isinstance(task, LiveStatus):
-            self.release(task, succeeded=exception is None)
+            self.release(task, succeeded=exception is None and not retrying)
             event = task._event()
         else:
             event = task
-        if exception is None:
+        if exception is None and not retrying:
             self.hook.taskstatus_succeed(event=event)
             return
         if isinstance(exception, TaskCanceledException):
             self.hook.taskstatus_cancel(event=_replace(event, exception=exception))
             return
-        if traceback is None:
+        if traceback is None and exception is not None:
             traceback = "".join(traceback_module.format_exception(exception))
         hook = self.hook.taskstatus_retry if retrying else self.hook.taskstatus_fail
         hook(event=_replace(event, exception=exception, message=message, traceback=traceback))

@@ -34,22 +34,23 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import celery.app.trace as celery_trace
-import celery.worker.consumer.consumer as celery_consumer
-from celery import Celery, Task, signals
-from celery.canvas import Signature
-from celery.canvas import _chain as celery_chain
-from celery.canvas import _chord as celery_chord
-from celery.canvas import group as celery_group
-from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
-
-from .. import get_tracker
+from .. import messages
 from ..events import TaskEvent
 from ..exceptions import TaskCanceledException
 from ..hookspecs import hookimpl
-from ..plugins import register_default
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, current, find_spec
+from ._install import Installed, install_arguments, queue_library
+
+with queue_library("celery"):
+    import celery.app.trace as celery_trace
+    import celery.worker.consumer.consumer as celery_consumer
+    from celery import Celery, Task, signals
+    from celery.canvas import Signature
+    from celery.canvas import _chain as celery_chain
+    from celery.canvas import _chord as celery_chord
+    from celery.canvas import group as celery_group
+    from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
 
 __all__ = ["CeleryAdapter", "UserTask", "UserTaskMixin", "install"]
 
@@ -79,13 +80,23 @@ _adapters: dict[int, CeleryAdapter] = {}
 _patch_lock = threading.Lock()
 
 
-def install(app: Celery, tracker: Tracker | None = None) -> CeleryAdapter:
-    """Track this app's ``@taskstatus.track`` tasks (and ``UserTask`` subclasses).
+def install(
+    target: Celery | None = None,
+    positional_tracker: Tracker | None = None,
+    /,
+    *,
+    tracker: Tracker | None = None,
+    app: Celery | None = None,
+) -> CeleryAdapter:
+    """Track the ``@taskstatus.track`` tasks (and ``UserTask`` subclasses) of the Celery app
+    ``target``; returns its adapter.
 
     Call it where the app is created, in producers and workers alike. ``tracker`` defaults to
     the one made by ``taskstatus.configure()`` (looked up at each event, so configuring after
-    ``install`` is fine). Installing twice returns the same adapter.
+    ``install`` is fine). Installing twice returns the same adapter. (``install(app,
+    tracker)`` and ``install(app=app)`` still work, with a DeprecationWarning.)
     """
+    app, tracker = install_arguments(target, app, "app", positional_tracker, tracker)
     if not isinstance(app, Celery):
         raise TypeError(f"install() takes a Celery app, got {type(app).__name__}")
     existing = _adapters.get(id(app))
@@ -319,18 +330,12 @@ def _patch_celery() -> None:
         celery_chain.apply = chain_apply
 
 
-class CeleryAdapter:
+class CeleryAdapter(Installed):
     """The Celery side of one app; also a taskstatus plugin (revokes canceled tasks)."""
 
     def __init__(self, app: Celery, tracker: Tracker | None) -> None:
         self.app = app
         self._tracker = tracker
-
-    @property
-    def tracker(self) -> Tracker:
-        if self._tracker is not None:
-            return self._tracker
-        return get_tracker()
 
     def connect(self) -> None:
         amqp = self.app.amqp
@@ -348,10 +353,7 @@ class CeleryAdapter:
         # A prefork child leaves through os._exit right after worker_process_shutdown.
         signals.worker_process_shutdown.connect(self._on_shutdown, weak=False)
         signals.worker_shutdown.connect(self._on_shutdown, weak=False)
-        if self._tracker is not None:
-            self._tracker.register(self)
-        else:
-            register_default(self)
+        self.register_with_tracker()
 
     # -- publish -----------------------------------------------------------------------------
     def _task(self, name: str) -> Task | None:
@@ -383,7 +385,7 @@ class CeleryAdapter:
         # as the step may run, and end its chain, before the next batch.
         tracker.flush()
         known = bool(steps or chord_body or scope) and (
-            tracker.store.get_by_task_id(task_id) is not None
+            tracker.find_by_task_id(task_id) is not None
         )
         if known:
             return  # a chain step recorded when its chain was published
@@ -400,7 +402,7 @@ class CeleryAdapter:
             except TypeError:
                 # A later chain step or chord body may get its owner from the canvas: it was
                 # recorded (and checked) when the canvas was published.
-                if tracker.store.get_by_task_id(task_id) is not None:
+                if tracker.find_by_task_id(task_id) is not None:
                     return
                 raise
         name_hint = (
@@ -433,14 +435,11 @@ class CeleryAdapter:
         live = _running(task_id)
         if live is not None:
             live.flush()
-        tracker.hook.taskstatus_retry(
-            event=TaskEvent(
-                task_id=task_id,
-                queue=QUEUE,
-                task_class=name,
-                exception=failure,
-                traceback=_retry_traceback(failure, caller) if failure else None,
-            )
+        tracker.end(
+            TaskEvent(task_id=task_id, queue=QUEUE, task_class=name),
+            exception=failure,
+            retrying=True,
+            traceback=_retry_traceback(failure, caller) if failure else None,
         )
 
     def before_eager_run(
@@ -628,7 +627,7 @@ class CeleryAdapter:
         group_id = sig.id or (sig.options or {}).get("task_id")
         if not group_id:
             return None
-        status = self.tracker.store.get_by_task_id(f"celery.group:{group_id}")
+        status = self.tracker.find_by_task_id(f"celery.group:{group_id}")
         return status.user_id if status is not None else None
 
     @contextmanager
@@ -722,7 +721,7 @@ class CeleryAdapter:
             if exc.requeue:
                 tracker.release(live)  # redelivered: the next run counts an attempt
             else:
-                tracker.end(live, exception=exc, message="The task was rejected.")
+                tracker.end(live, exception=exc, message=messages.REJECTED)
             raise
         except Ignore as exc:
             if str(exc) == REPLACED:
@@ -772,9 +771,7 @@ class CeleryAdapter:
         # (With acks_late + reject_on_worker_lost Celery requeues without this signal; the
         # redelivery's start counts the new attempt.)
         message = (
-            "The task took too long and was stopped."
-            if isinstance(exception, TimeLimitExceeded)
-            else "The worker running this task was lost."
+            messages.TIMED_OUT if isinstance(exception, TimeLimitExceeded) else messages.WORKER_LOST
         )
         self.tracker.end(event, exception=exception, message=message)
 
@@ -782,13 +779,9 @@ class CeleryAdapter:
         task_id = getattr(request, "id", None)
         if task_id is None or not self._owns(sender):
             return
-        self.tracker.hook.taskstatus_cancel(
-            event=TaskEvent(
-                task_id=task_id,
-                queue=QUEUE,
-                task_class=sender.name,
-                exception=TaskCanceledException("revoked"),
-            )
+        self.tracker.end(
+            TaskEvent(task_id=task_id, queue=QUEUE, task_class=sender.name),
+            exception=TaskCanceledException("revoked"),
         )
 
     # -- plugin --------------------------------------------------------------------------------

@@ -29,25 +29,27 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import dramatiq
-from dramatiq import Broker, Message, Middleware
-from dramatiq.broker import MessageProxy
-from dramatiq.composition import group as dramatiq_group
-from dramatiq.composition import pipeline as dramatiq_pipeline
-from dramatiq.middleware import (
-    MiddlewareError,
-    Retries,
-    Shutdown,
-    SkipMessage,
-    TimeLimitExceeded,
-)
-from dramatiq.worker import ConsumerThread
-
-from .. import get_tracker
+from .. import messages
 from ..events import TaskEvent
 from ..exceptions import StoreError, TaskCanceledException
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec, qualified_name
+from ._install import Installed, install_arguments, queue_library
+
+with queue_library("dramatiq"):
+    import dramatiq
+    from dramatiq import Broker, Message, Middleware
+    from dramatiq.broker import MessageProxy
+    from dramatiq.composition import group as dramatiq_group
+    from dramatiq.composition import pipeline as dramatiq_pipeline
+    from dramatiq.middleware import (
+        MiddlewareError,
+        Retries,
+        Shutdown,
+        SkipMessage,
+        TimeLimitExceeded,
+    )
+    from dramatiq.worker import ConsumerThread
 
 __all__ = [
     "NAME_OPTION",
@@ -88,9 +90,23 @@ _group_scope: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Conte
 )
 
 
-def install(broker: Broker, tracker: Tracker | None = None) -> TaskstatusMiddleware:
-    """Track this broker's ``@taskstatus.track`` actors; call it where the broker is set up, in
-    senders and workers alike. Installing twice returns the same middleware."""
+def install(
+    target: Broker | None = None,
+    positional_tracker: Tracker | None = None,
+    /,
+    *,
+    tracker: Tracker | None = None,
+    broker: Broker | None = None,
+) -> TaskstatusMiddleware:
+    """Track the ``@taskstatus.track`` actors of the Dramatiq broker ``target``; returns the
+    middleware added to it.
+
+    Call it where the broker is set up, in senders and workers alike. ``tracker`` defaults to
+    the one made by ``taskstatus.configure()`` (looked up at each event). Installing twice
+    returns the same middleware. (``install(broker, tracker)`` and ``install(broker=broker)``
+    still work, with a DeprecationWarning.)
+    """
+    broker, tracker = install_arguments(target, broker, "broker", positional_tracker, tracker)
     if not isinstance(broker, Broker):
         raise TypeError(f"install() takes a Dramatiq broker, got {type(broker).__name__}")
     for middleware in broker.middleware:
@@ -185,7 +201,7 @@ def _steps(message: Message[Any]) -> Iterator[dict[str, Any]]:
         target = (target.get("options") or {}).get("pipe_target")
 
 
-class TaskstatusMiddleware(Middleware):
+class TaskstatusMiddleware(Installed, Middleware):
     """Dramatiq's message life cycle -> taskstatus lifecycle hooks."""
 
     def __init__(self, tracker: Tracker | None = None) -> None:
@@ -194,10 +210,6 @@ class TaskstatusMiddleware(Middleware):
         self._running_lock = threading.Lock()
         #: Messages whose success is queued, not stored yet: their ack waits for the write.
         self._unstored: set[str] = set()
-
-    @property
-    def tracker(self) -> Tracker:
-        return self._tracker if self._tracker is not None else get_tracker()
 
     # -- publish (sender) --------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
@@ -370,7 +382,7 @@ class TaskstatusMiddleware(Middleware):
         tracker = self.tracker
         if exception is None:
             tracker.end(live)
-            if tracker.recorder.writer is not None:
+            if tracker.writes_batched:
                 with self._running_lock:
                     self._unstored.add(message.message_id)
             return
@@ -402,9 +414,6 @@ class TaskstatusMiddleware(Middleware):
             if message.message_id not in self._unstored:
                 return False
             self._unstored.discard(message.message_id)
-        writer = self.tracker.recorder.writer
-        if writer is None:
-            return False
 
         def acknowledge() -> None:
             _acking.stored = True
@@ -413,8 +422,7 @@ class TaskstatusMiddleware(Middleware):
             finally:
                 _acking.stored = False
 
-        writer.after_write(acknowledge)
-        return True
+        return self.tracker.after_write(acknowledge)
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
@@ -425,12 +433,10 @@ class TaskstatusMiddleware(Middleware):
 
     def before_worker_thread_shutdown(self, broker: Broker, thread: Any) -> None:
         """Send the acknowledgements still waiting for a write before the consumers stop."""
-        writer = self.tracker.recorder.writer
-        if writer is not None:
-            try:
-                writer.run_waiting()
-            except Exception:
-                log.warning("could not write task statuses before stopping", exc_info=True)
+        try:
+            self.tracker.run_waiting()
+        except Exception:
+            log.warning("could not write task statuses before stopping", exc_info=True)
 
     def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         self._flush()
@@ -448,9 +454,9 @@ class TaskstatusMiddleware(Middleware):
 def _message_for(exception: BaseException) -> str | None:
     """The end user's Error text for an interruption (None: the exception's own)."""
     if isinstance(exception, TimeLimitExceeded):
-        return "The task took too long and was stopped."
+        return messages.TIMED_OUT
     if isinstance(exception, Shutdown):
-        return "The worker shut down while the task was running."
+        return messages.WORKER_SHUT_DOWN
     return None
 
 

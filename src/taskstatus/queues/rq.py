@@ -24,31 +24,40 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from redis import Redis
-from rq import Queue
-from rq import SimpleWorker as RQSimpleWorker
-from rq import Worker as RQWorker
-from rq.command import send_stop_job_command
-from rq.job import Job, JobStatus
-from rq.timeouts import JobTimeoutException
-
-from .. import get_tracker
+from .. import get_tracker, messages
 from ..events import TaskEvent
 from ..exceptions import ConfigurationError, TaskCanceledException
 from ..handoff import HandOff
 from ..hookspecs import hookimpl
-from ..plugins import register_default
+from ..tracker import Tracker
 from ..tracking import TrackSpec, find_spec, qualified_name
+from ._install import Installed, queue_library
 
-__all__ = ["SimpleWorker", "TrackedJob", "Worker", "install"]
+with queue_library("rq"):
+    from redis import Redis
+    from rq import Queue
+    from rq import SimpleWorker as RQSimpleWorker
+    from rq import Worker as RQWorker
+    from rq.command import send_stop_job_command
+    from rq.job import Job, JobStatus
+    from rq.timeouts import JobTimeoutException
+
+__all__ = ["RQAdapter", "SimpleWorker", "TrackedJob", "Worker", "install"]
 
 log = logging.getLogger(__name__)
 
 QUEUE = "rq"
-TIMEOUT_MESSAGE = "The task took too long and was stopped."
-LOST_MESSAGE = "The worker running this task was lost."
 
 _patch_lock = threading.Lock()
+
+
+class _Process:
+    """The adapter of this process, once ``install()`` ran."""
+
+    adapter: RQAdapter | None = None
+
+
+_process = _Process()
 
 
 class _Redis:
@@ -61,23 +70,46 @@ class _Redis:
 _redis = _Redis()
 
 
-def install() -> None:
-    """Record tracked jobs when they are enqueued in this process (call it once where queues
-    are set up, in web processes and workers alike)."""
+def install(target: Queue | Redis | None = None, /, *, tracker: Tracker | None = None) -> RQAdapter:
+    """Record tracked jobs when they are enqueued in this process; returns the adapter.
+
+    Call it once where queues are set up, in web processes and workers alike. RQ's queues
+    share one class, so this covers them all; ``target``, a queue or Redis connection, is the
+    one canceled jobs are dropped through until a tracked job is enqueued or run here.
+    ``tracker`` defaults to the one made by ``taskstatus.configure()`` (looked up at each
+    event). Installing twice returns the same adapter.
+    """
+    if target is not None and not isinstance(target, (Queue, Redis)):
+        raise TypeError(
+            f"install() takes an RQ queue or Redis connection, got {type(target).__name__}"
+        )
     with _patch_lock:
-        if getattr(Queue.create_job, "taskstatus_patched", False):
-            return
-        original: Callable[..., Job] = Queue.create_job
+        adapter = _process.adapter
+        if adapter is None:
+            adapter = _process.adapter = RQAdapter(tracker)
+            _patch_create_job()
+            adapter.register_with_tracker()
+    if target is not None:
+        _redis.connection = target.connection if isinstance(target, Queue) else target
+    return adapter
 
-        @functools.wraps(original)
-        def create_job(self: Queue, *args: Any, **kwargs: Any) -> Job:
-            job = original(self, *args, **kwargs)
-            _record(self, job)
-            return job
 
-        create_job.taskstatus_patched = True  # type: ignore[attr-defined]
-        Queue.create_job = create_job  # type: ignore[method-assign]
-        register_default(_Canceler())
+def _tracker() -> Tracker:
+    adapter = _process.adapter
+    return adapter.tracker if adapter is not None else get_tracker()
+
+
+def _patch_create_job() -> None:
+    """Wrap ``Queue.create_job``: every tracked job is recorded before it is saved."""
+    original: Callable[..., Job] = Queue.create_job
+
+    @functools.wraps(original)
+    def create_job(self: Queue, *args: Any, **kwargs: Any) -> Job:
+        job = original(self, *args, **kwargs)
+        _record(self, job)
+        return job
+
+    Queue.create_job = create_job  # type: ignore[method-assign]
 
 
 def _spec(job: Job) -> tuple[Callable[..., Any], TrackSpec] | None:
@@ -98,7 +130,7 @@ def _record(queue: Queue, job: Job) -> None:
         func, tuple(job.args or ()), dict(job.kwargs or {}), task_name=qualified_name(func)
     )
     _redis.connection = queue.connection
-    get_tracker().publish(
+    _tracker().publish(
         info.event(
             job.id,
             queue=QUEUE,
@@ -116,9 +148,9 @@ def _cancel_dependents(job: Job) -> None:
     except Exception:
         log.warning("could not read the dependents of job %s", job.id, exc_info=True)
         return
-    hook = get_tracker().hook
+    tracker = _tracker()
     for dependent_id in dependent_ids:
-        hook.taskstatus_cancel(event=TaskEvent(task_id=dependent_id, queue=QUEUE))
+        tracker.cancel_task(TaskEvent(task_id=dependent_id, queue=QUEUE))
 
 
 class TrackedJob(Job):
@@ -136,7 +168,7 @@ class TrackedJob(Job):
                 return super().perform()
             event = _run_event(self, *tracked)
         _redis.connection = self.connection  # to cancel the dependents' jobs from the horse
-        tracker = get_tracker()
+        tracker = _tracker()
         try:
             live = tracker.take_over(handoff) if handoff else tracker.begin(event)
         except TaskCanceledException as exc:
@@ -151,7 +183,7 @@ class TrackedJob(Job):
             return None
         except BaseException as exc:
             retrying = bool(self.retries_left)
-            message = TIMEOUT_MESSAGE if isinstance(exc, JobTimeoutException) else None
+            message = messages.TIMED_OUT if isinstance(exc, JobTimeoutException) else None
             tracker.end(live, exception=exc, retrying=retrying, message=message)
             if not retrying:
                 _cancel_dependents(self)
@@ -194,9 +226,7 @@ class _WorkerMixin:
         # ``rq worker -w ...`` imports only this class and the job modules: record the jobs
         # enqueued here, and cancel the RQ jobs of canceled statuses (a failed job's
         # dependents), even when no module calls install().
-        install()
-        _redis.connection = self.connection
-        tracker = get_tracker()
+        tracker = install(self.connection).tracker
         # Job starts and successes are written in batches every write_interval (see
         # taskstatus.writebehind), and what is queued when the worker exits.
         tracker.batch_writes()
@@ -209,15 +239,16 @@ class _WorkerMixin:
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
         if _spec(job) is None:
             return result
-        tracker = get_tracker()
+        tracker = _tracker()
         event = TaskEvent(task_id=job.id, queue=QUEUE)
+        lost = RuntimeError(messages.WORKER_LOST)
         if stopped:
             tracker.end(event, exception=TaskCanceledException("stopped on request"))
             _cancel_dependents(job)
         elif job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            tracker.end(event, exception=RuntimeError(LOST_MESSAGE), retrying=True)
+            tracker.end(event, exception=lost, retrying=True)
         else:
-            tracker.end(event, exception=RuntimeError(LOST_MESSAGE), message=LOST_MESSAGE)
+            tracker.end(event, exception=lost, message=messages.WORKER_LOST)
             _cancel_dependents(job)
         return result
 
@@ -251,7 +282,7 @@ class Worker(_WorkerMixin, RQWorker):
         tracked = _spec(job)
         if tracked is None:
             return super().execute_job(job, queue)
-        tracker = get_tracker()
+        tracker = _tracker()
         _forking.handoff = handoff = tracker.hand_off(_run_event(job, *tracked))
         try:
             return super().execute_job(job, queue)
@@ -267,8 +298,12 @@ class SimpleWorker(_WorkerMixin, RQSimpleWorker):
     """RQ's worker that runs jobs in its own process, tracking."""
 
 
-class _Canceler:
-    """Cancels RQ jobs whose status was canceled (and stops them with ``terminate``)."""
+class RQAdapter(Installed):
+    """The RQ side of this process; also a taskstatus plugin: cancels the RQ jobs whose
+    status was canceled (and stops them with ``terminate``)."""
+
+    def __init__(self, tracker: Tracker | None) -> None:
+        self._tracker = tracker
 
     @hookimpl
     def taskstatus_cancel(self, event: TaskEvent) -> None:

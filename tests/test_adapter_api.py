@@ -1,0 +1,75 @@
+"""The Tracker methods queue adapters use instead of reaching into its store or writer."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import taskstatus
+from taskstatus import State
+
+from .helpers import event, publish, state
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Long enough that the writer thread never writes on its own during a test.
+SLOW = 5.0
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'adapter.db'}"
+
+
+def test_find_by_task_id_writes_what_is_queued_first(url, make_tracker):
+    tracker = make_tracker(url, write_interval=SLOW)
+    tracker.batch_writes()
+    publish(tracker, "queued")
+    tracker.begin(event("queued"))
+    assert tracker.store.get_by_task_id("queued").state is State.PENDING  # the start waits
+    assert tracker.find_by_task_id("queued").state is State.IN_PROGRESS
+    assert tracker.find_by_task_id("never-sent") is None
+
+
+def test_after_write_runs_once_the_queued_success_is_stored(url, make_tracker):
+    tracker = make_tracker(url, write_interval=SLOW)
+    publish(tracker, "direct")
+    assert not tracker.writes_batched
+    assert not tracker.after_write(lambda: pytest.fail("nothing is queued: never called"))
+    tracker.batch_writes()
+    assert tracker.writes_batched
+    publish(tracker, "batched")
+    tracker.end(tracker.begin(event("batched")))
+    seen: list[State] = []
+    stored = threading.Event()
+
+    def acknowledge() -> None:
+        seen.append(tracker.store.get_by_task_id("batched").state)
+        stored.set()
+
+    assert tracker.after_write(acknowledge)
+    assert stored.wait(30)
+    assert seen == [State.SUCCEEDED]
+
+
+def test_cancel_task_is_a_cancel_request_by_task_id(memory_tracker):
+    seen = []
+
+    class Watcher:
+        @taskstatus.hookimpl
+        def taskstatus_cancel(self, event):
+            seen.append(event.exception)
+
+    memory_tracker.register(Watcher())
+    publish(memory_tracker, "dependent")
+    memory_tracker.cancel_task(event("dependent"))
+    assert state(memory_tracker, "dependent") == "Canceled"
+    assert seen == [None]  # a request, as status.cancel(): queue adapters drop its work
+
+
+def test_end_retrying_without_an_exception_records_a_retry(memory_tracker):
+    publish(memory_tracker, "again")
+    memory_tracker.end(event("again"), retrying=True)
+    status = memory_tracker.get_by_task_id("again")
+    assert (status.state, status.attempts) == (State.RETRYING, 2)
