@@ -141,7 +141,9 @@ def per_task(task_ids: Sequence[str], times: Times) -> dict[str, datetime]:
 @runtime_checkable
 class Store(Protocol):
     """Persistence of statuses and artifacts. Implementations must be safe to share between
-    threads and must not carry open connections across ``fork()``."""
+    threads and must not carry open connections across ``fork()``. A new store need only write
+    the :class:`StoreCore` primitives, in a subclass of
+    :class:`~taskstatus.backends.base.BaseStore`."""
 
     url: str
 

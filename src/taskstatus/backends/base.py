@@ -37,10 +37,10 @@ from ..store import (
     per_task,
 )
 
-__all__ = ["BaseStore", "select"]
+__all__ = ["BaseStore"]
 
 
-def select(rows: Iterable[tuple[TaskStatus, int]], query: StatusQuery) -> list[TaskStatus]:
+def _select(rows: Iterable[tuple[TaskStatus, int]], query: StatusQuery) -> list[TaskStatus]:
     """The statuses among ``rows`` (each with its row number) that ``query`` finds, newest
     first by (``created``, row), keyset and page applied."""
     rows = list(rows)
@@ -205,7 +205,7 @@ class BaseStore(StoreCore):
         return sorted(found, key=lambda s: s.heartbeat_at or before)[:limit]
 
     def query(self, query: StatusQuery) -> list[TaskStatus]:
-        return select(((c.status, c.row) for c in self.scan()), query)
+        return _select(((c.status, c.row) for c in self.scan()), query)
 
     def count(self, query: StatusQuery) -> int:
         return len(self.query(replace(query, limit=None, offset=0)))
