@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from taskstatus import Settings, Tracker
 
+from . import dict_store
+
 PG_URL = os.environ.get("TASKSTATUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("TASKSTATUS_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 
@@ -108,7 +110,9 @@ def make_tracker(tmp_path: Path) -> Iterator[Callable[..., Tracker]]:
 
     def make(url: str, **settings: object) -> Tracker:
         settings.setdefault("artifact_storage", str(tmp_path / "artifacts"))
-        tracker = Tracker(Settings(url=url, **settings))  # type: ignore[arg-type]
+        # A store written against the store core alone, chosen by its plugin.
+        plugins = [dict_store] if url.startswith("dict://") else []
+        tracker = Tracker(Settings(url=url, **settings), plugins=plugins)  # type: ignore[arg-type]
         tracker.open()
         made.append(tracker)
         return tracker

@@ -1,5 +1,6 @@
-"""Differential test: random lifecycle sequences give the same statuses on every SQL store as
-on the in-memory store, which applies the model's rules directly."""
+"""Differential test: random lifecycle sequences give the same statuses on every SQL store, and
+on a store written against the store core alone, as on the in-memory store, which applies the
+model's rules directly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from taskstatus import TaskCanceledException
 
+from .conftest import SQL_BACKENDS
 from .helpers import event, publish
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,6 +26,12 @@ EVENTS = st.lists(
     ),
     max_size=14,
 )
+
+
+@pytest.fixture(params=[*SQL_BACKENDS, "core"])
+def store_url(request, make_url) -> str:
+    """Each SQL store, and the core-only ``tests.dict_store``."""
+    return "dict://" if request.param == "core" else make_url(request.param)
 
 
 def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
@@ -66,7 +74,9 @@ def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
 
 
 @pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
-def test_sql_store_matches_model(kind, sql_tracker, memory_tracker):
+def test_store_matches_model(kind, store_url, make_tracker, memory_tracker):
+    tracker = make_tracker(store_url)
+
     @settings(
         max_examples=25,
         deadline=None,
@@ -74,15 +84,15 @@ def test_sql_store_matches_model(kind, sql_tracker, memory_tracker):
     )
     @given(steps=EVENTS)
     def check(steps):
-        assert play(sql_tracker, kind, steps) == play(memory_tracker, kind, steps)
+        assert play(tracker, kind, steps) == play(memory_tracker, kind, steps)
 
     check()
 
 
 @pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
-def test_batched_writes_match_immediate_writes(kind, sql_url, make_tracker, memory_tracker):
+def test_batched_writes_match_immediate_writes(kind, store_url, make_tracker, memory_tracker):
     """A worker's batched starts and successes end where writing each at once ends."""
-    batched = make_tracker(sql_url, write_interval=5)
+    batched = make_tracker(store_url, write_interval=5)
     batched.batch_writes()
 
     @settings(

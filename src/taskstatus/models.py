@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -145,8 +145,6 @@ RUN = Transition(
     attempts=Attempts.INCREMENT_IF_RUNNING,
     steps=Steps.PLANNED,
 )
-
-TRANSITIONS: Mapping[str, Transition] = {t.name: t for t in (START, RETRY, SUCCEED, FAIL, CANCEL)}
 
 
 def transition_to(state: State) -> Transition:

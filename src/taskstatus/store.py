@@ -7,8 +7,9 @@ is one conditional statement so that concurrent workers cannot lose an update.
 from __future__ import annotations
 
 import enum
+from abc import abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -26,6 +27,7 @@ __all__ = [
     "Position",
     "StatusQuery",
     "Store",
+    "StoreCore",
     "TaskKey",
     "Times",
     "per_task",
@@ -139,7 +141,9 @@ def per_task(task_ids: Sequence[str], times: Times) -> dict[str, datetime]:
 @runtime_checkable
 class Store(Protocol):
     """Persistence of statuses and artifacts. Implementations must be safe to share between
-    threads and must not carry open connections across ``fork()``."""
+    threads and must not carry open connections across ``fork()``. A new store need only write
+    the :class:`StoreCore` primitives, in a subclass of
+    :class:`~taskstatus.backends.base.BaseStore`."""
 
     url: str
 
@@ -286,6 +290,60 @@ class Store(Protocol):
 
     def change_signal(self) -> ChangeSignal | None:
         """A signal fired when statuses change, if the store can tell (else followers poll)."""
+
+
+class StoreCore(Protocol):
+    """The primitives a store must write itself; :class:`~taskstatus.backends.base.BaseStore`
+    builds every other method of :class:`Store` on them (correct, not fast: it answers reads
+    by scanning), and a store overrides what it can do better.
+
+    Every write of a status is atomic: :meth:`update` computes the new status from the
+    current one with no other write of it in between (a lock, or a compare-and-set on the
+    version, retried), so concurrent workers cannot lose an update."""
+
+    url: str
+
+    @abstractmethod
+    def insert(self, status: TaskStatus) -> bool:
+        """Insert unless a status with this task_id exists; True when inserted. Its row (a
+        number never reused) orders statuses of the same ``created``; its version is 1."""
+
+    @abstractmethod
+    def update(
+        self,
+        uuid: UUID,
+        change: Callable[[TaskStatus], TaskStatus | None],
+        *,
+        artifact: Artifact | None = None,
+        shown: bool = True,
+    ) -> TaskStatus | None:
+        """Replace the status ``uuid`` by ``change(status)`` atomically, unless it is missing
+        or ``change`` returns None; return the new status. When it changes, add ``artifact``
+        in the same transaction, and, if ``shown`` (all writes but a heartbeat), give its row
+        a newer version and a newer change stamp (see :meth:`Store.changes`)."""
+
+    @abstractmethod
+    def delete(self, uuid: UUID) -> list[Artifact]:
+        """Delete a status with its descendants and artifacts; return the deleted file
+        artifacts so their files can be removed."""
+
+    @abstractmethod
+    def add_artifact(self, artifact: Artifact) -> None:
+        """Insert an artifact; LookupError when its status does not exist."""
+
+    @abstractmethod
+    def get(self, uuid: UUID) -> TaskStatus | None: ...
+
+    @abstractmethod
+    def get_by_task_id(self, task_id: str) -> TaskStatus | None: ...
+
+    @abstractmethod
+    def scan(self) -> Iterable[Change]:
+        """Every status with its row, version and change stamp, in the order of rows."""
+
+    @abstractmethod
+    def scan_artifacts(self) -> Iterable[Artifact]:
+        """Every artifact, in the order they were added."""
 
 
 @runtime_checkable
