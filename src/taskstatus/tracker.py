@@ -26,7 +26,7 @@ from .artifacts import ArtifactStorage
 from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
 from .handoff import HandOff
-from .heartbeat import Heartbeat, reap_lost
+from .heartbeat import Heartbeat
 from .models import Artifact, Attempt, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
@@ -84,7 +84,9 @@ class Tracker:
             self.pm.register(plugin)
         self.store = store or self._store_for(self.settings.url)
         self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
-        self.heartbeat = Heartbeat(self)
+        self.heartbeat = Heartbeat(
+            self.recorder.beat, self.reap_lost, self.settings.heartbeat_interval
+        )
         self.pm.register(self.recorder, name="taskstatus.recorder")
         location = self.settings.artifact_url()
         self._artifact_storage = ArtifactStorage(location) if location else None
@@ -554,7 +556,7 @@ class Tracker:
 
         Every process running tasks does this on its own; call it from a scheduler too if
         all workers of a queue may be gone for long."""
-        return reap_lost(self)
+        return self.recorder.reap_lost(utcnow() - timedelta(seconds=self.settings.lost_after))
 
     def purge(self, older_than: timedelta | None = None) -> int:
         """Delete finished statuses created before now - (older_than or max_age), with their
