@@ -32,7 +32,7 @@ from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
 from .settings import Settings
 from .store import ANY, AttemptStore, StatusQuery, Store
-from .tracking import LiveStatus, activate, deactivate
+from .tracking import LiveCalls, LiveStatus, activate, deactivate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -88,6 +88,13 @@ class Tracker:
             self.recorder.beat, self.reap_lost, self.settings.heartbeat_interval
         )
         self.pm.register(self.recorder, name="taskstatus.recorder")
+        self._live_calls = LiveCalls(
+            progress=self.pm.hook.taskstatus_progress,
+            key=self.recorder.key,
+            read=self.get,
+            add_artifact=self.add_artifact,
+            watch=self.heartbeat.watch,
+        )
         location = self.settings.artifact_url()
         self._artifact_storage = ArtifactStorage(location) if location else None
         #: Set once prepare_for_fork() has warmed the store up.
@@ -683,7 +690,7 @@ class Tracker:
         adapter must then skip the task body (and call :meth:`end` with that exception).
         """
         self.hook.taskstatus_prerun(event=event)
-        live = LiveStatus(self, event)
+        live = LiveStatus(self._live_calls, event, interval=self.settings.progress_interval)
         live.token = activate(live)
         self.heartbeat.add(event.task_id)
         if self.settings.progress_interval:  # else every progress call writes at once
@@ -734,7 +741,9 @@ class Tracker:
         self.hook.taskstatus_prerun(event=event)
         # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
         # pending progress starts at the task's first progress call, if any.
-        live = LiveStatus(self, event, watched=False)
+        live = LiveStatus(
+            self._live_calls, event, interval=self.settings.progress_interval, watched=False
+        )
         live.token = activate(live)
         return live
 
