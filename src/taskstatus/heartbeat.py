@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .forking import FORK_WAIT_SECONDS, quiesce_across_fork, reset_after_fork
-from .recorder import LOST_MESSAGE
+from .messages import WORKER_LOST as LOST_MESSAGE
 
 if TYPE_CHECKING:
     from .tracking import LiveStatus

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from . import models
+from . import messages, models
 from .events import TaskEvent
 from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 #: Name of the artifact that carries a failure's message.
 ERROR_ARTIFACT = "Error"
 GROUP_FAILED = "A task in this group failed."
-#: The ``Error`` text of a task whose worker was lost.
-LOST_MESSAGE = "The worker running this task was lost."
 
 
 def utcnow() -> datetime:
@@ -165,7 +163,7 @@ class Recorder:
                 task_id=status.task_id,
                 queue=status.queue,
                 task_class=status.task_class,
-                message=LOST_MESSAGE,
+                message=messages.WORKER_LOST,
             )
             if status.redeliver_on_loss:
                 log.warning("task %s: worker lost; the queue will deliver it again", status.task_id)
