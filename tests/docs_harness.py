@@ -226,7 +226,7 @@ class PageRun:
         self._urls: dict[str, str] = {}
         # What the page's blocks may replace (the default tracker, Dramatiq's global broker,
         # Celery's current app), put back when the page ends.
-        self._tracker, taskstatus._default = taskstatus._default, None
+        self._tracker = taskstatus.set_tracker(None)
         self._broker = dramatiq.broker.global_broker
         self._celery_app = celery._state._tls.current_app
         self._environ = dict(os.environ)
@@ -385,7 +385,7 @@ class PageRun:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
-        tracker, taskstatus._default = taskstatus._default, self._tracker
+        tracker = taskstatus.set_tracker(self._tracker)
         if tracker is not None:
             tracker.close()  # writes what a worker still had queued
         for cleanup in self._servers:

@@ -142,3 +142,26 @@ def test_store_plugin_through_configure(tmp_path):
         assert isinstance(tracker.store, MemoryStore)
     finally:
         tracker.close()
+
+
+def test_default_plugins_join_the_default_tracker(make_tracker, monkeypatch):
+    from taskstatus import plugins
+
+    monkeypatch.setattr(plugins, "_defaults", [])
+    first, second = make_tracker("memory://"), make_tracker("memory://")
+    previous = taskstatus.set_tracker(first)
+    try:
+        early = Notifier()
+        plugins.register_default(early)
+        assert taskstatus.set_tracker(second) is first
+        late = Notifier()
+        plugins.register_default(late)
+        assert taskstatus.get_tracker() is second
+    finally:
+        taskstatus.set_tracker(previous)
+    publish(first, "a")
+    publish(second, "b")
+    assert (early.seen, late.seen) == ([("publish", "a")], [("publish", "b")])
+    # A tracker made later gets them all.
+    publish(make_tracker("memory://"), "c")
+    assert (early.seen[-1], late.seen[-1]) == (("publish", "c"), ("publish", "c"))

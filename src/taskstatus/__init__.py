@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from . import plugins as _plugins
 from .events import TaskEvent
 from .exceptions import (
     ConfigurationError,
@@ -64,10 +65,12 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "purge",
+    "set_tracker",
     "statuses",
     "track",
 ]
 
+#: The default tracker; read it with get_tracker(), replace it with set_tracker().
 _default: Tracker | None = None
 _default_lock = threading.Lock()
 
@@ -82,13 +85,11 @@ def configure(
     ``sqlite:///taskstatus.db``. An empty database gets the schema now; an outdated one raises
     :class:`SchemaOutdated`.
     """
-    global _default
     if "environ" in settings:  # Settings.load's, not a setting
         raise TypeError(unknown_setting("environ"))
     tracker = Tracker(Settings.load(url=url, **settings), plugins=plugins)
     tracker.open()
-    with _default_lock:
-        previous, _default = _default, tracker
+    previous = set_tracker(tracker)
     if previous is not None:
         previous.close()
     return tracker
@@ -99,10 +100,26 @@ def get_tracker() -> Tracker:
     if _default is None:
         with _default_lock:
             if _default is None:
-                settings = Settings.load()
-                globals()["_default"] = Tracker(settings).open()
+                _swap(Tracker(Settings.load()).open())
     assert _default is not None
     return _default
+
+
+def set_tracker(tracker: Tracker | None) -> Tracker | None:
+    """Make ``tracker`` the default that the module functions and queue adapters use (None:
+    configure one from the environment on next use); returns the previous default, left
+    open (unlike :func:`configure`, which closes it)."""
+    with _default_lock:
+        return _swap(tracker)
+
+
+def _swap(tracker: Tracker | None) -> Tracker | None:
+    """Replace the default tracker (holding ``_default_lock``); returns the previous one."""
+    global _default
+    previous, _default = _default, tracker
+    # Plugins that queue adapters register from now on join the new default too.
+    _plugins.follow(tracker.pm if tracker is not None else None)
+    return previous
 
 
 def get(uuid: UUID | str) -> TaskStatus:

@@ -18,30 +18,38 @@ import logging
 import threading
 import time
 import weakref
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .events import TaskEvent
 from .forking import FORK_WAIT_SECONDS, quiesce_across_fork, reset_after_fork
-from .recorder import utcnow
+from .messages import WORKER_LOST as LOST_MESSAGE
 
 if TYPE_CHECKING:
-    from .tracker import Tracker
     from .tracking import LiveStatus
 
 __all__ = ["LOST_MESSAGE", "Heartbeat"]
 
 log = logging.getLogger(__name__)
 
-LOST_MESSAGE = "The worker running this task was lost."
-
 
 class Heartbeat:
     """The running tasks of this process, and the thread that vouches for them and writes
-    the progress they leave pending."""
+    the progress they leave pending.
 
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = weakref.ref(tracker)
+    ``beat(task_ids)`` stamps the running tasks and ``reap_lost()`` ends those of lost
+    workers, every ``interval`` seconds. Both are bound methods, held weakly: the thread ends
+    once their owner (the tracker and its recorder) is gone.
+    """
+
+    def __init__(
+        self,
+        beat: Callable[[Sequence[str]], object],
+        reap_lost: Callable[[], object],
+        interval: float,
+    ) -> None:
+        self._beat = weakref.WeakMethod(beat)
+        self._reap_lost = weakref.WeakMethod(reap_lost)
+        self._interval = interval
         quiesce_across_fork(self, lambda heartbeat: heartbeat._busy)
         # Threads do not survive fork; neither do the parent's running tasks.
         reset_after_fork(self, Heartbeat._setup)
@@ -108,27 +116,29 @@ class Heartbeat:
         # The first beat waits an interval: starting a task already stamped it.
         next_beat: float | None = None
         while True:
-            tracker = self._tracker()
-            if tracker is None:
+            beat, reap_lost = self._beat(), self._reap_lost()
+            if beat is None or reap_lost is None:
                 return
             now = time.monotonic()
-            interval = tracker.settings.heartbeat_interval
             if next_beat is None:
-                next_beat = now + interval
+                next_beat = now + self._interval
             try:
                 with self._busy:
                     if self._stopping:
                         return
                     if self._vouching and now >= next_beat:
-                        next_beat = now + interval
-                        self.beat(tracker)
-                        reap_lost(tracker)
+                        next_beat = now + self._interval
+                        with self._lock:
+                            running = list(self._running)
+                        if running:
+                            beat(running)
+                        reap_lost()
             except Exception:
                 log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
             with self._lock:
                 live, changes = list(self._live), self._live_changes
             look_again = self._write_pending(live)
-            del tracker
+            del beat, reap_lost
             wake_at = min(next_beat if self._vouching else float("inf"), look_again)
             with self._lock:
                 if changes != self._live_changes:
@@ -154,32 +164,3 @@ class Heartbeat:
                 at = time.monotonic() + 1.0
             look_again = min(look_again, at)
         return look_again
-
-    def beat(self, tracker: Tracker) -> None:
-        with self._lock:
-            running = list(self._running)
-        if running:
-            tracker.recorder.drain()  # their starts first: only running tasks take a beat
-            keys = (tracker.recorder.key(task_id) for task_id in running)
-            tracker.store.beat([key.uuid for key in keys if key is not None], utcnow())
-
-
-def reap_lost(tracker: Tracker, limit: int = 500) -> int:
-    """End the running tasks whose worker has not been heard of for ``lost_after``."""
-    before = utcnow() - timedelta(seconds=tracker.settings.lost_after)
-    tracker.recorder.drain()
-    lost = tracker.store.lost(before, limit)
-    for status in lost:
-        event = TaskEvent(
-            task_id=status.task_id,
-            queue=status.queue,
-            task_class=status.task_class,
-            message=LOST_MESSAGE,
-        )
-        if status.redeliver_on_loss:
-            log.warning("task %s: worker lost; the queue will deliver it again", status.task_id)
-            tracker.hook.taskstatus_retry(event=event)
-        else:
-            log.warning("task %s: worker lost; marking it failed", status.task_id)
-            tracker.hook.taskstatus_fail(event=event)
-    return len(lost)

@@ -7,22 +7,36 @@ import pluggy
 from . import hookspecs
 from .backends import BuiltinStores
 
-__all__ = ["ENTRY_POINT_GROUP", "default_plugins", "make_plugin_manager", "register_default"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "default_plugins",
+    "follow",
+    "make_plugin_manager",
+    "register_default",
+]
 
 ENTRY_POINT_GROUP = "taskstatus"
 
 _defaults: list[object] = []
+#: The default tracker's plugin manager (none or one), told by taskstatus.set_tracker: this
+#: module sits below the tracker and cannot ask for it.
+_followed: list[pluggy.PluginManager] = []
 
 
 def register_default(plugin: object) -> None:
-    """Register ``plugin`` with every tracker, existing and future (queue adapters use it)."""
+    """Register ``plugin`` with every tracker made from now on and with the default one
+    (queue adapters use it)."""
     if plugin in _defaults:
         return
     _defaults.append(plugin)
-    import taskstatus
+    for pm in _followed:
+        if not pm.is_registered(plugin):
+            pm.register(plugin)
 
-    if taskstatus._default is not None and not taskstatus._default.pm.is_registered(plugin):
-        taskstatus._default.register(plugin)
+
+def follow(pm: pluggy.PluginManager | None) -> None:
+    """Have :func:`register_default` also register with ``pm``, the default tracker's."""
+    _followed[:] = [pm] if pm is not None else []
 
 
 def default_plugins() -> list[object]:

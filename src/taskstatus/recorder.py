@@ -21,7 +21,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from . import models
+from . import messages, models
+from .events import TaskEvent
 from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
@@ -31,7 +32,6 @@ from .writebehind import RUN, START, SUCCEED, WriteBehind
 if TYPE_CHECKING:
     import pluggy
 
-    from .events import TaskEvent
     from .store import Store
 
 __all__ = ["Recorder"]
@@ -145,6 +145,33 @@ class Recorder:
     def _forget(self, task_id: str) -> None:
         with self._keys_lock:
             self._keys.pop(task_id, None)
+
+    # -- lost workers (see taskstatus.heartbeat) ------------------------------------------------
+    def beat(self, task_ids: Sequence[str]) -> None:
+        """Stamp ``heartbeat_at`` on these running tasks of this process."""
+        self.drain()  # their starts first: only running tasks take a beat
+        keys = (self.key(task_id) for task_id in task_ids)
+        self.store.beat([key.uuid for key in keys if key is not None], utcnow())
+
+    def reap_lost(self, before: datetime, limit: int = 500) -> int:
+        """End the running tasks not stamped since ``before``: Retrying when their queue
+        delivers them again, else Failed; returns how many."""
+        self.drain()
+        lost = self.store.lost(before, limit)
+        for status in lost:
+            event = TaskEvent(
+                task_id=status.task_id,
+                queue=status.queue,
+                task_class=status.task_class,
+                message=messages.WORKER_LOST,
+            )
+            if status.redeliver_on_loss:
+                log.warning("task %s: worker lost; the queue will deliver it again", status.task_id)
+                self.pm.hook.taskstatus_retry(event=event)
+            else:
+                log.warning("task %s: worker lost; marking it failed", status.task_id)
+                self.pm.hook.taskstatus_fail(event=event)
+        return len(lost)
 
     # -- lifecycle hooks -------------------------------------------------------------------------
     @hookimpl
@@ -479,8 +506,6 @@ def _describe(exc: BaseException | None) -> str | None:
 
 
 def _event_for(status: TaskStatus, *, terminate: bool = False) -> TaskEvent:
-    from .events import TaskEvent
-
     return TaskEvent(
         task_id=status.task_id,
         queue=status.queue,

@@ -26,13 +26,13 @@ from .artifacts import ArtifactStorage
 from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound, TaskCanceledException
 from .handoff import HandOff
-from .heartbeat import Heartbeat, reap_lost
+from .heartbeat import Heartbeat
 from .models import Artifact, Attempt, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
 from .settings import Settings
 from .store import ANY, AttemptStore, StatusQuery, Store
-from .tracking import LiveStatus, activate, deactivate
+from .tracking import LiveCalls, LiveStatus, activate, deactivate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -84,8 +84,17 @@ class Tracker:
             self.pm.register(plugin)
         self.store = store or self._store_for(self.settings.url)
         self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
-        self.heartbeat = Heartbeat(self)
+        self.heartbeat = Heartbeat(
+            self.recorder.beat, self.reap_lost, self.settings.heartbeat_interval
+        )
         self.pm.register(self.recorder, name="taskstatus.recorder")
+        self._live_calls = LiveCalls(
+            progress=self.pm.hook.taskstatus_progress,
+            key=self.recorder.key,
+            read=self.get,
+            add_artifact=self.add_artifact,
+            watch=self.heartbeat.watch,
+        )
         location = self.settings.artifact_url()
         self._artifact_storage = ArtifactStorage(location) if location else None
         #: Set once prepare_for_fork() has warmed the store up.
@@ -554,7 +563,7 @@ class Tracker:
 
         Every process running tasks does this on its own; call it from a scheduler too if
         all workers of a queue may be gone for long."""
-        return reap_lost(self)
+        return self.recorder.reap_lost(utcnow() - timedelta(seconds=self.settings.lost_after))
 
     def purge(self, older_than: timedelta | None = None) -> int:
         """Delete finished statuses created before now - (older_than or max_age), with their
@@ -681,7 +690,7 @@ class Tracker:
         adapter must then skip the task body (and call :meth:`end` with that exception).
         """
         self.hook.taskstatus_prerun(event=event)
-        live = LiveStatus(self, event)
+        live = LiveStatus(self._live_calls, event, interval=self.settings.progress_interval)
         live.token = activate(live)
         self.heartbeat.add(event.task_id)
         if self.settings.progress_interval:  # else every progress call writes at once
@@ -732,7 +741,9 @@ class Tracker:
         self.hook.taskstatus_prerun(event=event)
         # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
         # pending progress starts at the task's first progress call, if any.
-        live = LiveStatus(self, event, watched=False)
+        live = LiveStatus(
+            self._live_calls, event, interval=self.settings.progress_interval, watched=False
+        )
         live.token = activate(live)
         return live
 

@@ -25,9 +25,9 @@ from .exceptions import NotFound, StoreError, TaskCanceledException
 from .models import Artifact, TaskStatus, check_steps
 
 if TYPE_CHECKING:
-    from .tracker import Tracker
+    from .store import TaskKey
 
-__all__ = ["LiveStatus", "PublishInfo", "TrackSpec", "current", "find_spec", "track"]
+__all__ = ["LiveCalls", "LiveStatus", "PublishInfo", "TrackSpec", "current", "find_spec", "track"]
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,23 @@ def current() -> LiveStatus:
     return live
 
 
+@dataclass(frozen=True)
+class LiveCalls:
+    """What a live status calls, given once by the tracker that starts its tasks (so this
+    module needs no tracker)."""
+
+    #: The ``taskstatus_progress`` hook: ``progress(event=...)``.
+    progress: Callable[..., object]
+    #: Identity of a task's status, None when it has none.
+    key: Callable[[str], TaskKey | None]
+    #: A fresh read of the status with this uuid.
+    read: Callable[[UUID], TaskStatus]
+    #: The tracker's ``add_artifact(uuid, *, name, file, filename, url, text)``.
+    add_artifact: Callable[..., Artifact]
+    #: Have the heartbeat thread write what a status leaves pending.
+    watch: Callable[[LiveStatus], None]
+
+
 class LiveStatus:
     """Handle of a running task's status with coalesced, cancel-aware progress.
 
@@ -306,13 +323,16 @@ class LiveStatus:
     path takes no lock, and a count is neither lost nor sent twice.
     """
 
-    def __init__(self, tracker: Tracker, event: TaskEvent, *, watched: bool = True) -> None:
-        self.tracker = tracker
+    def __init__(
+        self, calls: LiveCalls, event: TaskEvent, *, interval: float, watched: bool = True
+    ) -> None:
+        """``interval``: seconds between progress writes (0: each call writes at once)."""
+        self._calls = calls
         self._uuid: UUID | None = None
         self.task_id = event.task_id
         self.queue = event.queue
         self.task_class = event.task_class
-        self._interval = tracker.settings.progress_interval
+        self._interval = interval
         self._begun = time.monotonic()
         #: Counted by the task since it began, and its latest stage, a new tuple per call:
         #: each call is a write to make, and a chance to notice a cancel (only the task's
@@ -362,7 +382,7 @@ class LiveStatus:
         if not self._watched:
             self._watched = True
             self._deadline = self._begun + self._interval
-            self.tracker.heartbeat.watch(self)
+            self._calls.watch(self)
             if time.monotonic() < self._deadline:
                 return
         self.flush(final=False)
@@ -375,7 +395,7 @@ class LiveStatus:
     def set_name(self, name: str) -> None:
         """Rename the task and its containers (written at once)."""
         self.flush(final=False, force=True)
-        self.tracker.hook.taskstatus_progress(event=self._event(name=name))
+        self._calls.progress(event=self._event(name=name))
 
     def add_artifact(
         self,
@@ -386,7 +406,7 @@ class LiveStatus:
         url: str | None = None,
         text: str | None = None,
     ) -> Artifact:
-        return self.tracker.add_artifact(
+        return self._calls.add_artifact(
             self.uuid, name=name, file=file, filename=filename, url=url, text=text
         )
 
@@ -439,7 +459,7 @@ class LiveStatus:
         if not (completed or total or stage or force):
             return
         try:
-            self.tracker.hook.taskstatus_progress(
+            self._calls.progress(
                 event=self._event(completed_delta=completed, total_delta=total, stage=stage)
             )
         except TaskCanceledException:
@@ -467,7 +487,7 @@ class LiveStatus:
         """The status's public id (looked up once: the worker may not have written the
         task's start yet)."""
         if self._uuid is None:
-            key = self.tracker.recorder.key(self.task_id)
+            key = self._calls.key(self.task_id)
             if key is None:
                 raise NotFound(f"no task status with task_id {self.task_id!r}")
             self._uuid = key.uuid
@@ -476,7 +496,7 @@ class LiveStatus:
     @property
     def status(self) -> TaskStatus:
         """A fresh read of the status (one query)."""
-        return self.tracker.get(self.uuid)
+        return self._calls.read(self.uuid)
 
     def __repr__(self) -> str:
         return f"<LiveStatus {self.task_id}>"

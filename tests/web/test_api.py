@@ -277,10 +277,11 @@ def test_a_store_that_is_down_answers_503(tmp_path, make_client):
         assert "127.0.0.1" in answer.json()["detail"]
 
 
-def test_async_authenticator_and_default_tracker(memory_tracker, make_client, monkeypatch):
+def test_async_authenticator_and_default_tracker(memory_tracker, make_client, request):
     import taskstatus
 
-    monkeypatch.setattr(taskstatus, "_default", memory_tracker)
+    previous = taskstatus.set_tracker(memory_tracker)
+    request.addfinalizer(lambda: taskstatus.set_tracker(previous))
     publish(memory_tracker, "mine")
 
     async def authenticate(request):
