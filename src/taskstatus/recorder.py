@@ -27,7 +27,7 @@ from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
 from .store import AttemptStore, EndedBatch, TaskKey
-from .writebehind import RUN, START, SUCCEED, WriteBehind
+from .writebehind import BATCHED_RUN, BATCHED_START, BATCHED_SUCCESS, WriteBehind
 
 if TYPE_CHECKING:
     import pluggy
@@ -364,26 +364,30 @@ class Recorder:
         """Write queued starts, successes or runs (both at once), each at the time it
         happened (``started``: when each run started): one batched transition, then what
         follows from it."""
-        transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
+        transition = {
+            BATCHED_START: models.START,
+            BATCHED_SUCCESS: models.SUCCEED,
+            BATCHED_RUN: models.RUN,
+        }[kind]
         task_ids = [e.task_id for e in events]
         when = dict(zip(task_ids, at, strict=True))
         began = when if started is None else dict(zip(task_ids, started, strict=True))
-        if kind == START or self._stopped_heard():
+        if kind == BATCHED_START or self._stopped_heard():
             # The keys of all: a start's are cached for its progress, a listener gets each end.
             changed = self.store.transition_tasks(task_ids, transition, at, started=started)
             unchanged = EndedBatch.of(task_ids, changed).unchanged
         else:
             batch = self.store.end_tasks(task_ids, transition, at, started=started)
             changed, unchanged = batch.contained, batch.unchanged  # the others need no more
-        if kind == START:
+        if kind == BATCHED_START:
             for key in changed:
                 self._remember(key)  # the running task's progress and artifacts need it
         for key in changed:
-            if kind != SUCCEED and key.parent_uuid is not None:
+            if kind != BATCHED_SUCCESS and key.parent_uuid is not None:
                 self._start_ancestors(key, began[key.task_id])
-            if kind != START:
+            if kind != BATCHED_START:
                 self._succeeded(key, when[key.task_id])
-        if kind == SUCCEED:
+        if kind == BATCHED_SUCCESS:
             return  # the others had ended already, as they would have at once
         left = set(unchanged)
         for event in events:
@@ -393,7 +397,7 @@ class Recorder:
             # progress call notices the cancel.
             with contextlib.suppress(TaskCanceledException):
                 self._prerun(event, began[event.task_id])
-                if kind == RUN:
+                if kind == BATCHED_RUN:
                     self._succeed(event, when[event.task_id])
 
     @hookimpl
