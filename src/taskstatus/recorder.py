@@ -90,7 +90,7 @@ class Recorder:
             self.start_unless_changed(event, since)
             self._deferred_start = None
         if self.writer is not None:
-            self.writer.flush(ended_only=ended_only)
+            self.writer.drain(ended_only=ended_only)
 
     # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
     def defer_start(self, event: TaskEvent, since: datetime) -> None:

@@ -90,14 +90,14 @@ class WriteBehind:
         # A child starts empty: what the parent queued is the parent's to write. It keeps the
         # ids of canceled tasks, as fresh as they were in the parent.
         reset_after_fork(self, WriteBehind._setup)
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _setup(self) -> None:
         self._queue: list[Queued] = []
         self._lock = threading.Lock()
         #: Held while writing; one batch at a time, and a fork waits for it.
         self._busy = threading.Lock()
-        #: The thread writing queued events now (see flush).
+        #: The thread writing queued events now (see drain).
         self._writing: int | None = None
         self._wake = threading.Event()
         #: Set when callbacks wait for a write: the thread writes at once.
@@ -173,7 +173,7 @@ class WriteBehind:
             self._thread.start()
 
     # -- writing ----------------------------------------------------------------------------
-    def flush(self, *, final: bool = False, ended_only: bool = False) -> None:
+    def drain(self, *, final: bool = False, ended_only: bool = False) -> None:
         """Write what is queued now, and wait for a write in progress: once this returns,
         every event queued before it is stored. ``ended_only`` writes only the events of
         tasks that ended (what a queue must store before it acknowledges them); the starts of
@@ -239,7 +239,7 @@ class WriteBehind:
         closing)."""
         self._wake.set()
         self._urgent.set()
-        self.flush(final=True)
+        self.drain(final=True)
         self.run_waiting()
 
     def run_waiting(self) -> None:
@@ -248,7 +248,7 @@ class WriteBehind:
         with self._lock:
             waiting, self._after = self._after, []
         if waiting:
-            self.flush()
+            self.drain()
         for callback in waiting:
             _call(callback)
 
@@ -313,10 +313,10 @@ def _call(callback: Callable[[], object]) -> None:
         log.exception("a callback waiting for taskstatus's write failed")
 
 
-def _flush_at_exit(ref: weakref.ref[WriteBehind]) -> None:
+def _drain_at_exit(ref: weakref.ref[WriteBehind]) -> None:
     writer = ref()
     if writer is not None:
-        writer.flush(final=True)
+        writer.drain(final=True)
 
 
 def _loop(ref: weakref.ref[WriteBehind]) -> None:
