@@ -434,7 +434,7 @@ class Recorder:
         if parent is None:
             return
         if outcome is State.FAILED:
-            # The seed's rule: a failure fails the container at once, with the same message.
+            # django-user-tasks' rule: a failure fails the container at once, with the same message.
             self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None, now)
         if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
             for sibling in self.store.children(parent_uuid):
