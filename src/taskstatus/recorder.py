@@ -142,10 +142,6 @@ class Recorder:
         status = self.store.get_by_task_id(task_id)
         return self._remember(_key_of(status)) if status is not None else None
 
-    def _forget(self, task_id: str) -> None:
-        with self._keys_lock:
-            self._keys.pop(task_id, None)
-
     # -- lost workers (see taskstatus.heartbeat) ------------------------------------------------
     def beat(self, task_ids: Sequence[str]) -> None:
         """Stamp ``heartbeat_at`` on these running tasks of this process."""
