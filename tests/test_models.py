@@ -50,7 +50,7 @@ def new_status(**fields: object) -> TaskStatus:
     return TaskStatus(**values)  # type: ignore[arg-type]
 
 
-def test_state_strings_are_the_seeds():
+def test_state_strings_are_django_user_tasks_ones():
     assert [s.value for s in State] == [
         "Pending",
         "In Progress",

@@ -219,7 +219,7 @@ def test_terminal_states_are_final(tracker, stopped):
     assert stopped.calls == [("t1", "Succeeded")]
 
 
-def test_seed_method_names_on_a_status(tracker):
+def test_django_user_tasks_method_names_on_a_status(tracker):
     s = publish(tracker, "t1", total_steps=3)
     s.start()
     assert s.state is State.IN_PROGRESS

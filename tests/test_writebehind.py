@@ -212,32 +212,38 @@ def test_closing_the_tracker_writes_the_queue(sql_url, make_tracker):
 
 
 def test_published_events_of_a_batch_keep_their_order():
-    from taskstatus.writebehind import RUN, START, SUCCEED, _by_kind, _segments
+    from taskstatus.writebehind import (
+        BATCHED_RUN,
+        BATCHED_START,
+        BATCHED_SUCCESS,
+        _by_kind,
+        _segments,
+    )
 
     def ev(task_id: str) -> TaskEvent:
         return event(task_id)
 
     now = datetime.now(timezone.utc)
     queued = [
-        (START, ev("a"), now),
-        (START, ev("b"), now),
-        (SUCCEED, ev("a"), now),
-        (START, ev("a"), now),  # started again after it ended: a new segment
-        (SUCCEED, ev("b"), now),
-        (SUCCEED, ev("a"), now),
+        (BATCHED_START, ev("a"), now),
+        (BATCHED_START, ev("b"), now),
+        (BATCHED_SUCCESS, ev("a"), now),
+        (BATCHED_START, ev("a"), now),  # started again after it ended: a new segment
+        (BATCHED_SUCCESS, ev("b"), now),
+        (BATCHED_SUCCESS, ev("a"), now),
     ]
     segments = _segments(queued)
     assert [[(k, e.task_id) for k, e, _ in s] for s in segments] == [
-        [(START, "a"), (START, "b"), (SUCCEED, "a")],
-        [(START, "a"), (SUCCEED, "b"), (SUCCEED, "a")],
+        [(BATCHED_START, "a"), (BATCHED_START, "b"), (BATCHED_SUCCESS, "a")],
+        [(BATCHED_START, "a"), (BATCHED_SUCCESS, "b"), (BATCHED_SUCCESS, "a")],
     ]
     writes = [
         [(kind, [e.task_id for e in events], len(items)) for kind, events, *_, items in _by_kind(s)]
         for s in segments
     ]
     assert writes == [
-        [(START, ["b"], 1), (RUN, ["a"], 2)],
-        [(RUN, ["a"], 2), (SUCCEED, ["b"], 1)],
+        [(BATCHED_START, ["b"], 1), (BATCHED_RUN, ["a"], 2)],
+        [(BATCHED_RUN, ["a"], 2), (BATCHED_SUCCESS, ["b"], 1)],
     ]
 
 

@@ -38,7 +38,7 @@ MAX_STEPS = 2**63 - 1
 
 
 class State(str, enum.Enum):
-    """The states of a status; the values are the seed's display strings."""
+    """The states of a status; the values are django-user-tasks' display strings."""
 
     PENDING = "Pending"
     IN_PROGRESS = "In Progress"
@@ -216,7 +216,7 @@ def _bound(manager: StatusManager | None) -> StatusManager:
 
 @dataclass
 class TaskStatus:
-    """The status of one task or container, with the seed's method names.
+    """The status of one task or container, with django-user-tasks' method names.
 
     Instances returned by the query API are bound to their tracker: methods write through it
     and then refresh the fields of this object.
@@ -274,7 +274,7 @@ class TaskStatus:
                 setattr(self, name, getattr(other, name))
         return self
 
-    # -- seed-compatible mutators -------------------------------------------------------------
+    # -- django-user-tasks-compatible mutators ------------------------------------------------
     def start(self) -> None:
         self._take(_bound(self._manager).start(self))
 

@@ -27,7 +27,7 @@ from .exceptions import TaskCanceledException
 from .hookspecs import hookimpl
 from .models import Artifact, State, TaskStatus
 from .store import AttemptStore, EndedBatch, TaskKey
-from .writebehind import RUN, START, SUCCEED, WriteBehind
+from .writebehind import BATCHED_RUN, BATCHED_START, BATCHED_SUCCESS, WriteBehind
 
 if TYPE_CHECKING:
     import pluggy
@@ -90,7 +90,7 @@ class Recorder:
             self.start_unless_changed(event, since)
             self._deferred_start = None
         if self.writer is not None:
-            self.writer.flush(ended_only=ended_only)
+            self.writer.drain(ended_only=ended_only)
 
     # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
     def defer_start(self, event: TaskEvent, since: datetime) -> None:
@@ -141,10 +141,6 @@ class Recorder:
             return key
         status = self.store.get_by_task_id(task_id)
         return self._remember(_key_of(status)) if status is not None else None
-
-    def _forget(self, task_id: str) -> None:
-        with self._keys_lock:
-            self._keys.pop(task_id, None)
 
     # -- lost workers (see taskstatus.heartbeat) ------------------------------------------------
     def beat(self, task_ids: Sequence[str]) -> None:
@@ -364,26 +360,30 @@ class Recorder:
         """Write queued starts, successes or runs (both at once), each at the time it
         happened (``started``: when each run started): one batched transition, then what
         follows from it."""
-        transition = {START: models.START, SUCCEED: models.SUCCEED, RUN: models.RUN}[kind]
+        transition = {
+            BATCHED_START: models.START,
+            BATCHED_SUCCESS: models.SUCCEED,
+            BATCHED_RUN: models.RUN,
+        }[kind]
         task_ids = [e.task_id for e in events]
         when = dict(zip(task_ids, at, strict=True))
         began = when if started is None else dict(zip(task_ids, started, strict=True))
-        if kind == START or self._stopped_heard():
+        if kind == BATCHED_START or self._stopped_heard():
             # The keys of all: a start's are cached for its progress, a listener gets each end.
             changed = self.store.transition_tasks(task_ids, transition, at, started=started)
             unchanged = EndedBatch.of(task_ids, changed).unchanged
         else:
             batch = self.store.end_tasks(task_ids, transition, at, started=started)
             changed, unchanged = batch.contained, batch.unchanged  # the others need no more
-        if kind == START:
+        if kind == BATCHED_START:
             for key in changed:
                 self._remember(key)  # the running task's progress and artifacts need it
         for key in changed:
-            if kind != SUCCEED and key.parent_uuid is not None:
+            if kind != BATCHED_SUCCESS and key.parent_uuid is not None:
                 self._start_ancestors(key, began[key.task_id])
-            if kind != START:
+            if kind != BATCHED_START:
                 self._succeeded(key, when[key.task_id])
-        if kind == SUCCEED:
+        if kind == BATCHED_SUCCESS:
             return  # the others had ended already, as they would have at once
         left = set(unchanged)
         for event in events:
@@ -393,7 +393,7 @@ class Recorder:
             # progress call notices the cancel.
             with contextlib.suppress(TaskCanceledException):
                 self._prerun(event, began[event.task_id])
-                if kind == RUN:
+                if kind == BATCHED_RUN:
                     self._succeed(event, when[event.task_id])
 
     @hookimpl
@@ -430,7 +430,7 @@ class Recorder:
         if parent is None:
             return
         if outcome is State.FAILED:
-            # The seed's rule: a failure fails the container at once, with the same message.
+            # django-user-tasks' rule: a failure fails the container at once, with the same message.
             self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None, now)
         if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
             for sibling in self.store.children(parent_uuid):

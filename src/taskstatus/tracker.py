@@ -641,10 +641,6 @@ class Tracker:
         """No more children will join the container ``task_id``; it ends once they have."""
         self.recorder.seal(task_id)
 
-    def current_group(self) -> str | None:
-        """Task id of the innermost open ``taskstatus.group`` block, if any."""
-        return _group.get()
-
     def publish(self, event: TaskEvent) -> None:
         """Record a task about to be sent (inside an open ``group`` it joins the group)."""
         if event.parent_task_id is None and (group := _group.get()) is not None:

@@ -89,7 +89,7 @@ class TrackSpec:
         skip_first: bool = False,
         partial: bool = False,
     ) -> dict[str, Any]:
-        """The call's arguments by parameter name (the seed's ``arguments_as_dict``).
+        """The call's arguments by parameter name (django-user-tasks' ``arguments_as_dict``).
 
         ``partial`` accepts a call that still lacks arguments (a chain step whose first
         argument is the previous step's result).

@@ -46,10 +46,12 @@ CLOCK_MARGIN = timedelta(seconds=5)
 #: Longest pause between two attempts to write a batch the store refused.
 MAX_BACKOFF = 5.0
 
-START = "start"
-SUCCEED = "succeed"
+#: The kinds of queued event and of batched write (not the transitions of the same names in
+#: :mod:`taskstatus.models`, which the recorder maps them to).
+BATCHED_START = "start"
+BATCHED_SUCCESS = "succeed"
 #: A start and the success of the same task, written as one.
-RUN = "run"
+BATCHED_RUN = "run"
 
 #: A queued event: its kind, the event and when it happened.
 Queued = tuple[str, "TaskEvent", datetime]
@@ -88,14 +90,14 @@ class WriteBehind:
         # A child starts empty: what the parent queued is the parent's to write. It keeps the
         # ids of canceled tasks, as fresh as they were in the parent.
         reset_after_fork(self, WriteBehind._setup)
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _setup(self) -> None:
         self._queue: list[Queued] = []
         self._lock = threading.Lock()
         #: Held while writing; one batch at a time, and a fork waits for it.
         self._busy = threading.Lock()
-        #: The thread writing queued events now (see flush).
+        #: The thread writing queued events now (see drain).
         self._writing: int | None = None
         self._wake = threading.Event()
         #: Set when callbacks wait for a write: the thread writes at once.
@@ -113,7 +115,7 @@ class WriteBehind:
         canceled."""
         if check_canceled and self.canceled_unstarted(event.task_id):
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
-        self._put(START, event, at)
+        self._put(BATCHED_START, event, at)
 
     def canceled_unstarted(self, task_id: str, *, refresh: bool = True) -> bool:
         """Whether the task was canceled before it started, as of the last read of such ids
@@ -145,7 +147,7 @@ class WriteBehind:
 
     def succeed(self, event: TaskEvent, at: datetime) -> None:
         """Queue the success of a task at ``at``."""
-        self._put(SUCCEED, event, at)
+        self._put(BATCHED_SUCCESS, event, at)
 
     def after_write(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` on the writer thread once everything queued so far is stored.
@@ -171,7 +173,7 @@ class WriteBehind:
             self._thread.start()
 
     # -- writing ----------------------------------------------------------------------------
-    def flush(self, *, final: bool = False, ended_only: bool = False) -> None:
+    def drain(self, *, final: bool = False, ended_only: bool = False) -> None:
         """Write what is queued now, and wait for a write in progress: once this returns,
         every event queued before it is stored. ``ended_only`` writes only the events of
         tasks that ended (what a queue must store before it acknowledges them); the starts of
@@ -201,7 +203,7 @@ class WriteBehind:
     def _write_queued(self, *, ended_only: bool = False) -> None:
         with self._lock:
             if ended_only:
-                ended = {event.task_id for kind, event, _ in self._queue if kind == SUCCEED}
+                ended = {event.task_id for kind, event, _ in self._queue if kind == BATCHED_SUCCESS}
                 queued = [item for item in self._queue if item[1].task_id in ended]
                 self._queue = [item for item in self._queue if item[1].task_id not in ended]
             else:
@@ -237,7 +239,7 @@ class WriteBehind:
         closing)."""
         self._wake.set()
         self._urgent.set()
-        self.flush(final=True)
+        self.drain(final=True)
         self.run_waiting()
 
     def run_waiting(self) -> None:
@@ -246,7 +248,7 @@ class WriteBehind:
         with self._lock:
             waiting, self._after = self._after, []
         if waiting:
-            self.flush()
+            self.drain()
         for callback in waiting:
             _call(callback)
 
@@ -311,10 +313,10 @@ def _call(callback: Callable[[], object]) -> None:
         log.exception("a callback waiting for taskstatus's write failed")
 
 
-def _flush_at_exit(ref: weakref.ref[WriteBehind]) -> None:
+def _drain_at_exit(ref: weakref.ref[WriteBehind]) -> None:
     writer = ref()
     if writer is not None:
-        writer.flush(final=True)
+        writer.drain(final=True)
 
 
 def _loop(ref: weakref.ref[WriteBehind]) -> None:
@@ -330,10 +332,10 @@ def _segments(queued: list[Queued]) -> list[list[Queued]]:
     ended: set[str] = set()
     for item in queued:
         kind, task_id = item[0], item[1].task_id
-        if task_id in ended or (kind == START and task_id in started):
+        if task_id in ended or (kind == BATCHED_START and task_id in started):
             segments.append([])
             started, ended = set(), set()
-        (started if kind == START else ended).add(task_id)
+        (started if kind == BATCHED_START else ended).add(task_id)
         segments[-1].append(item)  # the queue's own item: written items leave the queue by id
     return segments
 
@@ -344,18 +346,18 @@ def _by_kind(
     """The writes of one segment, each as (kind, events, when each happened, when each run
     started, the queue items it covers): starts, runs (a start and its success in one write,
     described by the start's event, at the success's time) and successes."""
-    ends = {item[1].task_id: item for item in segment if item[0] == SUCCEED}
+    ends = {item[1].task_id: item for item in segment if item[0] == BATCHED_SUCCESS}
     writes: dict[str, tuple[list[TaskEvent], list[datetime], list[datetime], list[Queued]]] = {
-        START: ([], [], [], []),
-        RUN: ([], [], [], []),
-        SUCCEED: ([], [], [], []),
+        BATCHED_START: ([], [], [], []),
+        BATCHED_RUN: ([], [], [], []),
+        BATCHED_SUCCESS: ([], [], [], []),
     }
     for item in segment:
         kind, event, at = item
-        if kind != START:
+        if kind != BATCHED_START:
             continue
         end = ends.pop(event.task_id, None)
-        events, times, starts, items = writes[START if end is None else RUN]
+        events, times, starts, items = writes[BATCHED_START if end is None else BATCHED_RUN]
         events.append(event)
         times.append(at if end is None else end[2])
         starts.append(at)
@@ -363,12 +365,12 @@ def _by_kind(
         if end is not None:
             items.append(end)
     for item in ends.values():
-        events, times, starts, items = writes[SUCCEED]
+        events, times, starts, items = writes[BATCHED_SUCCESS]
         events.append(item[1])
         times.append(item[2])
         items.append(item)
     return [
-        (kind, events, times, starts if kind == RUN else None, items)
+        (kind, events, times, starts if kind == BATCHED_RUN else None, items)
         for kind, (events, times, starts, items) in writes.items()
         if events
     ]

@@ -61,8 +61,8 @@ QUEUE = "celery"
 NAME_HEADER = "taskstatus_name"
 #: What Celery's ``Task.replace()`` raises ``Ignore`` with.
 REPLACED = "Replaced by new task"
-#: The seed's way to name a container: a keyword argument of the first task.
-SEED_NAME_KWARG = "user_task_name"
+#: django-user-tasks' way to name a container: a keyword argument of the first task.
+NAME_KWARG = "user_task_name"
 
 
 class _PreviousResult:
@@ -116,7 +116,7 @@ def _adapter_for(app: Any) -> CeleryAdapter | None:
     return _adapters.get(id(unwrap() if unwrap is not None else app))
 
 
-# -- the seed-compatible task API ----------------------------------------------------------------
+# -- the django-user-tasks-compatible task API ---------------------------------------------------
 class UserTaskMixin:
     """django-user-tasks' mixin: subclasses are tracked without ``@taskstatus.track``.
 
@@ -408,7 +408,7 @@ class CeleryAdapter(Installed):
         name_hint = (
             (extra_headers or {}).get(NAME_HEADER)
             or headers.get(NAME_HEADER)
-            or kwargs.get(SEED_NAME_KWARG)
+            or kwargs.get(NAME_KWARG)
         )
         owner = info.user_id if info else self._first_owner(steps)
         parent = self._parent_for(tracker, headers, chord_body, scope, owner, name_hint)

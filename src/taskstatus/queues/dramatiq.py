@@ -426,10 +426,10 @@ class TaskstatusMiddleware(Installed, Middleware):
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
-            self._flush(ended_only=True)
+            self._drain(ended_only=True)
 
     def before_nack(self, broker: Broker, message: MessageProxy) -> None:
-        self._flush(ended_only=True)
+        self._drain(ended_only=True)
 
     def before_worker_thread_shutdown(self, broker: Broker, thread: Any) -> None:
         """Send the acknowledgements still waiting for a write before the consumers stop."""
@@ -439,9 +439,9 @@ class TaskstatusMiddleware(Installed, Middleware):
             log.warning("could not write task statuses before stopping", exc_info=True)
 
     def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        self._flush()
+        self._drain()
 
-    def _flush(self, *, ended_only: bool = False) -> None:
+    def _drain(self, *, ended_only: bool = False) -> None:
         """Write the worker's queued events. Before an acknowledgement, those of ended
         messages: the worker thread waits for them, and one write covers every message that
         ended meanwhile in the other threads (a group commit)."""
