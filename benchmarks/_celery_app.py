@@ -112,8 +112,9 @@ class StoreProfile:
         ):
             if hasattr(store, name):
                 setattr(store, name, self._timed_call(name, getattr(store, name)))
-        for name in ("begin", "end"):
-            setattr(tracker, name, self._timed_hook(name, getattr(tracker, name)))
+        lifecycle = tracker.lifecycle
+        for name in ("start", "end"):
+            setattr(lifecycle, name, self._timed_hook(name, getattr(lifecycle, name)))
 
     def _timed_call(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)

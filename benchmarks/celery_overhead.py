@@ -37,7 +37,7 @@ the rest (ack, fetch, dispatch), and shows the time spent in garbage collection.
 
 ``--profile`` adds one more tracked run per store with the store instrumented (SQL statements
 with ``before/after_cursor_execute``, transactions, pool checkouts, time in each store method,
-time in ``Tracker.begin``/``end``), on the publish side (this process) and the worker side; its
+time in ``Lifecycle.start``/``end``), on the publish side (this process) and the worker side; its
 throughput is not comparable and is not reported. ``--cprofile DIR`` adds one more tracked run
 whose worker dumps cProfile stats of the timed tasks to ``DIR/celery-worker-<store>.prof``.
 
@@ -633,7 +633,7 @@ def report_profile(r: StoreResult) -> None:
             "us/execute",
             "us store call/stmt",
             "store us/task",
-            "begin+end us/task",
+            "start+end us/task",
             "measured overhead us/task",
         ],
         rows,

@@ -131,15 +131,15 @@ def run_task(tracker: Tracker, counter: StatementCounter, loop: Loop, steps: int
     """Publish, begin, run ``loop`` inside the task, end; count statements per phase."""
     task_id = f"bench-{uuid.uuid4()}"
     event = TaskEvent(task_id=task_id, queue="bench", task_class="benchmarks.progress")
-    tracker.publish(replace(event, name=loop.__name__, user_id="7", total_steps=steps))
+    tracker.lifecycle.publish(replace(event, name=loop.__name__, user_id="7", total_steps=steps))
     before = counter.snapshot()
     start = time.perf_counter()
-    live = tracker.begin(event)
+    live = tracker.lifecycle.start(event)
     begun = counter.snapshot()
     writes = _instrument_flush(live, counter)
     loop_seconds = loop(live, steps)
     looped = counter.snapshot()
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     task_seconds = time.perf_counter() - start
     ended = counter.snapshot()
     status = tracker.get_by_task_id(task_id)

@@ -130,7 +130,7 @@ def _running_tasks(tracker: Tracker, count: int) -> list[TaskStatus]:
     statuses = []
     for i in range(count):
         task = TaskEvent(task_id=f"sse-{i}", queue="bench", task_class="bench.follow")
-        tracker.publish(
+        tracker.lifecycle.publish(
             TaskEvent(
                 task_id=task.task_id,
                 queue=task.queue,
@@ -140,7 +140,7 @@ def _running_tasks(tracker: Tracker, count: int) -> list[TaskStatus]:
                 total_steps=10**6,
             )
         )
-        tracker.begin(task)
+        tracker.lifecycle.start(task)
         statuses.append(tracker.get_by_task_id(task.task_id))
     return statuses
 

@@ -491,13 +491,13 @@ def running_task(run: PageRun) -> None:
         (run.dir / name).write_bytes(content)
     tracker = taskstatus.get_tracker()
     event = TaskEvent(task_id=f"docs-{uuid.uuid4().hex}", name="Docs example", user_id="7")
-    tracker.publish(event)
-    live = tracker.begin(event)
+    tracker.lifecycle.publish(event)
+    live = tracker.lifecycle.start(event)
     token = activate(live)
     run.namespace["status"] = live
 
     def end() -> None:
-        tracker.end(live)
+        tracker.lifecycle.end(live)
         deactivate(token)
 
     run.cleanups.append(end)

@@ -21,7 +21,7 @@ def publish(
 ) -> TaskStatus:
     """Publish a task (or a container of kind ``container``) and return its status."""
     task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
-    tracker.publish(
+    tracker.lifecycle.publish(
         TaskEvent(
             task_id=task_id,
             queue="test",

@@ -1,4 +1,5 @@
-"""The Tracker methods queue adapters use instead of reaching into its store or writer."""
+"""The lifecycle API (``tracker.lifecycle``) that queue adapters use instead of reaching into
+the tracker's store or writer."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ def url(tmp_path):
 
 def test_find_by_task_id_writes_what_is_queued_first(url, make_tracker):
     tracker = make_tracker(url, write_interval=SLOW)
-    tracker.batch_writes()
+    tracker.lifecycle.batch_writes()
     publish(tracker, "queued")
-    tracker.begin(event("queued"))
+    tracker.lifecycle.start(event("queued"))
     assert tracker.store.get_by_task_id("queued").state is State.PENDING  # the start waits
     assert tracker.find_by_task_id("queued").state is State.IN_PROGRESS
     assert tracker.find_by_task_id("never-sent") is None
@@ -35,12 +36,12 @@ def test_find_by_task_id_writes_what_is_queued_first(url, make_tracker):
 def test_after_write_runs_once_the_queued_success_is_stored(url, make_tracker):
     tracker = make_tracker(url, write_interval=SLOW)
     publish(tracker, "direct")
-    assert not tracker.writes_batched
-    assert not tracker.after_write(lambda: pytest.fail("nothing is queued: never called"))
-    tracker.batch_writes()
-    assert tracker.writes_batched
+    assert not tracker.lifecycle.writes_batched
+    assert not tracker.lifecycle.after_write(lambda: pytest.fail("nothing is queued: never called"))
+    tracker.lifecycle.batch_writes()
+    assert tracker.lifecycle.writes_batched
     publish(tracker, "batched")
-    tracker.end(tracker.begin(event("batched")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("batched")))
     seen: list[State] = []
     stored = threading.Event()
 
@@ -48,7 +49,7 @@ def test_after_write_runs_once_the_queued_success_is_stored(url, make_tracker):
         seen.append(tracker.store.get_by_task_id("batched").state)
         stored.set()
 
-    assert tracker.after_write(acknowledge)
+    assert tracker.lifecycle.after_write(acknowledge)
     assert stored.wait(30)
     assert seen == [State.SUCCEEDED]
 
@@ -63,13 +64,42 @@ def test_cancel_task_is_a_cancel_request_by_task_id(memory_tracker):
 
     memory_tracker.register(Watcher())
     publish(memory_tracker, "dependent")
-    memory_tracker.cancel_task(event("dependent"))
+    memory_tracker.lifecycle.cancel(event("dependent"))
     assert state(memory_tracker, "dependent") == "Canceled"
     assert seen == [None]  # a request, as status.cancel(): queue adapters drop its work
 
 
 def test_end_retrying_without_an_exception_records_a_retry(memory_tracker):
     publish(memory_tracker, "again")
-    memory_tracker.end(event("again"), retrying=True)
+    memory_tracker.lifecycle.end(event("again"), retrying=True)
     status = memory_tracker.get_by_task_id("again")
     assert (status.state, status.attempts) == (State.RETRYING, 2)
+
+
+def test_lifecycle_find_sees_what_is_queued(url, make_tracker):
+    tracker = make_tracker(url, write_interval=SLOW)
+    lifecycle = tracker.lifecycle
+    lifecycle.batch_writes()
+    publish(tracker, "queued")
+    lifecycle.start(event("queued"))
+    assert lifecycle.find("queued").state is State.IN_PROGRESS
+    assert lifecycle.find("never-sent") is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("begin", "start"), ("cancel_task", "cancel"), ("flush", "drain"), ("publish", "publish")],
+)
+def test_the_adapter_names_of_earlier_releases_still_work_and_warn(url, make_tracker, old, new):
+    tracker = make_tracker(url)
+    with pytest.warns(DeprecationWarning, match=f"Tracker.{old} is deprecated.*lifecycle.{new}"):
+        method = getattr(tracker, old)
+    assert method == getattr(tracker.lifecycle, new)
+
+
+def test_the_old_names_run_the_lifecycle(url, make_tracker):
+    tracker = make_tracker(url)
+    with pytest.warns(DeprecationWarning):
+        tracker.publish(event("old", user_id="7"))
+        tracker.end(tracker.begin(event("old")))
+    assert state(tracker, "old") == State.SUCCEEDED

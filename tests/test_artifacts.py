@@ -19,7 +19,7 @@ def stored_files(root: Path) -> list[Path]:
 
 def test_file_text_url_artifacts(tracker, tmp_path):
     s = publish(tracker, "t")
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     a_bytes = live.add_artifact(file=b"id,name\n1,x\n", filename="export.csv")
     a_obj = live.add_artifact(name="Log", file=io.BytesIO(b"log line"), filename="run.log")
     source = tmp_path / "report.pdf"
@@ -28,7 +28,7 @@ def test_file_text_url_artifacts(tracker, tmp_path):
     assert a_path.filename == "report.pdf"
     a_url = live.add_artifact(name="Link", url="https://example.com/r/1")
     a_text = live.add_artifact(name="Summary", text="42 rows imported")
-    tracker.end(live)
+    tracker.lifecycle.end(live)
 
     arts = {a.name: a for a in tracker.get(s.uuid).artifacts}
     assert set(arts) == {"Output", "Log", "Report", "Link", "Summary"}
@@ -101,19 +101,19 @@ def test_delete_removes_descendants_and_files(tracker, tmp_path):
 
 def test_purge_removes_finished_and_keeps_unfinished(tracker, tmp_path):
     publish(tracker, "done")
-    tracker.end(tracker.begin(event("done")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("done")))
     tracker.get_by_task_id("done").add_artifact(file=b"x", filename="done.bin")
     publish(tracker, "failed")
-    tracker.end(tracker.begin(event("failed")), exception=ValueError("x"))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("failed")), exception=ValueError("x"))
     publish(tracker, "running")
-    tracker.begin(event("running"))
+    tracker.lifecycle.start(event("running"))
     tracker.get_by_task_id("running").add_artifact(file=b"y", filename="running.bin")
     publish(tracker, "waiting")
     # A finished container with an unfinished child is kept whole.
     publish(tracker, "g", container="celery.group")
     publish(tracker, "g1", parent="g")
     publish(tracker, "g2", parent="g")
-    tracker.end(tracker.begin(event("g1")), exception=ValueError("x"))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("g1")), exception=ValueError("x"))
     assert tracker.get_by_task_id("g").is_terminal
 
     # Nothing is old enough yet.
@@ -123,7 +123,7 @@ def test_purge_removes_finished_and_keeps_unfinished(tracker, tmp_path):
     assert remaining == ["g", "g1", "g2", "running", "waiting"]
     assert [p.name for p in stored_files(tmp_path / "artifacts")] == ["running.bin"]
 
-    tracker.end(tracker.begin(event("g2")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("g2")))
     assert tracker.purge(older_than=timedelta(0)) == 3
     assert sorted(s.task_id for s in tracker.statuses(limit=None)) == ["running", "waiting"]
 
@@ -139,7 +139,7 @@ def test_purge_in_batches(sql_url, make_tracker):
     )
     for i in range(10):
         publish(small, f"t{i}")
-        small.end(small.begin(event(f"t{i}")))
+        small.lifecycle.end(small.lifecycle.start(event(f"t{i}")))
     assert small.purge(older_than=timedelta(0)) == 10
     assert small.count() == 0
     small.close()
@@ -223,7 +223,7 @@ def test_missing_files_are_named_in_a_warning(tracker, tmp_path, caplog):
     status goes on, and each says which artifact and which file."""
     for task_id in ("opened", "deleted", "purged"):
         publish(tracker, task_id)
-        tracker.end(tracker.begin(event(task_id)))
+        tracker.lifecycle.end(tracker.lifecycle.start(event(task_id)))
     files = {
         t: tracker.get_by_task_id(t).add_artifact(file=b"x", filename=f"{t}.bin")
         for t in ("opened", "deleted", "purged")

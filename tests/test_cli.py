@@ -79,15 +79,15 @@ def row_of(output: str, status: TaskStatus) -> str:
 
 
 def fail_task(tracker: Tracker, task_id: str, message: str) -> None:
-    live = tracker.begin(event(task_id))
+    live = tracker.lifecycle.start(event(task_id))
     try:
         raise RuntimeError(message)
     except RuntimeError as exc:
-        tracker.end(live, exception=exc)
+        tracker.lifecycle.end(live, exception=exc)
 
 
 def succeed_task(tracker: Tracker, task_id: str) -> None:
-    tracker.end(tracker.begin(event(task_id)))
+    tracker.lifecycle.end(tracker.lifecycle.start(event(task_id)))
 
 
 # -- list ---------------------------------------------------------------------------------------
@@ -98,10 +98,10 @@ def filled(sql_tracker: Tracker) -> Tracker:
     publish(sql_tracker, "e2", user_id="8", name="export grades")
     publish(sql_tracker, "g", user_id="7", name="Nightly", container="taskstatus.group")
     publish(sql_tracker, "g1", user_id="7", name="Nightly part", parent="g")
-    live = sql_tracker.begin(event("e1"))
+    live = sql_tracker.lifecycle.start(event("e1"))
     live.increment_completed_steps(1)
-    sql_tracker.end(live, exception=RuntimeError("flaky"), retrying=True)
-    live = sql_tracker.begin(event("e1"))
+    sql_tracker.lifecycle.end(live, exception=RuntimeError("flaky"), retrying=True)
+    live = sql_tracker.lifecycle.start(event("e1"))
     live.increment_completed_steps(1)
     live.flush()
     return sql_tracker
@@ -136,7 +136,7 @@ def test_list_table_newest_first_with_progress_owner_and_attempts(
 
 def test_list_progress_percent(run: Run, sql_tracker: Tracker) -> None:
     publish(sql_tracker, "p", total_steps=8)
-    live = sql_tracker.begin(event("p"))
+    live = sql_tracker.lifecycle.start(event("p"))
     live.increment_completed_steps(3)
     live.flush(final=True)
     out = ok(run(sql_tracker.settings.url, "list"))
@@ -379,7 +379,7 @@ def test_cancel_pending(run: Run, sql_tracker: Tracker) -> None:
 def test_cancel_container_cancels_children(run: Run, sql_tracker: Tracker) -> None:
     group = publish(sql_tracker, "g", container="taskstatus.group")
     publish(sql_tracker, "c1", parent="g")
-    sql_tracker.begin(event("c1"))
+    sql_tracker.lifecycle.start(event("c1"))
     ok(run(sql_tracker.settings.url, "cancel", str(group.uuid)))
     assert sql_tracker.get_by_task_id("c1").state is State.CANCELED
 
@@ -443,7 +443,7 @@ def mixed(sql_tracker: Tracker) -> Tracker:
         publish(sql_tracker, task_id)
     succeed_task(sql_tracker, "done")
     fail_task(sql_tracker, "failed", "boom")
-    sql_tracker.begin(event("running"))
+    sql_tracker.lifecycle.start(event("running"))
     return sql_tracker
 
 

@@ -20,13 +20,13 @@ TICKS = 300
 def _work(tracker, task_id: str, shared_id: str, ticks: int, barrier) -> None:
     """Runs in a forked child, using the tracker (and pool) the parent already used."""
     barrier.wait(timeout=30)
-    live = tracker.begin(event(task_id))
+    live = tracker.lifecycle.start(event(task_id))
     for _ in range(ticks):
         live.increment_completed_steps()
         # Write every tick: the worst case for lost updates.
         live.flush(final=False, force=True)
         tracker.increment_steps(tracker.get_by_task_id(shared_id), 1, 0)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql", "sqlite"])
@@ -36,7 +36,7 @@ def test_processes_incrementing_one_container(backend, make_url, make_tracker):
     for i in range(WORKERS):
         publish(tracker, f"w{i}", parent="box", total_steps=TICKS)
     publish(tracker, "shared", total_steps=WORKERS * TICKS)
-    tracker.begin(event("shared"))
+    tracker.lifecycle.start(event("shared"))
 
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(WORKERS)
@@ -72,7 +72,7 @@ def test_racing_terminal_events_fire_stopped_once(sql_tracker):
     ids = [f"r{i}" for i in range(10)]
     for task_id in ids:
         publish(sql_tracker, task_id)
-        sql_tracker.begin(event(task_id))
+        sql_tracker.lifecycle.start(event(task_id))
 
     def end(hook: str) -> None:
         for task_id in ids:
@@ -105,10 +105,10 @@ def test_threads_sharing_one_tracker(backend, make_url, make_tracker):
             task_id = f"th{n}-{i}"
             try:
                 publish(tracker, task_id)
-                live = tracker.begin(event(task_id))
+                live = tracker.lifecycle.start(event(task_id))
                 live.set_state("working")
                 live.flush(final=False)
-                tracker.end(live, exception=ValueError("x") if i % 3 == 0 else None)
+                tracker.lifecycle.end(live, exception=ValueError("x") if i % 3 == 0 else None)
                 assert tracker.get_by_task_id(task_id).is_terminal
             except BaseException as exc:  # collected and reported below
                 errors.append(exc)
@@ -124,10 +124,10 @@ def test_threads_sharing_one_tracker(backend, make_url, make_tracker):
 
 
 def _write_a_little(tracker, task_id: str) -> None:
-    live = tracker.begin(event(task_id))
+    live = tracker.lifecycle.start(event(task_id))
     live.increment_completed_steps()
     live.flush(final=False, force=True)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
@@ -135,7 +135,9 @@ def test_fork_while_the_heartbeat_writes(backend, make_url, make_tracker):
     """A fork never catches the heartbeat thread mid-statement: children start on a clean store."""
     tracker = make_tracker(make_url(backend), heartbeat_interval=0.002, lost_after=60)
     publish(tracker, "parent-task")
-    tracker.begin(event("parent-task"))  # the parent now runs a heartbeat thread, beating often
+    tracker.lifecycle.start(
+        event("parent-task")
+    )  # the parent now runs a heartbeat thread, beating often
     ctx = multiprocessing.get_context("fork")
     for round_ in range(10):
         ids = [f"c{round_}-{i}" for i in range(3)]
@@ -154,6 +156,6 @@ def test_prepare_for_fork_changes_nothing(any_url, make_tracker):
     tracker = make_tracker(any_url)
     publish(tracker, "untouched")
     before = tracker.get_by_task_id("untouched")
-    tracker.prepare_for_fork()
+    tracker.lifecycle.prepare_for_fork()
     assert tracker.statuses(limit=None) == [before]
     assert tracker.get_by_task_id("untouched").modified == before.modified

@@ -53,8 +53,8 @@ class Child:
 
 def finish(worker: Tracker, handoff: HandOff) -> TaskStatus:
     """The worker's side once the child has ended: record, write, read back."""
-    worker.finish_hand_off(handoff)
-    worker.flush()
+    worker.lifecycle.finish_hand_off(handoff)
+    worker.lifecycle.drain()
     return worker.get_by_task_id(handoff.task_id)
 
 
@@ -69,19 +69,19 @@ def wait_for(read: Callable[[], Any], expected: Any) -> None:
 def worker(sql_url: str, make_tracker: Callable[..., Tracker]) -> Tracker:
     """A worker's tracker, batching its writes as a queue adapter's worker does."""
     tracker = make_tracker(sql_url, write_interval=INTERVAL)
-    tracker.batch_writes()
+    tracker.lifecycle.batch_writes()
     return tracker
 
 
 def test_short_run_costs_the_child_no_connection(worker):
     publish(worker, "short", total_steps=3)
-    handoff = worker.hand_off(event("short"))
+    handoff = worker.lifecycle.hand_off(event("short"))
 
     def run(tracker: Tracker) -> None:
         time.sleep(0.3)  # a child slow to start (a loaded machine) still reads nothing
-        live = tracker.take_over(handoff)
+        live = tracker.lifecycle.take_over(handoff)
         live.increment_completed_steps(3)  # counted, not written: the run is short
-        tracker.hand_back(handoff, live)
+        tracker.lifecycle.hand_back(handoff, live)
 
     assert Child(worker, run).wait()["connections"] == 0
     status = finish(worker, handoff)
@@ -94,12 +94,12 @@ def test_long_run_shows_in_progress_from_the_worker(worker, make_tracker):
     publish(worker, "long")
     observer = make_tracker(worker.settings.url)
     go_on, told = os.pipe()
-    handoff = worker.hand_off(event("long"))
+    handoff = worker.lifecycle.hand_off(event("long"))
 
     def run(tracker: Tracker) -> None:
-        live = tracker.take_over(handoff)
+        live = tracker.lifecycle.take_over(handoff)
         os.read(go_on, 1)
-        tracker.hand_back(handoff, live)
+        tracker.lifecycle.hand_back(handoff, live)
 
     child = Child(worker, run)
     wait_for(lambda: observer.get_by_task_id("long").state, State.IN_PROGRESS)
@@ -111,13 +111,13 @@ def test_long_run_shows_in_progress_from_the_worker(worker, make_tracker):
 
 def test_a_late_start_never_undoes_what_the_child_wrote(worker):
     publish(worker, "retried", total_steps=5)
-    handoff = worker.hand_off(event("retried"))
+    handoff = worker.lifecycle.hand_off(event("retried"))
 
     def run(tracker: Tracker) -> None:
-        live = tracker.take_over(handoff)
+        live = tracker.lifecycle.take_over(handoff)
         live.increment_completed_steps(2)
         live.flush(final=False, force=True)  # the child writes the start, then the steps
-        tracker.end(live, exception=RuntimeError("flaky"), retrying=True)
+        tracker.lifecycle.end(live, exception=RuntimeError("flaky"), retrying=True)
         time.sleep(8 * INTERVAL)  # alive while the worker's own start comes due
 
     assert Child(worker, run).wait()["connections"] > 0
@@ -127,14 +127,14 @@ def test_a_late_start_never_undoes_what_the_child_wrote(worker):
 
 def test_a_success_after_the_childs_own_writes(worker):
     publish(worker, "progress", total_steps=4)
-    handoff = worker.hand_off(event("progress"))
+    handoff = worker.lifecycle.hand_off(event("progress"))
 
     def run(tracker: Tracker) -> None:
-        live = tracker.take_over(handoff)
+        live = tracker.lifecycle.take_over(handoff)
         live.increment_completed_steps(1)
         live.set_state("Halfway")
         live.flush(final=False, force=True)
-        tracker.hand_back(handoff, live)
+        tracker.lifecycle.hand_back(handoff, live)
 
     Child(worker, run).wait()
     status = finish(worker, handoff)
@@ -146,30 +146,30 @@ def test_canceled_before_start_is_refused_in_the_child(worker):
     publish(worker, "canceled")
     worker.cancel(worker.get_by_task_id("canceled"))
     time.sleep(4 * INTERVAL)  # the worker's ids of canceled tasks are read again
-    handoff = worker.hand_off(event("canceled"))
+    handoff = worker.lifecycle.hand_off(event("canceled"))
 
     def run(tracker: Tracker) -> dict[str, Any]:
         try:
-            tracker.take_over(handoff)
+            tracker.lifecycle.take_over(handoff)
         except TaskCanceledException:
             return {"refused": True}
         return {"refused": False}
 
     assert Child(worker, run).wait()["refused"] is True
-    worker.finish_hand_off(handoff)
+    worker.lifecycle.finish_hand_off(handoff)
     assert worker.get_by_task_id("canceled").state is State.CANCELED
 
 
 def test_without_batching_the_child_records_the_run(sql_url, make_tracker):
     tracker = make_tracker(sql_url, write_interval=0)
     publish(tracker, "direct")
-    handoff = tracker.hand_off(event("direct"))
+    handoff = tracker.lifecycle.hand_off(event("direct"))
 
     def run(child: Tracker) -> None:
-        child.hand_back(handoff, child.take_over(handoff))
+        child.lifecycle.hand_back(handoff, child.lifecycle.take_over(handoff))
 
     assert Child(tracker, run).wait()["connections"] > 0
-    tracker.finish_hand_off(handoff)
+    tracker.lifecycle.finish_hand_off(handoff)
     status = tracker.get_by_task_id("direct")
     assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
 

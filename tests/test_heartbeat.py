@@ -20,7 +20,7 @@ FAST = {"heartbeat_interval": 0.1, "lost_after": 0.6}
 
 def _run_and_die(tracker, task_id: str, ready) -> None:
     """A worker process that starts the task, reports progress, then dies without a word."""
-    live = tracker.begin(event(task_id))
+    live = tracker.lifecycle.start(event(task_id))
     live.increment_completed_steps(3)
     live.flush(final=False)
     ready.set()
@@ -29,7 +29,7 @@ def _run_and_die(tracker, task_id: str, ready) -> None:
 
 
 def _publish(tracker, task_id: str, *, redeliver: bool = False) -> None:
-    tracker.publish(
+    tracker.lifecycle.publish(
         TaskEvent(
             task_id=task_id,
             queue="test",
@@ -82,8 +82,8 @@ def test_redelivered_task_becomes_retrying(make_url, make_tracker):
     s = tracker.get_by_task_id("again")
     assert (s.state, s.attempts) == (State.RETRYING, 2)
     # The queue delivers it again: it runs from the start and ends well.
-    live = tracker.begin(event("again"))
-    tracker.end(live)
+    live = tracker.lifecycle.start(event("again"))
+    tracker.lifecycle.end(live)
     s = tracker.get_by_task_id("again")
     assert (s.state, s.attempts, s.completed_steps) == (State.SUCCEEDED, 2, 10)
 
@@ -91,11 +91,11 @@ def test_redelivered_task_becomes_retrying(make_url, make_tracker):
 def test_live_workers_keep_their_tasks(make_url, make_tracker):
     tracker = make_tracker(make_url("sqlite"), **FAST)
     _publish(tracker, "alive")
-    live = tracker.begin(event("alive"))
+    live = tracker.lifecycle.start(event("alive"))
     time.sleep(1.5)  # more than lost_after: only the heartbeat thread vouches for it
     assert tracker.reap_lost() == 0
     assert tracker.get_by_task_id("alive").state is State.IN_PROGRESS
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     assert tracker.get_by_task_id("alive").state is State.SUCCEEDED
 
 

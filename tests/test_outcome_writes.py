@@ -30,9 +30,11 @@ def _failed_while_inserting(sql_tracker, make_tracker, finish) -> list[State]:
 
 def test_nobody_reads_a_failure_before_its_error_artifact(sql_tracker, make_tracker):
     publish(sql_tracker, "t")
-    live = sql_tracker.begin(event("t"))
+    live = sql_tracker.lifecycle.start(event("t"))
     seen = _failed_while_inserting(
-        sql_tracker, make_tracker, lambda: sql_tracker.end(live, exception=OSError("disk full"))
+        sql_tracker,
+        make_tracker,
+        lambda: sql_tracker.lifecycle.end(live, exception=OSError("disk full")),
     )
     assert seen == [State.IN_PROGRESS]  # the Failed state is committed with the artifact
     status = sql_tracker.get_by_task_id("t")
@@ -43,8 +45,10 @@ def test_nobody_reads_a_failure_before_its_error_artifact(sql_tracker, make_trac
 
 def test_a_retry_carries_its_traceback_in_its_own_write(tracker):
     publish(tracker, "t")
-    live = tracker.begin(event("t"))
-    tracker.end(live, exception=TimeoutError("busy"), retrying=True, traceback="Traceback: busy")
+    live = tracker.lifecycle.start(event("t"))
+    tracker.lifecycle.end(
+        live, exception=TimeoutError("busy"), retrying=True, traceback="Traceback: busy"
+    )
     status = tracker.get_by_task_id("t")
     assert (status.state, status.attempts, status.traceback) == (
         State.RETRYING,
@@ -55,8 +59,8 @@ def test_a_retry_carries_its_traceback_in_its_own_write(tracker):
 
 def test_a_transition_that_does_not_apply_writes_nothing_else(tracker):
     publish(tracker, "t")
-    live = tracker.begin(event("t"))
-    tracker.end(live, exception=ValueError("first"))
+    live = tracker.lifecycle.start(event("t"))
+    tracker.lifecycle.end(live, exception=ValueError("first"))
     tracker.hook.taskstatus_fail(event=event("t", message="again", traceback="late"))
     status = tracker.get_by_task_id("t")
     assert [a.text for a in status.artifacts] == ["ValueError: first"]

@@ -35,7 +35,7 @@ def test_plugins_see_api_calls_like_queue_events(memory_tracker):
     notifier = Notifier()
     memory_tracker.register(notifier)
     s = publish(memory_tracker, "t")
-    memory_tracker.begin(event("t"))
+    memory_tracker.lifecycle.start(event("t"))
     s.cancel()
     assert notifier.seen == [("publish", "t"), ("prerun", "t"), ("Canceled", "t")]
 
@@ -48,7 +48,7 @@ def test_failing_stopped_hook_does_not_undo_the_change(memory_tracker, caplog):
 
     memory_tracker.register(Broken())
     publish(memory_tracker, "t")
-    memory_tracker.end(memory_tracker.begin(event("t")))
+    memory_tracker.lifecycle.end(memory_tracker.lifecycle.start(event("t")))
     assert memory_tracker.get_by_task_id("t").state.value == "Succeeded"
     assert "taskstatus_stopped hook failed" in caplog.text
 
@@ -130,7 +130,7 @@ def test_stopped_hook_gets_a_full_status(memory_tracker):
     memory_tracker.register(Inspect())
     publish(memory_tracker, "g", container="celery.group")
     publish(memory_tracker, "a", parent="g", total_steps=4)
-    memory_tracker.end(memory_tracker.begin(event("a")))
+    memory_tracker.lifecycle.end(memory_tracker.lifecycle.start(event("a")))
     assert seen == [(4, 4, ["a"])]
 
 

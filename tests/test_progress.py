@@ -34,7 +34,7 @@ class Statements:
 def test_many_increments_few_statements(sql_url, make_tracker):
     tracker = make_tracker(sql_url, progress_interval=0.5)
     publish(tracker, "t", total_steps=100_000)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     counter = Statements(tracker.store.engine)
     try:
         for _ in range(100_000):
@@ -63,7 +63,7 @@ def test_writes_follow_the_interval(memory_tracker):
     tracker.settings.__dict__["progress_interval"] = 0.05  # frozen dataclass: test-only tweak
     tracker.register(Spy())
     publish(tracker, "t", total_steps=1000)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     end = time.monotonic() + 0.4
     n = 0
     while time.monotonic() < end:
@@ -78,7 +78,7 @@ def test_writes_follow_the_interval(memory_tracker):
 def test_cancel_from_another_thread_is_noticed(sql_url, make_tracker):
     tracker = make_tracker(sql_url, progress_interval=0.2)
     publish(tracker, "t", total_steps=10**9)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     canceled_at: list[float] = []
 
     def cancel_soon() -> None:
@@ -93,7 +93,7 @@ def test_cancel_from_another_thread_is_noticed(sql_url, make_tracker):
             live.increment_completed_steps()
             time.sleep(0.0005)
     noticed = time.monotonic()
-    tracker.end(live, exception=TaskCanceledException())
+    tracker.lifecycle.end(live, exception=TaskCanceledException())
     assert canceled_at and noticed >= canceled_at[0]
     assert tracker.get_by_task_id("t").state is State.CANCELED
 
@@ -105,16 +105,16 @@ def test_current_outside_a_task():
 
 def test_current_is_cleared_after_the_task(memory_tracker):
     publish(memory_tracker, "t")
-    live = memory_tracker.begin(event("t"))
+    live = memory_tracker.lifecycle.start(event("t"))
     assert current() is live
-    memory_tracker.end(live)
+    memory_tracker.lifecycle.end(live)
     with pytest.raises(RuntimeError):
         current()
 
 
 def test_bad_increments_are_rejected(memory_tracker):
     publish(memory_tracker, "t")
-    live = memory_tracker.begin(event("t"))
+    live = memory_tracker.lifecycle.start(event("t"))
     with pytest.raises(ValueError, match="steps"):
         live.increment_completed_steps(-1)
     with pytest.raises(TypeError, match="steps must be an int"):
@@ -128,7 +128,7 @@ def test_store_failure_during_progress_keeps_the_counts(sql_url, make_tracker, m
 
     tracker = make_tracker(sql_url, progress_interval=0)
     publish(tracker, "t", total_steps=100)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     real = tracker.store.add_steps
 
     def broken(*args, **kwargs):
@@ -146,7 +146,7 @@ def test_store_failure_during_progress_keeps_the_counts(sql_url, make_tracker, m
 
 def test_every_call_after_a_noticed_cancel_raises(memory_tracker):
     publish(memory_tracker, "t")
-    live = memory_tracker.begin(event("t"))
+    live = memory_tracker.lifecycle.start(event("t"))
     memory_tracker.cancel(memory_tracker.get_by_task_id("t").uuid)
     with pytest.raises(TaskCanceledException):
         live.check_canceled()
@@ -175,7 +175,7 @@ def test_progress_left_pending_is_written_without_another_call(sql_url, make_tra
     interval has passed, not at the task's next call."""
     tracker = make_tracker(sql_url, progress_interval=0.2)
     publish(tracker, "t", total_steps=10)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     live.increment_completed_steps(3)
     live.increment_total_steps(2)
     live.set_state("Rendering")
@@ -188,7 +188,7 @@ def test_progress_left_pending_is_written_without_another_call(sql_url, make_tra
     )
     assert time.monotonic() - counted < 0.2 + 1.0, shown
     live.increment_completed_steps()  # counted once: the trailing write is not repeated
-    tracker.end(live, exception=RuntimeError("stop"))
+    tracker.lifecycle.end(live, exception=RuntimeError("stop"))
     assert tracker.get_by_task_id("t").completed_steps == 4
 
 
@@ -197,7 +197,7 @@ def test_cancel_found_by_a_trailing_write_raises_at_the_next_call(sql_url, make_
     writes = ProgressWrites()
     tracker.register(writes)
     publish(tracker, "t", total_steps=10)
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     live.increment_completed_steps()
     tracker.cancel(tracker.get_by_task_id("t").uuid)
     poll(lambda: writes.threads, lambda t: "taskstatus-heartbeat" in t, "a trailing write")
@@ -210,7 +210,7 @@ def test_cancel_found_by_a_trailing_write_raises_at_the_next_call(sql_url, make_
     finally:
         counter.close()
     assert counter.count == 0  # found by the trailing write: no query of its own
-    tracker.end(live, exception=TaskCanceledException())
+    tracker.lifecycle.end(live, exception=TaskCanceledException())
     assert tracker.get_by_task_id("t").state is State.CANCELED
 
 
@@ -219,7 +219,7 @@ def test_a_task_repeating_its_stage_notices_a_cancel(sql_url, make_tracker):
     already shown: a task that only repeats its stage still stops when canceled."""
     tracker = make_tracker(sql_url, progress_interval=0.05)
     publish(tracker, "t")
-    live = tracker.begin(event("t"))
+    live = tracker.lifecycle.start(event("t"))
     live.set_state("Working")
     poll(lambda: tracker.get_by_task_id("t").state_text, lambda s: s == "Working", "the stage")
     tracker.cancel(tracker.get_by_task_id("t").uuid)
@@ -228,4 +228,4 @@ def test_a_task_repeating_its_stage_notices_a_cancel(sql_url, make_tracker):
         while time.monotonic() < deadline:
             live.set_state("Working")
             time.sleep(0.01)
-    tracker.end(live, exception=TaskCanceledException())
+    tracker.lifecycle.end(live, exception=TaskCanceledException())

@@ -18,7 +18,7 @@ def filled(tracker):
     publish(tracker, "e2", user_id="8", name="export 100%_done")
     publish(tracker, "g", user_id="7", name="Nightly", container="taskstatus.group")
     publish(tracker, "g1", user_id="7", name="Nightly part", parent="g")
-    tracker.begin(event("i1"))
+    tracker.lifecycle.start(event("i1"))
     return tracker
 
 
@@ -128,7 +128,7 @@ def test_container_steps_agree_between_list_get_and_children(tracker):
     publish(tracker, "h2", parent="header", total_steps=3)
     publish(tracker, "body", parent="chord", total_steps=1)
     publish(tracker, "empty", parent="chord", container="celery.group", total_steps=1)
-    tracker.end(tracker.begin(event("h1")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("h1")))
     expected = {
         "chord": (2, 6),
         "header": (2, 5),

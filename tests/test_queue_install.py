@@ -194,7 +194,7 @@ queue = Queue(f"ts-cancel-{{uuid.uuid4().hex[:12]}}", connection=Redis.from_url(
 try:
     job = queue.enqueue(nap, 7, 0)  # as another process would: not recorded here
     install(queue, tracker=tracker)
-    tracker.publish(TaskEvent(task_id=job.id, queue="rq", task_class="nap", user_id="7"))
+    tracker.lifecycle.publish(TaskEvent(task_id=job.id, queue="rq", task_class="nap", user_id="7"))
     tracker.get_by_task_id(job.id).cancel()
     assert job.get_status(refresh=True) == JobStatus.CANCELED
 finally:

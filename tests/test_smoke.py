@@ -5,9 +5,9 @@ from .helpers import event, publish
 
 def test_publish_run_succeed(tracker):
     publish(tracker, "a", total_steps=4)
-    live = tracker.begin(event("a"))
+    live = tracker.lifecycle.start(event("a"))
     live.increment_completed_steps(2)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     s = tracker.get_by_task_id("a")
     assert s.state is State.SUCCEEDED
     assert (s.completed_steps, s.total_steps) == (4, 4)

@@ -56,23 +56,23 @@ def test_republish_keeps_first_record(tracker):
 
 def test_prerun_starts(tracker):
     publish(tracker, "t1")
-    tracker.begin(event("t1"))
+    tracker.lifecycle.start(event("t1"))
     s = tracker.get_by_task_id("t1")
     assert s.state is State.IN_PROGRESS and s.started_at is not None and s.attempts == 1
 
 
 def test_prerun_without_publish_records_the_task(tracker):
     # Eager mode and producers without install() fire no publish.
-    tracker.begin(event("eager", name="Eager task", user_id="3", total_steps=2))
+    tracker.lifecycle.start(event("eager", name="Eager task", user_id="3", total_steps=2))
     s = tracker.get_by_task_id("eager")
     assert s.state is State.IN_PROGRESS and s.user_id == "3" and s.total_steps == 2
 
 
 def test_success_completes_steps(tracker, stopped):
     publish(tracker, "t1", total_steps=10)
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     live.increment_completed_steps(3)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.SUCCEEDED
     assert s.completed_steps == s.total_steps == 10
@@ -82,11 +82,11 @@ def test_success_completes_steps(tracker, stopped):
 
 def test_failure_records_error_artifact_and_traceback(tracker, stopped):
     publish(tracker, "t1")
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     try:
         raise ValueError("the CSV has no header")
     except ValueError as exc:
-        tracker.end(live, exception=exc)
+        tracker.lifecycle.end(live, exception=exc)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.FAILED
     [error] = s.artifacts
@@ -97,65 +97,67 @@ def test_failure_records_error_artifact_and_traceback(tracker, stopped):
 
 def test_failure_message_given_by_adapter(tracker):
     publish(tracker, "t1")
-    tracker.end(tracker.begin(event("t1")), exception=RuntimeError("x"), message="Import failed")
+    tracker.lifecycle.end(
+        tracker.lifecycle.start(event("t1")), exception=RuntimeError("x"), message="Import failed"
+    )
     assert tracker.get_by_task_id("t1").artifacts[0].text == "Import failed"
 
 
 def test_retry_counts_attempts_and_restarts_steps(tracker):
     publish(tracker, "t1", total_steps=10)
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     live.increment_completed_steps(4)
-    tracker.end(live, exception=OSError("timeout"), retrying=True)
+    tracker.lifecycle.end(live, exception=OSError("timeout"), retrying=True)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.RETRYING and s.attempts == 2 and s.completed_steps == 4
     # Duplicate retry event for the same failure does not count twice.
     tracker.hook.taskstatus_retry(event=event("t1"))
     assert tracker.get_by_task_id("t1").attempts == 2
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     s = tracker.get_by_task_id("t1")
     assert s.state is State.IN_PROGRESS and s.completed_steps == 0 and s.attempts == 2
     live.increment_completed_steps(4)
     live.flush()
     assert tracker.get_by_task_id("t1").completed_steps == 4
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.SUCCEEDED and s.completed_steps == 10 and s.attempts == 2
 
 
 def test_redelivery_counts_a_new_attempt_without_double_steps(tracker):
     publish(tracker, "t1", total_steps=10)
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     live.increment_completed_steps(7)
     live.flush()
     # The worker dies; the queue redelivers the same message: prerun while In Progress.
-    live2 = tracker.begin(event("t1"))
+    live2 = tracker.lifecycle.start(event("t1"))
     s = tracker.get_by_task_id("t1")
     assert s.attempts == 2 and s.completed_steps == 0 and s.state is State.IN_PROGRESS
     live2.increment_completed_steps(10)
-    tracker.end(live2)
+    tracker.lifecycle.end(live2)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.SUCCEEDED and s.completed_steps == 10
 
 
 def test_increment_total_steps_restarts_from_planned_on_retry(tracker):
     publish(tracker, "t1", total_steps=2)
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     live.increment_total_steps(3)
-    tracker.end(live, exception=OSError(), retrying=True)
+    tracker.lifecycle.end(live, exception=OSError(), retrying=True)
     assert tracker.get_by_task_id("t1").total_steps == 5
-    tracker.begin(event("t1"))
+    tracker.lifecycle.start(event("t1"))
     assert tracker.get_by_task_id("t1").total_steps == 2
 
 
 def test_custom_stage(tracker):
     publish(tracker, "t1")
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     live.set_state("Sending emails")
     live.flush()
     s = tracker.get_by_task_id("t1")
     assert s.state is State.IN_PROGRESS and s.state_text == "Sending emails"
     assert tracker.statuses(state=State.IN_PROGRESS)[0].task_id == "t1"
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     s = tracker.get_by_task_id("t1")
     assert s.state_text == "Succeeded" and s.stage is None
 
@@ -166,14 +168,14 @@ def test_cancel_pending_skips_the_task(tracker, stopped):
     s.cancel()
     assert s.state is State.CANCELED and s.finished_at is not None
     with pytest.raises(TaskCanceledException):
-        tracker.begin(event("t1"))
+        tracker.lifecycle.start(event("t1"))
     assert state(tracker, "t1") == "Canceled"
     assert stopped.calls == [("t1", "Canceled")]
 
 
 def test_cancel_running_is_noticed_at_next_progress_write(tracker):
     publish(tracker, "t1", total_steps=100)
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     taskstatus_cancel = tracker.get_by_task_id("t1").cancel
     taskstatus_cancel()
     with pytest.raises(TaskCanceledException):
@@ -185,7 +187,7 @@ def test_cancel_running_is_noticed_at_next_progress_write(tracker):
     with pytest.raises(TaskCanceledException) as info:
         live.set_state("still going?")
         live.check_canceled()
-    tracker.end(live, exception=info.value)
+    tracker.lifecycle.end(live, exception=info.value)
     s = tracker.get_by_task_id("t1")
     assert s.state is State.CANCELED
     assert [a.name for a in s.artifacts] == []
@@ -193,7 +195,7 @@ def test_cancel_running_is_noticed_at_next_progress_write(tracker):
 
 def test_cancel_noticed_by_stage_write(tracker):
     publish(tracker, "t1")
-    live = tracker.begin(event("t1"))
+    live = tracker.lifecycle.start(event("t1"))
     tracker.cancel(tracker.get_by_task_id("t1").uuid)
     live.set_state("Stage 2")
     with pytest.raises(TaskCanceledException):
@@ -202,7 +204,7 @@ def test_cancel_noticed_by_stage_write(tracker):
 
 def test_terminal_states_are_final(tracker, stopped):
     publish(tracker, "t1")
-    tracker.end(tracker.begin(event("t1")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("t1")))
     s = tracker.get_by_task_id("t1")
     before = (s.state, s.finished_at, s.completed_steps, s.attempts)
     # Late and duplicate events are ignored, not errors.
@@ -251,15 +253,15 @@ def test_group_succeeds_when_all_children_have(tracker, stopped):
     publish(tracker, "a", parent="g", total_steps=2)
     publish(tracker, "b", parent="g", total_steps=3)
     assert tracker.get(g.uuid).total_steps == 5
-    la = tracker.begin(event("a"))
+    la = tracker.lifecycle.start(event("a"))
     assert state(tracker, "g") == "In Progress"
     la.increment_completed_steps(1)
     la.flush()
     g_now = tracker.get(g.uuid)
     assert (g_now.completed_steps, g_now.total_steps) == (1, 5)
-    tracker.end(la)
+    tracker.lifecycle.end(la)
     assert state(tracker, "g") == "In Progress"
-    tracker.end(tracker.begin(event("b")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
     g_now = tracker.get(g.uuid)
     assert g_now.state is State.SUCCEEDED and (g_now.completed_steps, g_now.total_steps) == (5, 5)
     assert [c.task_id for c in g_now.children()] == ["a", "b"]
@@ -270,12 +272,14 @@ def test_child_failure_fails_group_but_siblings_run_on(tracker):
     publish(tracker, "g", container="celery.group")
     publish(tracker, "a", parent="g")
     publish(tracker, "b", parent="g")
-    tracker.begin(event("b"))
-    tracker.end(tracker.begin(event("a")), exception=KeyError("k"), message="bad row")
+    tracker.lifecycle.start(event("b"))
+    tracker.lifecycle.end(
+        tracker.lifecycle.start(event("a")), exception=KeyError("k"), message="bad row"
+    )
     g = tracker.get_by_task_id("g")
     assert g.state is State.FAILED and g.artifacts[0].text == "bad row"
     assert state(tracker, "b") == "In Progress"
-    tracker.end(tracker.begin(event("b")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
     assert state(tracker, "b") == "Succeeded" and state(tracker, "g") == "Failed"
 
 
@@ -285,7 +289,7 @@ def test_canceled_child_lets_group_end_canceled(tracker):
     publish(tracker, "b", parent="g")
     tracker.cancel(tracker.get_by_task_id("a").uuid)
     assert state(tracker, "g") == "Pending"
-    tracker.end(tracker.begin(event("b")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
     assert state(tracker, "g") == "Canceled"
 
 
@@ -293,8 +297,8 @@ def test_chain_failure_cancels_later_steps(tracker, stopped):
     publish(tracker, "c", container="celery.chain")
     for step in ("s1", "s2", "s3"):
         publish(tracker, step, parent="c")
-    tracker.end(tracker.begin(event("s1")))
-    tracker.end(tracker.begin(event("s2")), exception=ValueError("no"))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("s1")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("s2")), exception=ValueError("no"))
     assert [state(tracker, t) for t in ("s1", "s2", "s3", "c")] == [
         "Succeeded",
         "Failed",
@@ -304,7 +308,7 @@ def test_chain_failure_cancels_later_steps(tracker, stopped):
     assert tracker.get_by_task_id("c").artifacts[0].text == "ValueError: no"
     # The step that never runs is skipped if its message still arrives.
     with pytest.raises(TaskCanceledException):
-        tracker.begin(event("s3"))
+        tracker.lifecycle.start(event("s3"))
     assert sorted(stopped.calls) == sorted(
         [("s1", "Succeeded"), ("s2", "Failed"), ("c", "Failed"), ("s3", "Canceled")]
     )
@@ -314,11 +318,11 @@ def test_chain_step_canceled_cancels_the_rest_and_the_chain(tracker):
     publish(tracker, "c", container="dramatiq.pipeline")
     publish(tracker, "s1", parent="c")
     publish(tracker, "s2", parent="c")
-    live = tracker.begin(event("s1"))
+    live = tracker.lifecycle.start(event("s1"))
     tracker.cancel(tracker.get_by_task_id("s1").uuid)
     with pytest.raises(TaskCanceledException) as info:
         live.check_canceled()
-    tracker.end(live, exception=info.value)
+    tracker.lifecycle.end(live, exception=info.value)
     assert [state(tracker, t) for t in ("s1", "s2", "c")] == ["Canceled", "Canceled", "Canceled"]
 
 
@@ -327,7 +331,7 @@ def test_cancel_container_cancels_children_recursively(tracker, stopped):
     publish(tracker, "chain", parent="outer", container="celery.chain")
     publish(tracker, "a", parent="chain")
     publish(tracker, "b", parent="outer")
-    tracker.end(tracker.begin(event("b")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
     tracker.cancel(tracker.get_by_task_id("outer").uuid)
     assert [state(tracker, t) for t in ("outer", "chain", "a", "b")] == [
         "Canceled",
@@ -346,10 +350,10 @@ def test_nested_containers_aggregate_and_end(tracker):
     publish(tracker, "body", parent="chord", total_steps=1)
     assert tracker.get_by_task_id("chord").total_steps == 5
     for t in ("h1", "h2"):
-        tracker.end(tracker.begin(event(t)))
+        tracker.lifecycle.end(tracker.lifecycle.start(event(t)))
     assert state(tracker, "header") == "Succeeded"
     assert state(tracker, "chord") == "In Progress"
-    tracker.end(tracker.begin(event("body")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("body")))
     chord = tracker.get_by_task_id("chord")
     assert chord.state is State.SUCCEEDED and (chord.completed_steps, chord.total_steps) == (5, 5)
 
@@ -359,7 +363,7 @@ def test_chord_header_failure_cancels_body(tracker):
     publish(tracker, "header", parent="chord", container="celery.group")
     publish(tracker, "h1", parent="header")
     publish(tracker, "body", parent="chord")
-    tracker.end(tracker.begin(event("h1")), exception=RuntimeError("x"))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("h1")), exception=RuntimeError("x"))
     assert [state(tracker, t) for t in ("h1", "header", "body", "chord")] == [
         "Failed",
         "Failed",
@@ -372,7 +376,7 @@ def test_stage_propagates_to_non_group_ancestors(tracker):
     publish(tracker, "g", container="celery.group")
     publish(tracker, "c", parent="g", container="celery.chain")
     publish(tracker, "s1", parent="c")
-    live = tracker.begin(event("s1"))
+    live = tracker.lifecycle.start(event("s1"))
     live.set_state("Uploading")
     live.flush()
     assert tracker.get_by_task_id("c").state_text == "Uploading"
@@ -382,7 +386,7 @@ def test_stage_propagates_to_non_group_ancestors(tracker):
 def test_set_name_renames_ancestors(tracker):
     publish(tracker, "c", container="celery.chain")
     publish(tracker, "s1", parent="c")
-    live = tracker.begin(event("s1"))
+    live = tracker.lifecycle.start(event("s1"))
     live.set_name("Import of 42 rows")
     assert tracker.get_by_task_id("c").name == "Import of 42 rows"
     assert tracker.get_by_task_id("s1").name == "Import of 42 rows"
@@ -391,7 +395,7 @@ def test_set_name_renames_ancestors(tracker):
 def test_retry_does_not_touch_containers(tracker):
     publish(tracker, "c", container="celery.chain")
     publish(tracker, "s1", parent="c")
-    tracker.begin(event("s1"))
+    tracker.lifecycle.start(event("s1"))
     tracker.hook.taskstatus_retry(event=event("s1"))
     tracker.hook.taskstatus_retry(event=event("c"))
     assert state(tracker, "s1") == "Retrying" and state(tracker, "c") == "In Progress"
@@ -402,7 +406,7 @@ def test_retry_does_not_touch_containers(tracker):
 def test_group_context_collects_children_and_ends_after_the_block(tracker):
     with tracker.group("Nightly import", user_id=7) as g:
         publish(tracker, "a")
-        tracker.end(tracker.begin(event("a")))
+        tracker.lifecycle.end(tracker.lifecycle.start(event("a")))
         # A finished child does not end a group whose block is still open.
         assert tracker.get(g.uuid).state is State.IN_PROGRESS
         with tracker.group("Inner", user_id=7) as inner:
@@ -418,8 +422,8 @@ def test_group_context_collects_children_and_ends_after_the_block(tracker):
     assert [c.task_id for c in g.children()] == ["a", inner.task_id, "c"]
     assert tracker.get_by_task_id("b").parent_uuid == inner.uuid
     assert g.state is State.IN_PROGRESS
-    tracker.end(tracker.begin(event("b")))
-    tracker.end(tracker.begin(event("c")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("c")))
     assert tracker.get(inner.uuid).state is State.SUCCEEDED
     assert tracker.get(g.uuid).state is State.SUCCEEDED
 

@@ -93,7 +93,7 @@ def test_store_matches_model(kind, store_url, make_tracker, memory_tracker):
 def test_batched_writes_match_immediate_writes(kind, store_url, make_tracker, memory_tracker):
     """A worker's batched starts and successes end where writing each at once ends."""
     batched = make_tracker(store_url, write_interval=5)
-    batched.batch_writes()
+    batched.lifecycle.batch_writes()
 
     @settings(
         max_examples=25,

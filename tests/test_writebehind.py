@@ -22,12 +22,12 @@ SLOW = 5.0
 
 def _worker(make_tracker, url: str, interval: float = SLOW):
     tracker = make_tracker(url, write_interval=interval)
-    tracker.batch_writes()
+    tracker.lifecycle.batch_writes()
     return tracker
 
 
 def _run(tracker, task_id: str) -> None:
-    tracker.end(tracker.begin(event(task_id)))
+    tracker.lifecycle.end(tracker.lifecycle.start(event(task_id)))
 
 
 def test_starts_and_successes_wait_for_one_batch(any_url, make_tracker):
@@ -39,7 +39,7 @@ def test_starts_and_successes_wait_for_one_batch(any_url, make_tracker):
         _run(tracker, task_id)
     # Nothing written yet (read the store itself: reads through the tracker flush first).
     assert {tracker.store.get_by_task_id(t).state for t in ids} == {State.PENDING}
-    tracker.flush()
+    tracker.lifecycle.drain()
     for task_id in ids:
         status = tracker.store.get_by_task_id(task_id)
         assert status.state is State.SUCCEEDED
@@ -60,9 +60,9 @@ def test_the_writer_thread_writes_within_the_interval(sql_url, make_tracker):
 def test_reads_through_the_tracker_see_queued_writes(any_url, make_tracker):
     tracker = _worker(make_tracker, any_url)
     publish(tracker, "mine")
-    live = tracker.begin(event("mine"))
+    live = tracker.lifecycle.start(event("mine"))
     assert tracker.get_by_task_id("mine").state is State.IN_PROGRESS
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     assert tracker.statuses(user_id=7)[0].state is State.SUCCEEDED
 
 
@@ -75,8 +75,8 @@ def test_work_canceled_before_it_started_is_refused_at_once(sql_url, make_tracke
     web.cancel(web.get_by_task_id("doomed"))
     time.sleep(0.3)  # past the freshness of the worker's last poll
     with pytest.raises(TaskCanceledException):
-        worker.begin(event("doomed"))
-    worker.end(event("doomed"), exception=TaskCanceledException("skipped"))
+        worker.lifecycle.start(event("doomed"))
+    worker.lifecycle.end(event("doomed"), exception=TaskCanceledException("skipped"))
     status = worker.get_by_task_id("doomed")
     assert status.state is State.CANCELED and status.started_at is None
 
@@ -85,12 +85,12 @@ def test_a_cancel_racing_the_start_is_noticed_at_the_first_progress(sql_url, mak
     web = make_tracker(sql_url)
     worker = _worker(make_tracker, sql_url)
     publish(web, "racing", total_steps=10)
-    live = worker.begin(event("racing"))  # queued, not written
+    live = worker.lifecycle.start(event("racing"))  # queued, not written
     web.cancel(web.get_by_task_id("racing"))  # lands before the start is written
     with pytest.raises(TaskCanceledException):
         live.increment_completed_steps()
         live.flush(final=False, force=True)
-    worker.end(live, exception=TaskCanceledException("stopped"))
+    worker.lifecycle.end(live, exception=TaskCanceledException("stopped"))
     assert worker.get_by_task_id("racing").state is State.CANCELED
 
 
@@ -107,10 +107,10 @@ def test_containers_end_and_stopped_fires_once_per_status(any_url, make_tracker)
     publish(tracker, "box", container="taskstatus.group", sealed=False, total_steps=0)
     for i in range(3):
         publish(tracker, f"child{i}", parent="box", total_steps=2)
-    tracker.seal("box")
+    tracker.lifecycle.seal("box")
     for i in range(3):
         _run(tracker, f"child{i}")
-    tracker.flush()
+    tracker.lifecycle.drain()
     box = tracker.get_by_task_id("box")
     assert box.state is State.SUCCEEDED
     assert box.started_at is not None
@@ -121,9 +121,11 @@ def test_containers_end_and_stopped_fires_once_per_status(any_url, make_tracker)
 def test_a_redelivery_in_the_same_batch_counts_one_more_attempt(any_url, make_tracker):
     tracker = _worker(make_tracker, any_url)
     publish(tracker, "again")
-    tracker.release(tracker.begin(event("again")))  # the worker gave the message back
+    tracker.lifecycle.release(
+        tracker.lifecycle.start(event("again"))
+    )  # the worker gave the message back
     _run(tracker, "again")
-    tracker.flush()
+    tracker.lifecycle.drain()
     status = tracker.store.get_by_task_id("again")
     assert (status.state, status.attempts) == (State.SUCCEEDED, 2)
 
@@ -131,18 +133,20 @@ def test_a_redelivery_in_the_same_batch_counts_one_more_attempt(any_url, make_tr
 def test_progress_is_written_after_the_queued_start(any_url, make_tracker):
     tracker = _worker(make_tracker, any_url)
     publish(tracker, "ticks", total_steps=10)
-    live = tracker.begin(event("ticks"))
+    live = tracker.lifecycle.start(event("ticks"))
     live.increment_completed_steps(4)
     live.flush(final=False, force=True)  # writes the start first, then the steps
     status = tracker.store.get_by_task_id("ticks")
     assert (status.state, status.completed_steps) == (State.IN_PROGRESS, 4)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
 
 
 def test_a_task_nobody_published_is_recorded_by_the_batch(any_url, make_tracker):
     tracker = _worker(make_tracker, any_url)
-    tracker.end(tracker.begin(event("eager", user_id="7", name="Eager one", total_steps=2)))
-    tracker.flush()
+    tracker.lifecycle.end(
+        tracker.lifecycle.start(event("eager", user_id="7", name="Eager one", total_steps=2))
+    )
+    tracker.lifecycle.drain()
     status = tracker.store.get_by_task_id("eager")
     assert (status.state, status.name, status.user_id) == (State.SUCCEEDED, "Eager one", "7")
 
@@ -152,7 +156,7 @@ def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker,
     publish(tracker, "short")
     publish(tracker, "long")
     _run(tracker, "short")  # started and ended: one write
-    live = tracker.begin(event("long"))  # started only: written first
+    live = tracker.lifecycle.start(event("long"))  # started only: written first
     real = tracker.store.end_tasks
 
     def ends_unavailable(task_ids, transition, now, **options):
@@ -161,33 +165,33 @@ def test_a_failed_batch_stays_queued_and_is_written_later(sql_url, make_tracker,
     # The start is written, then the store fails: only the other write stays queued.
     monkeypatch.setattr(tracker.store, "end_tasks", ends_unavailable)
     with pytest.raises(StoreUnavailable):
-        tracker.flush()
+        tracker.lifecycle.drain()
     assert tracker.store.get_by_task_id("long").state is State.IN_PROGRESS
     assert tracker.store.get_by_task_id("short").state is State.PENDING
     monkeypatch.setattr(tracker.store, "end_tasks", real)
-    tracker.flush()
+    tracker.lifecycle.drain()
     short, long = (tracker.store.get_by_task_id(t) for t in ("short", "long"))
     assert (short.state, short.attempts) == (State.SUCCEEDED, 1)
     # Written once: a start written twice would count a second attempt.
     assert (long.state, long.attempts) == (State.IN_PROGRESS, 1)
-    tracker.end(live)
+    tracker.lifecycle.end(live)
 
 
 def _flush_in_child(tracker) -> None:
-    tracker.flush()  # the child's queue is empty: the parent's events are not its to write
+    tracker.lifecycle.drain()  # the child has nothing queued: the parent's events are not its own
 
 
 def test_a_forked_child_never_writes_its_parents_queue(sql_url, make_tracker):
     tracker = _worker(make_tracker, sql_url)
     publish(tracker, "parents")
-    live = tracker.begin(event("parents"))
+    live = tracker.lifecycle.start(event("parents"))
     child = multiprocessing.get_context("fork").Process(target=_flush_in_child, args=(tracker,))
     child.start()
     child.join(timeout=30)
     assert child.exitcode == 0
     assert tracker.store.get_by_task_id("parents").state is State.PENDING
-    tracker.end(live)
-    tracker.flush()
+    tracker.lifecycle.end(live)
+    tracker.lifecycle.drain()
     status = tracker.store.get_by_task_id("parents")
     assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
 
@@ -196,9 +200,9 @@ def test_write_interval_zero_writes_each_event_at_once(sql_url, make_tracker):
     tracker = _worker(make_tracker, sql_url, interval=0)
     assert tracker.recorder.writer is None
     publish(tracker, "direct")
-    live = tracker.begin(event("direct"))
+    live = tracker.lifecycle.start(event("direct"))
     assert tracker.store.get_by_task_id("direct").state is State.IN_PROGRESS
-    tracker.end(live)
+    tracker.lifecycle.end(live)
     assert tracker.store.get_by_task_id("direct").state is State.SUCCEEDED
 
 
@@ -262,10 +266,10 @@ def test_flush_waits_for_a_write_in_progress(sql_url, make_tracker, monkeypatch)
         return real(*args, **options)
 
     monkeypatch.setattr(tracker.store, "end_tasks", slow)
-    other = threading.Thread(target=tracker.flush)
+    other = threading.Thread(target=tracker.lifecycle.drain)
     other.start()
     assert writing.wait(5)
-    tracker.flush()  # nothing left queued, but a write is in flight: returns once it is stored
+    tracker.lifecycle.drain()  # nothing queued, a write in flight: returns once stored
     assert tracker.store.get_by_task_id("slow").state is State.SUCCEEDED
     other.join(5)
 
@@ -274,13 +278,13 @@ def test_flush_of_ended_tasks_leaves_running_starts_queued(any_url, make_tracker
     tracker = _worker(make_tracker, any_url)
     publish(tracker, "running")
     publish(tracker, "done")
-    live = tracker.begin(event("running"))
+    live = tracker.lifecycle.start(event("running"))
     _run(tracker, "done")
-    tracker.flush(ended_only=True)  # what a queue stores before acknowledging "done"
+    tracker.lifecycle.drain(ended_only=True)  # what a queue stores before acknowledging "done"
     assert tracker.store.get_by_task_id("done").state is State.SUCCEEDED
     assert tracker.store.get_by_task_id("running").state is State.PENDING
-    tracker.end(live)
-    tracker.flush()
+    tracker.lifecycle.end(live)
+    tracker.lifecycle.drain()
     status = tracker.store.get_by_task_id("running")
     assert (status.state, status.attempts) == (State.SUCCEEDED, 1)
 
@@ -338,7 +342,7 @@ def test_ending_a_batch_reports_only_what_needs_following_up(
     publish(tracker, "box", container="tests.box")
     for task_id in ("plain", "other", "ended", "inside"):
         publish(tracker, task_id, parent="box" if task_id == "inside" else None)
-    tracker.end(tracker.begin(event("ended")))
+    tracker.lifecycle.end(tracker.lifecycle.start(event("ended")))
     before = tracker.get_by_task_id("ended")
     ids = ["plain", "missing", "inside", "ended", "other", "plain"]
     batch = tracker.store.end_tasks(ids, models.RUN, datetime.now(timezone.utc))
@@ -375,10 +379,10 @@ def test_what_a_batch_sets_off_may_read_and_write_through_the_tracker(any_url, m
     publish(tracker, "done", parent="group")
     publish(tracker, "dropped", parent="group")
     publish(tracker, "later", parent="chain")
-    live = tracker.begin(event("done"))
+    live = tracker.lifecycle.start(event("done"))
     tracker.cancel(tracker.get_by_task_id("dropped"))
-    tracker.end(live)
-    tracker.flush()
+    tracker.lifecycle.end(live)
+    tracker.lifecycle.drain()
     assert {t: state(tracker, t) for t in ("chain", "group", "later")} == {
         "chain": "Canceled",
         "group": "Canceled",
@@ -404,23 +408,25 @@ def test_a_batch_writes_the_times_its_tasks_started_and_ended(sql_url, make_trac
     for task_id in ("run", "late", "long", "canceled"):
         publish(tracker, task_id)
     clock = tracker.recorder.clock
-    long = tracker.begin(event("long"))
-    tracker.flush()  # its start alone, written now
+    long = tracker.lifecycle.start(event("long"))
+    tracker.lifecycle.drain()  # its start alone, written now
     t0 = clock()
-    run = tracker.begin(event("run"))
+    run = tracker.lifecycle.start(event("run"))
     time.sleep(0.2)
-    tracker.end(run)
+    tracker.lifecycle.end(run)
     t1 = clock()
-    late = tracker.begin(event("late"))
+    late = tracker.lifecycle.start(event("late"))
     time.sleep(0.1)
-    tracker.end(long)  # a success whose start was written before
-    canceled = tracker.begin(event("canceled"))
-    tracker.end(late)
+    tracker.lifecycle.end(long)  # a success whose start was written before
+    canceled = tracker.lifecycle.start(event("canceled"))
+    tracker.lifecycle.end(late)
     t2 = clock()
     tracker.store.transition(tracker.store.get_by_task_id("canceled").uuid, models.CANCEL, t2)
-    tracker.end(canceled)  # left unchanged by the batch: the others are told apart by time
+    tracker.lifecycle.end(
+        canceled
+    )  # left unchanged by the batch: the others are told apart by time
     time.sleep(0.2)
-    tracker.flush()  # all of them, written 0.2 s after the last ended
+    tracker.lifecycle.drain()  # all of them, written 0.2 s after the last ended
     by_id = {t: tracker.store.get_by_task_id(t) for t in ("run", "late", "long")}
     for task_id, status in by_id.items():
         assert status.state is State.SUCCEEDED, task_id

@@ -3,15 +3,15 @@
 A worker that forks a child per task would otherwise pay, for every task, a database
 connection opened by the child and two writes on it. Instead:
 
-* The worker hands the run off just before forking (:meth:`Tracker.hand_off
-  <taskstatus.tracker.Tracker.hand_off>`) and writes nothing. The child takes it over
-  (:meth:`~taskstatus.tracker.Tracker.take_over`): the task's start waits in the child and is
+* The worker hands the run off just before forking (:meth:`Lifecycle.hand_off
+  <taskstatus.lifecycle.Lifecycle.hand_off>`) and writes nothing. The child takes it over
+  (:meth:`~taskstatus.lifecycle.Lifecycle.take_over`): the task's start waits in the child and is
   written only before the child's first other write (progress, a retry, a failure...).
 * If the child still runs after ``write_interval``, the worker writes the start, so a long task
   shows In Progress. Both writes of the start are conditional on the status being unchanged
   since the hand-off: whichever comes first counts, and a late one never undoes what the other
   process wrote meanwhile.
-* A success is handed back (:meth:`~taskstatus.tracker.Tracker.hand_back`) through memory
+* A success is handed back (:meth:`~taskstatus.lifecycle.Lifecycle.hand_back`) through memory
   shared across the fork, with the time the task ended, and the worker writes it in its next
   batch — as start and success in one write if nobody wrote the start. A short task costs its
   child no connection at all.

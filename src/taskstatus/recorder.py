@@ -69,6 +69,33 @@ class Recorder:
         self.writer: WriteBehind | None = None
         #: See defer_start.
         self._deferred_start: tuple[TaskEvent, datetime] | None = None
+        #: Set once prepare_for_fork() has warmed the store up.
+        self._warm = False
+
+    def close(self) -> None:
+        """Stop the writer thread (what it holds is written first)."""
+        if self.writer is not None:
+            self.writer.stop()
+        self._warm = False
+
+    def prepare_for_fork(self) -> None:
+        """Warm up what a forked child inherits: the first call opens the store and runs the
+        hot path once with nothing to change, so the schema is checked and the statements
+        compiled; each call refreshes the ids of tasks canceled before they started (if not
+        recently read), so a child refuses such a task without a query."""
+        if self.writer is not None:
+            self.writer.refresh_canceled()
+        if self._warm:
+            return
+        self._warm = True
+        self.store.open()
+        now = self.clock()
+        nobody = uuid_module.uuid4()
+        self.store.get_by_task_id(f"taskstatus:warm-up:{nobody}")
+        for transition in (models.START, models.SUCCEED, models.RUN):
+            self.store.transition(nobody, transition, now)
+            self.store.transition_tasks([f"taskstatus:warm-up:{nobody}"], transition, now)
+        self.store.add_steps(nobody, 1, 0, now)
 
     def batch_writes(self, interval: float, cancel_horizon: timedelta) -> None:
         """From now on, queue task starts and successes and write them every ``interval``

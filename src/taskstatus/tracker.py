@@ -2,37 +2,34 @@
 
 Reads go straight to the store; every change goes through the lifecycle hooks, so plugins see
 API calls (``status.cancel()``) exactly like queue events. Queue adapters use
-:meth:`Tracker.publish`, :meth:`Tracker.begin` and :meth:`Tracker.end`, which hold the logic
-every queue shares (owner check, group membership, outcome of an exception).
+``tracker.lifecycle`` (:class:`~taskstatus.lifecycle.Lifecycle`), which holds the logic every
+queue shares (owner check, group membership, outcome of an exception), and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import dataclasses
 import logging
-import traceback as traceback_module
 import uuid as uuid_module
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 from uuid import UUID
 
 import pluggy
 
-from . import models
 from .artifacts import ArtifactStorage
 from .events import TaskEvent
-from .exceptions import ConfigurationError, NotFound, TaskCanceledException
-from .handoff import HandOff
+from .exceptions import ConfigurationError, NotFound
 from .heartbeat import Heartbeat
+from .lifecycle import Lifecycle
 from .models import Artifact, Attempt, State, TaskStatus, check_artifact_payload, check_steps
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
 from .settings import Settings
 from .store import ANY, AttemptStore, StatusQuery, Store
-from .tracking import LiveCalls, LiveStatus, activate, deactivate
+from .tracking import LiveCalls
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -43,10 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Tracker"]
 
 log = logging.getLogger(__name__)
-
-_group: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "taskstatus_group", default=None
-)
 
 
 def _warn_missing(artifact: Artifact, location: str) -> None:
@@ -64,6 +57,27 @@ def parse_uuid(value: UUID | str, what: str = "status") -> UUID:
         return UUID(value)
     except ValueError:
         raise ValueError(f"invalid {what} id {value!r}: not a UUID") from None
+
+
+class _Moved:
+    """A method that moved to :class:`~taskstatus.lifecycle.Lifecycle`: still works, warns."""
+
+    def __init__(self, new: str) -> None:
+        self.new = new
+        self.old = new
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.old = name
+
+    def __get__(self, tracker: Tracker | None, owner: type | None = None) -> Any:
+        if tracker is None:
+            return self
+        warnings.warn(
+            f"Tracker.{self.old} is deprecated: use tracker.lifecycle.{self.new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(tracker.lifecycle, self.new)
 
 
 class Tracker:
@@ -97,8 +111,15 @@ class Tracker:
         )
         location = self.settings.artifact_url()
         self._artifact_storage = ArtifactStorage(location) if location else None
-        #: Set once prepare_for_fork() has warmed the store up.
-        self._forkable = False
+        #: What queue adapters call (see :mod:`taskstatus.lifecycle`).
+        self.lifecycle = Lifecycle(
+            self.settings,
+            self.pm.hook,
+            self.recorder,
+            self.heartbeat,
+            self._live_calls,
+            find=self.find_by_task_id,
+        )
 
     def _store_for(self, url: str) -> Store:
         store = self.pm.hook.taskstatus_store(url=url)
@@ -136,66 +157,8 @@ class Tracker:
 
     def close(self) -> None:
         self.heartbeat.stop()
-        if self.recorder.writer is not None:
-            self.recorder.writer.stop()
+        self.recorder.close()
         self.store.close()
-        self._forkable = False
-
-    def prepare_for_fork(self) -> None:
-        """Get this process ready to fork children that run tasks (a work horse per job).
-
-        The first call opens the store and runs the hot path once with nothing to change, so
-        that every child starts with the schema checked and the statements compiled. Each call
-        refreshes the ids of tasks canceled before they started, if not recently read: a child
-        inherits them and refuses such a task without a query.
-        """
-        if self.recorder.writer is not None:
-            self.recorder.writer.refresh_canceled()
-        if self._forkable:
-            return
-        self._forkable = True
-        self.open()
-        now = utcnow()
-        nobody = uuid_module.uuid4()
-        self.store.get_by_task_id(f"taskstatus:warm-up:{nobody}")
-        for transition in (models.START, models.SUCCEED, models.RUN):
-            self.store.transition(nobody, transition, now)
-            self.store.transition_tasks([f"taskstatus:warm-up:{nobody}"], transition, now)
-        self.store.add_steps(nobody, 1, 0, now)
-
-    def batch_writes(self) -> None:
-        """Queue adapters call this in worker processes: from now on task starts and
-        successes are written in batches every ``write_interval`` seconds (see
-        :mod:`taskstatus.writebehind`). The adapter must call :meth:`flush` when the process
-        shuts down."""
-        self.recorder.batch_writes(self.settings.write_interval, self.settings.max_age)
-
-    @property
-    def writes_batched(self) -> bool:
-        """Whether :meth:`batch_writes` took effect here: starts and successes are queued."""
-        return self.recorder.writer is not None
-
-    def after_write(self, callback: Callable[[], object]) -> bool:
-        """Call ``callback`` on the writer thread once what is queued so far is stored (how a
-        queue adapter acknowledges a message whose success is queued). False, and nothing is
-        called, when writes are not batched."""
-        writer = self.recorder.writer
-        if writer is None:
-            return False
-        writer.after_write(callback)
-        return True
-
-    def run_waiting(self) -> None:
-        """Write what is queued and call the callbacks given to :meth:`after_write`, now, on
-        this thread (a worker stopping)."""
-        if self.recorder.writer is not None:
-            self.recorder.writer.run_waiting()
-
-    def flush(self, *, ended_only: bool = False) -> None:
-        """Write the task starts and successes this process has queued (reads through the
-        tracker do it first). ``ended_only`` writes only those of tasks that ended: what a
-        queue adapter must store before the queue acknowledges them."""
-        self.recorder.drain(ended_only=ended_only)
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin (an object or module with ``@taskstatus.hookimpl`` functions)."""
@@ -611,200 +574,43 @@ class Tracker:
         if not isinstance(name, str) or not name:
             raise ValueError(f"group name must be a non-empty str, got {name!r}")
         task_id = f"taskstatus.group:{uuid_module.uuid4()}"
-        self.publish(
-            TaskEvent(
-                task_id=task_id,
-                queue="taskstatus",
-                task_class="taskstatus.group",
-                name=name,
-                user_id=str(user_id),
-                is_container=True,
-                sealed=False,
-                total_steps=0,
-            )
+        lifecycle = self.lifecycle
+        lifecycle.publish_container(
+            task_id,
+            queue="taskstatus",
+            kind="taskstatus.group",
+            name=name,
+            user_id=str(user_id),
+            sealed=False,
         )
-        token = _group.set(task_id)
         try:
-            yield self.get_by_task_id(task_id)
+            with lifecycle.joining(task_id):
+                yield self.get_by_task_id(task_id)
         except BaseException:
             if not self.store.children(self.get_by_task_id(task_id).uuid):
-                self.hook.taskstatus_cancel(
-                    event=TaskEvent(task_id=task_id, task_class="taskstatus.group")
-                )
+                lifecycle.cancel(TaskEvent(task_id=task_id, task_class="taskstatus.group"))
             raise
         finally:
-            _group.reset(token)
-            self.seal(task_id)
+            lifecycle.seal(task_id)
 
-    # -- for queue adapters --------------------------------------------------------------------
-    def seal(self, task_id: str) -> None:
-        """No more children will join the container ``task_id``; it ends once they have."""
-        self.recorder.seal(task_id)
-
-    def publish(self, event: TaskEvent) -> None:
-        """Record a task about to be sent (inside an open ``group`` it joins the group)."""
-        if event.parent_task_id is None and (group := _group.get()) is not None:
-            event = _replace(event, parent_task_id=group)
-        self.hook.taskstatus_publish(event=event)
-
-    def publish_container(
-        self,
-        task_id: str,
-        *,
-        queue: str,
-        kind: str,
-        name: str | None,
-        user_id: str | None,
-        parent_task_id: str | None = None,
-        sealed: bool = True,
-    ) -> None:
-        """Record a queue's container (a chain, a pipeline...) whose steps are published next;
-        an unsealed one ends only after :meth:`seal`."""
-        self.publish(
-            TaskEvent(
-                task_id=task_id,
-                queue=queue,
-                task_class=kind,
-                name=name or kind,
-                user_id=user_id,
-                parent_task_id=parent_task_id,
-                is_container=True,
-                sealed=sealed,
-                total_steps=0,
-            )
-        )
-
-    def cancel_task(self, event: TaskEvent) -> None:
-        """Cancel the task of ``event`` (by its task id) that its queue will not run, as
-        :meth:`cancel` does a status: queue adapters drop its work too."""
-        self.hook.taskstatus_cancel(event=event)
-
-    def begin(self, event: TaskEvent) -> LiveStatus:
-        """A worker starts the task: record it and make ``current()`` return its handle.
-
-        Raises :class:`~taskstatus.TaskCanceledException` when the status was canceled: the
-        adapter must then skip the task body (and call :meth:`end` with that exception).
-        """
-        self.hook.taskstatus_prerun(event=event)
-        live = LiveStatus(self._live_calls, event, interval=self.settings.progress_interval)
-        live.token = activate(live)
-        self.heartbeat.add(event.task_id)
-        if self.settings.progress_interval:  # else every progress call writes at once
-            self.heartbeat.watch(live)
-        return live
-
-    def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
-        """The run stopped without an outcome (its message goes back to the queue): write
-        its progress and clear ``current()``; the next delivery counts a new attempt.
-        ``succeeded``: the success is written next, which completes every step anyway."""
-        try:
-            live.flush(final=True, succeeding=succeeded)
-        finally:
-            self.heartbeat.unwatch(live)
-            self.heartbeat.discard(live.task_id)
-            if live.token is not None:
-                deactivate(live.token)
-                live.token = None
-
-    # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
-    def hand_off(self, event: TaskEvent) -> HandOff:
-        """In a worker, just before it forks a child to run the task of ``event``: nothing is
-        written yet; this process vouches for the task's heartbeat, and writes its start if
-        the child still runs after ``write_interval``. Call :meth:`finish_hand_off` once the
-        child has ended."""
-        self.prepare_for_fork()
-        writer = self.recorder.writer
-        handoff = HandOff(event, self.recorder.clock(), deferred=writer is not None)
-        self.heartbeat.add(event.task_id)
-        if writer is not None:
-            handoff.start_call = writer.call_later(
-                writer.interval,
-                lambda: self.recorder.start_unless_changed(handoff.event, handoff.since),
-            )
-        return handoff
-
-    def take_over(self, handoff: HandOff) -> LiveStatus:
-        """In the child: :meth:`begin` the task handed off, its start written only before
-        this process's first other write. Raises TaskCanceledException as :meth:`begin`."""
-        if not handoff.deferred:
-            return self.begin(handoff.event)
-        event = handoff.event
-        writer = self.recorder.writer
-        # As the worker read them just before the fork (see prepare_for_fork): no query here.
-        if writer is not None and writer.canceled_unstarted(event.task_id, refresh=False):
-            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
-        self.recorder.defer_start(event, handoff.since)
-        self.hook.taskstatus_prerun(event=event)
-        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
-        # pending progress starts at the task's first progress call, if any.
-        live = LiveStatus(
-            self._live_calls, event, interval=self.settings.progress_interval, watched=False
-        )
-        live.token = activate(live)
-        return live
-
-    def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
-        """In the child, once the task succeeded: write its pending progress and leave the
-        success to the parent, which writes it in its next batch (with the start, as one
-        write, if that was never written)."""
-        if not handoff.deferred:
-            self.end(live)
-            return
-        ended = self.recorder.clock()
-        self.release(live, succeeded=True)
-        unstarted = self.recorder.withdraw_start()
-        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
-
-    def finish_hand_off(self, handoff: HandOff) -> None:
-        """In the worker, once the child has ended: write the success it handed back. Any
-        other outcome the child wrote itself, or the adapter ends the task with :meth:`end`
-        (a child that died)."""
-        event = handoff.event
-        self.heartbeat.discard(event.task_id)
-        writer = self.recorder.writer
-        # Taken back unless it ran: the start is then this process's to write.
-        start_pending = (
-            writer is not None
-            and handoff.start_call is not None
-            and writer.cancel_call(handoff.start_call)
-        )
-        outcome = handoff.outcome()
-        if outcome == HandOff.NOTHING:
-            return
-        if outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending:
-            assert writer is not None
-            # Checked for a cancel in the child; a later cancel wins in the write itself,
-            # which the success joins into one.
-            writer.start(event, handoff.since, check_canceled=False)
-        self.hook.taskstatus_succeed(event=_replace(event, at=handoff.ended()))
-
-    def end(
-        self,
-        task: LiveStatus | TaskEvent,
-        *,
-        exception: BaseException | None = None,
-        retrying: bool = False,
-        message: str | None = None,
-        traceback: str | None = None,
-    ) -> None:
-        """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
-        retried (``retrying``, with or without an exception) or failed; pending progress is
-        written first."""
-        if isinstance(task, LiveStatus):
-            self.release(task, succeeded=exception is None and not retrying)
-            event = task._event()
-        else:
-            event = task
-        if exception is None and not retrying:
-            self.hook.taskstatus_succeed(event=event)
-            return
-        if isinstance(exception, TaskCanceledException):
-            self.hook.taskstatus_cancel(event=_replace(event, exception=exception))
-            return
-        if traceback is None and exception is not None:
-            traceback = "".join(traceback_module.format_exception(exception))
-        hook = self.hook.taskstatus_retry if retrying else self.hook.taskstatus_fail
-        hook(event=_replace(event, exception=exception, message=message, traceback=traceback))
+    # -- the adapter-facing names of earlier releases, now on tracker.lifecycle ----------------
+    publish = _Moved("publish")
+    publish_container = _Moved("publish_container")
+    seal = _Moved("seal")
+    cancel_task = _Moved("cancel")
+    begin = _Moved("start")
+    release = _Moved("release")
+    end = _Moved("end")
+    batch_writes = _Moved("batch_writes")
+    writes_batched = _Moved("writes_batched")
+    after_write = _Moved("after_write")
+    run_waiting = _Moved("run_waiting")
+    flush = _Moved("drain")
+    prepare_for_fork = _Moved("prepare_for_fork")
+    hand_off = _Moved("hand_off")
+    take_over = _Moved("take_over")
+    hand_back = _Moved("hand_back")
+    finish_hand_off = _Moved("finish_hand_off")
 
 
 def _position(after: str | Position | None) -> Position | None:
@@ -816,7 +622,3 @@ def _position(after: str | Position | None) -> Position | None:
 
 def _root(root: UUID | str | None) -> UUID | None:
     return None if root is None else parse_uuid(root, "root")
-
-
-def _replace(event: TaskEvent, **changes: Any) -> TaskEvent:
-    return dataclasses.replace(event, **changes)

@@ -14,7 +14,7 @@ Skipping work that was canceled before it started must not wait for a write: the
 the ids of such tasks, refreshed with each batch (and at a task's start if the worker was
 idle), and ``start()`` refuses those at once.
 
-A queue adapter turns this on in its worker processes (``Tracker.batch_writes``) because it
+A queue adapter turns this on in its worker processes (``Lifecycle.batch_writes``) because it
 knows their life cycle: it writes the queue when a worker process shuts down, including the
 ones that leave through ``os._exit`` where ``atexit`` never runs. Nothing queued is dropped: a
 failed batch stays queued and is retried, and the queue is also written at interpreter exit.

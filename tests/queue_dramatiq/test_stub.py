@@ -174,18 +174,19 @@ def test_install_twice_returns_the_same_middleware(stub):
 
 
 def test_a_start_the_store_cannot_record_runs_again_later(stub, uid, monkeypatch):
-    from taskstatus import StoreUnavailable, Tracker
+    from taskstatus import StoreUnavailable
+    from taskstatus.lifecycle import Lifecycle
 
-    real_begin = Tracker.begin
+    real_start = Lifecycle.start
     calls: list[str] = []
 
-    def begin_once_unavailable(self, event):
+    def start_once_unavailable(self, event):
         calls.append(event.task_id)
         if len(calls) == 1:
             raise StoreUnavailable("database error: server closed the connection")
-        return real_begin(self, event)
+        return real_start(self, event)
 
-    monkeypatch.setattr(Tracker, "begin", begin_once_unavailable)
+    monkeypatch.setattr(Lifecycle, "start", start_once_unavailable)
     message = actors.count.send(uid, 2)
     stub.join()
     status = taskstatus.get_by_task_id(message.message_id)

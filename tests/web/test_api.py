@@ -27,7 +27,7 @@ def _ids(response):
 def test_payload_has_every_field_links_progress_and_artifacts(tracker, as_user):
     group = publish(tracker, "g", container="taskstatus.group", sealed=False)
     publish(tracker, "a", parent="g", total_steps=4)
-    tracker.begin(event("a"))
+    tracker.lifecycle.start(event("a"))
     tracker.increment_steps(tracker.get_by_task_id("a"), 1, 0)
     tracker.set_state(tracker.get_by_task_id("a"), "Sending emails")
     a = tracker.get_by_task_id("a")
@@ -71,7 +71,7 @@ def varied(tracker):
     publish(tracker, "i1", name="Import grades")
     publish(tracker, "g", name="Nightly", container="taskstatus.group", sealed=False)
     publish(tracker, "g1", name="Nightly part", parent="g")
-    tracker.begin(event("i1"))
+    tracker.lifecycle.start(event("i1"))
     publish(tracker, "x", name="export theirs", user_id=OTHER)
     return tracker
 
@@ -163,7 +163,7 @@ def test_next_link_keeps_the_filters(tracker, as_user):
     assert (query["user_id"], query["limit"]) == ([OTHER], ["2"])
     second = as_user(ROOT).get(first["next"])
     assert _ids(second) == ["u2", "u1"]
-    tracker.begin(event("t1"))
+    tracker.lifecycle.start(event("t1"))
     states = {"state": ["In Progress", "PENDING"], "limit": 3}
     page = as_user(OWNER).get("/api/v1/tasks/", params=states).json()
     assert parse_qs(urlsplit(page["next"]).query)["state"] == ["In Progress", "PENDING"]

@@ -110,14 +110,16 @@ def varied(store):
     store.start(running)
     store.set_state(running, "Uploading")
     store.increment_steps(running, 1, 3)
-    store.publish(event("broken", user_id=OWNER, name="Import", parent_task_id=group.task_id))
-    store.end(event("broken"), exception=RuntimeError("disk full"), traceback=TRACE)
+    store.lifecycle.publish(
+        event("broken", user_id=OWNER, name="Import", parent_task_id=group.task_id)
+    )
+    store.lifecycle.end(event("broken"), exception=RuntimeError("disk full"), traceback=TRACE)
     done = publish(store, user_id=OWNER, name="Export")
     store.start(done)
     store.add_artifact(done, file=b"a,b\n", filename="export.csv")
     store.add_artifact(done, name="Link", url="https://example.com/r/1")
     store.add_artifact(done, name="Summary", text="2 rows")
-    store.end(event(done.task_id))
+    store.lifecycle.end(event(done.task_id))
     publish(store, user_id=OWNER, name=NASTY)
     return group, store.get_by_task_id("broken"), done
 
@@ -185,7 +187,7 @@ def test_a_filtered_list_follows_its_rows_out_of_the_filter(
     store.start(running)
     done = publish(store, user_id=OWNER, name="Earlier export")
     store.start(done)
-    store.end(event(done.task_id))
+    store.lifecycle.end(event(done.task_id))
     with (
         live_server(create_app(header_user, tracker=store)) as server,
         Visitor(browser, server.url, OWNER, screenshots) as owner,
@@ -201,7 +203,7 @@ def test_a_filtered_list_follows_its_rows_out_of_the_filter(
         expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "50")
 
         # The row that leaves In Progress goes on showing its changes, to its end.
-        store.end(event(running.task_id))
+        store.lifecycle.end(event(running.task_id))
         expect(row.locator("[data-field=state]")).to_have_text("Succeeded")
         expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
         owner.shot(f"filtered-row-ended-{live}")

@@ -28,8 +28,8 @@ def server(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveSe
 
 
 def _finish(tracker: Tracker, task_id: str) -> None:
-    tracker.begin(event(task_id))
-    tracker.end(event(task_id))
+    tracker.lifecycle.start(event(task_id))
+    tracker.lifecycle.end(event(task_id))
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -110,7 +110,7 @@ def test_events_take_the_list_filters(tracker, server):
 def test_a_container_stream_has_its_children_and_its_sums(tracker, server):
     group = publish(tracker, "group", container="taskstatus.group", sealed=False)
     publish(tracker, "a", parent="group", total_steps=2)
-    tracker.begin(event("a"))  # the group starts with it
+    tracker.lifecycle.start(event("a"))  # the group starts with it
     url = f"/api/v1/tasks/{group.uuid}/events"
     with client(server, OWNER) as http, http.stream("GET", url) as r:
         stream = events(r)
@@ -139,7 +139,7 @@ def test_a_client_that_reconnects_gets_what_it_missed(tracker, server):
     with client(server, OWNER) as http:
         with http.stream("GET", url) as r:
             seen = next(events(r)).id
-        tracker.begin(event("task"))
+        tracker.lifecycle.start(event("task"))
         tracker.increment_steps(tracker.get(task.uuid), 2, 0)
         _finish(tracker, "task")
         headers = {"Last-Event-ID": seen}
@@ -162,7 +162,7 @@ def test_a_client_that_reconnects_to_a_running_task_follows_on(tracker, server):
     with client(server, OWNER) as http:
         with http.stream("GET", url) as r:
             seen = next(events(r)).id
-        tracker.begin(event("task"))
+        tracker.lifecycle.start(event("task"))
         tracker.increment_steps(tracker.get(task.uuid), 2, 0)
         with http.stream("GET", url, headers={"Last-Event-ID": seen}) as r:
             stream = events(r)
@@ -238,7 +238,7 @@ def test_heartbeats_on_a_quiet_stream(tracker, server, monkeypatch):
 
 def test_a_fast_ticking_task_is_coalesced(tracker, server):
     task = publish(tracker, "task", total_steps=10**6)
-    tracker.begin(event("task"))
+    tracker.lifecycle.start(event("task"))
     with (
         client(server, OWNER) as http,
         http.stream("GET", f"/api/v1/tasks/{task.uuid}/events") as r,

@@ -212,8 +212,10 @@ def test_detail_shows_fields_tree_artifacts_and_actions(memory_tracker, on_memor
 def test_a_failure_shows_its_message_and_the_traceback_only_to_superusers(
     memory_tracker, on_memory
 ):
-    memory_tracker.publish(event("broken", user_id=OWNER, name="Import"))
-    memory_tracker.end(event("broken"), exception=RuntimeError("disk full"), traceback=TRACE)
+    memory_tracker.lifecycle.publish(event("broken", user_id=OWNER, name="Import"))
+    memory_tracker.lifecycle.end(
+        event("broken"), exception=RuntimeError("disk full"), traceback=TRACE
+    )
     status = memory_tracker.get_by_task_id("broken")
     owner = on_memory(OWNER).get(f"/tasks/{status.uuid}").text
     root = on_memory(ROOT).get(f"/tasks/{status.uuid}").text

@@ -18,11 +18,13 @@ def _app():
     group = publish(tracker, "g", user_id=OWNER, container="taskstatus.group", sealed=False)
     publish(tracker, "c", user_id=OWNER, parent="g")
     publish(tracker, "f", user_id=OWNER)
-    tracker.begin(event("f"))
-    tracker.end(event("f"), exception=RuntimeError("boom"))
+    tracker.lifecycle.start(event("f"))
+    tracker.lifecycle.end(event("f"), exception=RuntimeError("boom"))
     publish(tracker, "r", user_id=OWNER)
-    tracker.begin(event("r"))
-    tracker.end(event("r"), exception=TimeoutError("busy"), retrying=True)  # a retry history
+    tracker.lifecycle.start(event("r"))
+    tracker.lifecycle.end(
+        event("r"), exception=TimeoutError("busy"), retrying=True
+    )  # a retry history
     tracker.add_artifact(group, file=b"x,y\n", filename="out.csv")
     tracker.add_artifact(publish(tracker, "o", user_id=OTHER), text="theirs")
     return create_app(header_user, tracker=tracker)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from .. import get_tracker
+from ..lifecycle import Lifecycle
 from ..plugins import register_default
 from ..tracker import Tracker
 
@@ -71,6 +72,11 @@ class Installed:
     @property
     def tracker(self) -> Tracker:
         return self._tracker if self._tracker is not None else get_tracker()
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """What the adapter reports each step of a task's life to (its tracker's)."""
+        return self.tracker.lifecycle
 
     def register_with_tracker(self) -> None:
         """Make this adapter a plugin of its tracker (of every tracker, for the default)."""

@@ -38,6 +38,7 @@ from .. import messages
 from ..events import TaskEvent
 from ..exceptions import TaskCanceledException
 from ..hookspecs import hookimpl
+from ..lifecycle import Lifecycle
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, current, find_spec
 from ._install import Installed, install_arguments, queue_library
@@ -377,16 +378,14 @@ class CeleryAdapter(Installed):
             return  # untracked and no tracked canvas around it: untouched
         if task is not None:
             self.instrument(task)
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         if headers.get("retries"):
-            self._record_retry(tracker, task_id, name)
+            self._record_retry(lifecycle, task_id, name)
             return
         # Sent from a task (the next step of a chain): what this worker recorded comes first,
         # as the step may run, and end its chain, before the next batch.
-        tracker.flush()
-        known = bool(steps or chord_body or scope) and (
-            tracker.find_by_task_id(task_id) is not None
-        )
+        lifecycle.drain()
+        known = bool(steps or chord_body or scope) and (lifecycle.find(task_id) is not None)
         if known:
             return  # a chain step recorded when its chain was published
         info = None
@@ -402,7 +401,7 @@ class CeleryAdapter(Installed):
             except TypeError:
                 # A later chain step or chord body may get its owner from the canvas: it was
                 # recorded (and checked) when the canvas was published.
-                if tracker.find_by_task_id(task_id) is not None:
+                if lifecycle.find(task_id) is not None:
                     return
                 raise
         name_hint = (
@@ -411,11 +410,11 @@ class CeleryAdapter(Installed):
             or kwargs.get(NAME_KWARG)
         )
         owner = info.user_id if info else self._first_owner(steps)
-        parent = self._parent_for(tracker, headers, chord_body, scope, owner, name_hint)
+        parent = self._parent_for(lifecycle, headers, chord_body, scope, owner, name_hint)
         if steps:
             chain_id = f"celery.chain:{task_id}"
             self._container(
-                tracker,
+                lifecycle,
                 chain_id,
                 "celery.chain",
                 name_hint or (info.name if info else None),
@@ -424,18 +423,18 @@ class CeleryAdapter(Installed):
             )
             parent = chain_id
         if info is not None and task is not None:
-            tracker.publish(_task_event(task_id, task, info, parent))
+            lifecycle.publish(_task_event(task_id, task, info, parent))
         for step in steps:
-            self._record_step(tracker, step, parent, owner)
+            self._record_step(lifecycle, step, parent, owner)
 
-    def _record_retry(self, tracker: Tracker, task_id: str, name: str) -> None:
+    def _record_retry(self, lifecycle: Lifecycle, task_id: str, name: str) -> None:
         """Task.retry() sends the next attempt before its run ends: record the retry now,
         before a worker can start that attempt, and after the run's last progress."""
         failure, caller = _retrying.get() or (sys.exc_info()[1], None)
         live = _running(task_id)
         if live is not None:
             live.flush()
-        tracker.end(
+        lifecycle.end(
             TaskEvent(task_id=task_id, queue=QUEUE, task_class=name),
             exception=failure,
             retrying=True,
@@ -493,7 +492,7 @@ class CeleryAdapter(Installed):
 
     def _container(
         self,
-        tracker: Tracker,
+        lifecycle: Lifecycle,
         task_id: str,
         kind: str,
         name: str | None,
@@ -502,7 +501,7 @@ class CeleryAdapter(Installed):
         *,
         sealed: bool = True,
     ) -> None:
-        tracker.publish_container(
+        lifecycle.publish_container(
             task_id,
             queue=QUEUE,
             kind=kind,
@@ -514,7 +513,7 @@ class CeleryAdapter(Installed):
 
     def _parent_for(
         self,
-        tracker: Tracker,
+        lifecycle: Lifecycle,
         headers: Mapping[str, Any],
         chord_body: Mapping[str, Any] | None,
         scope: _GroupScope | None,
@@ -526,13 +525,13 @@ class CeleryAdapter(Installed):
             return None
         if scope is None:  # a group sent without group.apply_async: no end of sending known
             gid = f"celery.group:{headers['group']}"
-            self._container(tracker, gid, "celery.group", name_hint, owner, None)
+            self._container(lifecycle, gid, "celery.group", name_hint, owner, None)
             return gid
-        return self._open_scope(tracker, scope, headers, chord_body, owner, name_hint)
+        return self._open_scope(lifecycle, scope, headers, chord_body, owner, name_hint)
 
     def _open_scope(
         self,
-        tracker: Tracker,
+        lifecycle: Lifecycle,
         scope: _GroupScope,
         headers: Mapping[str, Any],
         chord_body: Mapping[str, Any] | None,
@@ -542,7 +541,7 @@ class CeleryAdapter(Installed):
         if scope.container is not None:
             return scope.container
         outer = (
-            self._open_scope(tracker, scope.outer, {}, None, owner, None) if scope.outer else None
+            self._open_scope(lifecycle, scope.outer, {}, None, owner, None) if scope.outer else None
         )
         gid = headers.get("group") or uuid.uuid4().hex
         scope.container = f"celery.group:{gid}"
@@ -551,11 +550,11 @@ class CeleryAdapter(Installed):
             body_id = chord_body["options"]["task_id"]
             chord_id = f"celery.chord:{body_id}"
             self._container(
-                tracker, chord_id, "celery.chord", scope.name or name_hint, owner, outer
+                lifecycle, chord_id, "celery.chord", scope.name or name_hint, owner, outer
             )
             parent = chord_id
             self._container(
-                tracker,
+                lifecycle,
                 scope.container,
                 "celery.group",
                 "celery.group",
@@ -563,10 +562,10 @@ class CeleryAdapter(Installed):
                 parent,
                 sealed=False,
             )
-            self._record_step(tracker, chord_body, chord_id, owner)
+            self._record_step(lifecycle, chord_body, chord_id, owner)
         else:
             self._container(
-                tracker,
+                lifecycle,
                 scope.container,
                 "celery.group",
                 scope.name or name_hint,
@@ -577,7 +576,7 @@ class CeleryAdapter(Installed):
         return scope.container
 
     def _record_step(
-        self, tracker: Tracker, sig: Mapping[str, Any], parent: str | None, owner: str | None
+        self, lifecycle: Lifecycle, sig: Mapping[str, Any], parent: str | None, owner: str | None
     ) -> None:
         """A canvas step that will be sent later (by a worker): record it as Pending now."""
         kind = sig.get("task", "")
@@ -587,13 +586,13 @@ class CeleryAdapter(Installed):
             body_id = (body.get("options") or {}).get("task_id")
             if body_id:
                 self._container(
-                    tracker, f"celery.chord:{body_id}", "celery.chord", None, owner, parent
+                    lifecycle, f"celery.chord:{body_id}", "celery.chord", None, owner, parent
                 )
             return
         if kind == "celery.group":
             if options.get("task_id"):
                 self._container(
-                    tracker,
+                    lifecycle,
                     f"celery.group:{options['task_id']}",
                     "celery.group",
                     None,
@@ -605,7 +604,7 @@ class CeleryAdapter(Installed):
         described = self._describe_step(sig, owner)
         if described is not None and options.get("task_id"):
             task, info = described
-            tracker.publish(_task_event(options["task_id"], task, info, parent))
+            lifecycle.publish(_task_event(options["task_id"], task, info, parent))
 
     def check_owners(self, sig: Any, partial_args: tuple[Any, ...]) -> None:
         """Raise TypeError if a tracked task that ``sig`` sends first lacks its owner."""
@@ -627,7 +626,7 @@ class CeleryAdapter(Installed):
         group_id = sig.id or (sig.options or {}).get("task_id")
         if not group_id:
             return None
-        status = self.tracker.find_by_task_id(f"celery.group:{group_id}")
+        status = self.lifecycle.find(f"celery.group:{group_id}")
         return status.user_id if status is not None else None
 
     @contextmanager
@@ -641,7 +640,7 @@ class CeleryAdapter(Installed):
         finally:
             _scope.reset(token)
             if scope.container is not None:
-                self.tracker.seal(scope.container)
+                self.lifecycle.seal(scope.container)
 
     # -- run ---------------------------------------------------------------------------------
     def instrument(self, task: Task) -> None:
@@ -674,18 +673,18 @@ class CeleryAdapter(Installed):
         info = spec.describe(
             _signature_target(task), args, kwargs, task_name=task.name, partial=True
         )
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         event = info.event(
             request.id, queue=QUEUE, task_class=task.name, attempt=(request.retries or 0) + 1
         )
         try:
-            return self._run(tracker, event, request, original, args, kwargs)
+            return self._run(lifecycle, event, request, original, args, kwargs)
         finally:
             if task.acks_late and not request.is_eager:
                 # The message is acknowledged once this returns: write the outcome first, so
                 # that a worker killed right after the ack cannot lose it.
                 try:
-                    tracker.flush(ended_only=True)
+                    lifecycle.drain(ended_only=True)
                 except Exception:
                     log.warning(
                         "could not write task %s yet; will retry", request.id, exc_info=True
@@ -693,7 +692,7 @@ class CeleryAdapter(Installed):
 
     def _run(
         self,
-        tracker: Tracker,
+        lifecycle: Lifecycle,
         event: TaskEvent,
         request: Any,
         original: Callable[..., Any],
@@ -701,39 +700,39 @@ class CeleryAdapter(Installed):
         kwargs: dict[str, Any],
     ) -> Any:
         try:
-            live = tracker.begin(event)
+            live = lifecycle.start(event)
         except TaskCanceledException:
-            tracker.end(event, exception=TaskCanceledException("canceled before it started"))
+            lifecycle.end(event, exception=TaskCanceledException("canceled before it started"))
             raise Ignore() from None
         try:
             result = original(*args, **kwargs)
         except Retry as exc:
             if request.is_eager:  # no message was sent, so the retry is not recorded yet
                 cause = exc.exc if isinstance(exc.exc, BaseException) else exc
-                tracker.end(live, exception=cause, retrying=True)
+                lifecycle.end(live, exception=cause, retrying=True)
             else:
-                tracker.release(live)  # recorded when the retry message was sent
+                lifecycle.release(live)  # recorded when the retry message was sent
             raise
         except TaskCanceledException as exc:
-            tracker.end(live, exception=exc)
+            lifecycle.end(live, exception=exc)
             raise Ignore() from exc
         except Reject as exc:
             if exc.requeue:
-                tracker.release(live)  # redelivered: the next run counts an attempt
+                lifecycle.release(live)  # redelivered: the next run counts an attempt
             else:
-                tracker.end(live, exception=exc, message=messages.REJECTED)
+                lifecycle.end(live, exception=exc, message=messages.REJECTED)
             raise
         except Ignore as exc:
             if str(exc) == REPLACED:
                 # self.replace(): the replacement runs under the same task id.
-                tracker.release(live)
+                lifecycle.release(live)
             else:
-                tracker.end(live, exception=TaskCanceledException("the task ignored itself"))
+                lifecycle.end(live, exception=TaskCanceledException("the task ignored itself"))
             raise
         except BaseException as exc:
-            tracker.end(live, exception=exc)
+            lifecycle.end(live, exception=exc)
             raise
-        tracker.end(live)
+        lifecycle.end(live)
         return result
 
     # -- worker life cycle ---------------------------------------------------------------------
@@ -741,12 +740,12 @@ class CeleryAdapter(Installed):
         """A worker of this app starts: batch its task starts and successes (its pool
         children inherit this)."""
         if getattr(sender, "app", None) is self.app:
-            self.tracker.batch_writes()
+            self.lifecycle.batch_writes()
 
     def _on_shutdown(self, **_: Any) -> None:
         """A worker (or pool) process stops: write what it has queued."""
         try:
-            self.tracker.flush()
+            self.lifecycle.drain()
         except Exception:
             log.exception("taskstatus could not write the task events queued by this worker")
 
@@ -773,13 +772,13 @@ class CeleryAdapter(Installed):
         message = (
             messages.TIMED_OUT if isinstance(exception, TimeLimitExceeded) else messages.WORKER_LOST
         )
-        self.tracker.end(event, exception=exception, message=message)
+        self.lifecycle.end(event, exception=exception, message=message)
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         task_id = getattr(request, "id", None)
         if task_id is None or not self._owns(sender):
             return
-        self.tracker.end(
+        self.lifecycle.end(
             TaskEvent(task_id=task_id, queue=QUEUE, task_class=sender.name),
             exception=TaskCanceledException("revoked"),
         )

@@ -222,7 +222,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             return
         scope = _group_scope.get()
         parent = scope[0] if scope is not None else None
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         try:
             info = self._describe(tracked, message.args, message.kwargs, strict=True)
         except TypeError as exc:
@@ -233,7 +233,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         container = None
         if steps:
             container = f"dramatiq.pipeline:{message.message_id}"
-            tracker.publish_container(
+            lifecycle.publish_container(
                 container,
                 queue=QUEUE,
                 kind="dramatiq.pipeline",
@@ -244,11 +244,11 @@ class TaskstatusMiddleware(Installed, Middleware):
             )
             parent = container
         if tracked is not None and info is not None:
-            tracker.publish(self._event(message.message_id, tracked[0], info, parent))
+            lifecycle.publish(self._event(message.message_id, tracked[0], info, parent))
         if container is not None:
             for step in steps:
                 self._record_step(broker, step, container, owner)
-            tracker.seal(container)
+            lifecycle.seal(container)
 
     def _describe(
         self,
@@ -303,7 +303,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             tracked, step.get("args"), step.get("kwargs"), strict=False, owner=owner
         )
         if info is not None:
-            self.tracker.publish(self._event(step["message_id"], tracked[0], info, parent))
+            self.lifecycle.publish(self._event(step["message_id"], tracked[0], info, parent))
 
     @contextlib.contextmanager
     def group_scope(self, group: dramatiq_group) -> Iterator[None]:
@@ -313,10 +313,10 @@ class TaskstatusMiddleware(Installed, Middleware):
         if not owners:
             yield
             return
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         outer = _group_scope.get()
         container = f"dramatiq.group:{uuid.uuid4()}"
-        tracker.publish_container(
+        lifecycle.publish_container(
             container,
             queue=QUEUE,
             kind="dramatiq.group",
@@ -330,7 +330,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             yield
         finally:
             _group_scope.reset(token)
-            tracker.seal(container)
+            lifecycle.seal(container)
 
     def _owners(self, group: dramatiq_group) -> Iterator[str | None]:
         for child in group.children:
@@ -353,11 +353,11 @@ class TaskstatusMiddleware(Installed, Middleware):
         assert info is not None
         attempt = int(message.options.get("retries") or 0) + 1
         event = self._event(message.message_id, actor, info, None, attempt)
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         try:
-            live = tracker.begin(event)
+            live = lifecycle.start(event)
         except TaskCanceledException as exc:
-            tracker.end(event, exception=exc)
+            lifecycle.end(event, exception=exc)
             raise SkipMessage(str(exc)) from exc
         except StoreError as exc:
             raise StoreNotReady(f"cannot record the start of {message.message_id}: {exc}") from exc
@@ -379,16 +379,16 @@ class TaskstatusMiddleware(Installed, Middleware):
         live = self._take(message)
         if live is None:
             return
-        tracker = self.tracker
+        lifecycle = self.lifecycle
         if exception is None:
-            tracker.end(live)
-            if tracker.writes_batched:
+            lifecycle.end(live)
+            if lifecycle.writes_batched:
                 with self._running_lock:
                     self._unstored.add(message.message_id)
             return
         # Retries ran just before: a message it will run again is not failed.
         retrying = not message.failed and any(isinstance(m, Retries) for m in broker.middleware)
-        tracker.end(
+        lifecycle.end(
             live,
             exception=exception,
             retrying=retrying,
@@ -399,11 +399,11 @@ class TaskstatusMiddleware(Installed, Middleware):
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         live = self._take(message)
         if live is not None:  # the actor raised TaskCanceledException
-            self.tracker.end(live, exception=TaskCanceledException("canceled while running"))
+            self.lifecycle.end(live, exception=TaskCanceledException("canceled while running"))
 
     # -- worker processes ----------------------------------------------------------------------
     def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        self.tracker.batch_writes()
+        self.lifecycle.batch_writes()
 
     def defer_ack(
         self, consumer: ConsumerThread, message: MessageProxy, ack: Callable[..., Any]
@@ -422,7 +422,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             finally:
                 _acking.stored = False
 
-        return self.tracker.after_write(acknowledge)
+        return self.lifecycle.after_write(acknowledge)
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
@@ -434,7 +434,7 @@ class TaskstatusMiddleware(Installed, Middleware):
     def before_worker_thread_shutdown(self, broker: Broker, thread: Any) -> None:
         """Send the acknowledgements still waiting for a write before the consumers stop."""
         try:
-            self.tracker.run_waiting()
+            self.lifecycle.run_waiting()
         except Exception:
             log.warning("could not write task statuses before stopping", exc_info=True)
 
@@ -446,7 +446,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         messages: the worker thread waits for them, and one write covers every message that
         ended meanwhile in the other threads (a group commit)."""
         try:
-            self.tracker.flush(ended_only=ended_only)
+            self.lifecycle.drain(ended_only=ended_only)
         except Exception:
             log.warning("could not write task statuses yet; will retry", exc_info=True)
 

@@ -29,6 +29,7 @@ from ..events import TaskEvent
 from ..exceptions import ConfigurationError, TaskCanceledException
 from ..handoff import HandOff
 from ..hookspecs import hookimpl
+from ..lifecycle import Lifecycle
 from ..tracker import Tracker
 from ..tracking import TrackSpec, find_spec, qualified_name
 from ._install import Installed, queue_library
@@ -94,9 +95,9 @@ def install(target: Queue | Redis | None = None, /, *, tracker: Tracker | None =
     return adapter
 
 
-def _tracker() -> Tracker:
+def _lifecycle() -> Lifecycle:
     adapter = _process.adapter
-    return adapter.tracker if adapter is not None else get_tracker()
+    return adapter.lifecycle if adapter is not None else get_tracker().lifecycle
 
 
 def _patch_create_job() -> None:
@@ -130,7 +131,7 @@ def _record(queue: Queue, job: Job) -> None:
         func, tuple(job.args or ()), dict(job.kwargs or {}), task_name=qualified_name(func)
     )
     _redis.connection = queue.connection
-    _tracker().publish(
+    _lifecycle().publish(
         info.event(
             job.id,
             queue=QUEUE,
@@ -148,9 +149,9 @@ def _cancel_dependents(job: Job) -> None:
     except Exception:
         log.warning("could not read the dependents of job %s", job.id, exc_info=True)
         return
-    tracker = _tracker()
+    lifecycle = _lifecycle()
     for dependent_id in dependent_ids:
-        tracker.cancel_task(TaskEvent(task_id=dependent_id, queue=QUEUE))
+        lifecycle.cancel(TaskEvent(task_id=dependent_id, queue=QUEUE))
 
 
 class TrackedJob(Job):
@@ -168,30 +169,30 @@ class TrackedJob(Job):
                 return super().perform()
             event = _run_event(self, *tracked)
         _redis.connection = self.connection  # to cancel the dependents' jobs from the horse
-        tracker = _tracker()
+        lifecycle = _lifecycle()
         try:
-            live = tracker.take_over(handoff) if handoff else tracker.begin(event)
+            live = lifecycle.take_over(handoff) if handoff else lifecycle.start(event)
         except TaskCanceledException as exc:
-            tracker.end(event, exception=exc)
+            lifecycle.end(event, exception=exc)
             _cancel_dependents(self)
             return None  # canceled before it started: never run
         try:
             result = super().perform()
         except TaskCanceledException as exc:
-            tracker.end(live, exception=exc)
+            lifecycle.end(live, exception=exc)
             _cancel_dependents(self)
             return None
         except BaseException as exc:
             retrying = bool(self.retries_left)
             message = messages.TIMED_OUT if isinstance(exc, JobTimeoutException) else None
-            tracker.end(live, exception=exc, retrying=retrying, message=message)
+            lifecycle.end(live, exception=exc, retrying=retrying, message=message)
             if not retrying:
                 _cancel_dependents(self)
             raise
         if handoff is not None:
-            tracker.hand_back(handoff, live)
+            lifecycle.hand_back(handoff, live)
         else:
-            tracker.end(live)
+            lifecycle.end(live)
         return result
 
 
@@ -226,29 +227,29 @@ class _WorkerMixin:
         # ``rq worker -w ...`` imports only this class and the job modules: record the jobs
         # enqueued here, and cancel the RQ jobs of canceled statuses (a failed job's
         # dependents), even when no module calls install().
-        tracker = install(self.connection).tracker
+        lifecycle = install(self.connection).lifecycle
         # Job starts and successes are written in batches every write_interval (see
         # taskstatus.writebehind), and what is queued when the worker exits.
-        tracker.batch_writes()
-        # A work horse forked per job then inherits a tracker whose schema was checked and
+        lifecycle.batch_writes()
+        # A work horse forked per job then inherits a store whose schema was checked and
         # statements compiled, and opens a connection of its own only if it needs one.
-        tracker.prepare_for_fork()
+        lifecycle.prepare_for_fork()
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
         if _spec(job) is None:
             return result
-        tracker = _tracker()
+        lifecycle = _lifecycle()
         event = TaskEvent(task_id=job.id, queue=QUEUE)
         lost = RuntimeError(messages.WORKER_LOST)
         if stopped:
-            tracker.end(event, exception=TaskCanceledException("stopped on request"))
+            lifecycle.end(event, exception=TaskCanceledException("stopped on request"))
             _cancel_dependents(job)
         elif job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            tracker.end(event, exception=lost, retrying=True)
+            lifecycle.end(event, exception=lost, retrying=True)
         else:
-            tracker.end(event, exception=lost, message=messages.WORKER_LOST)
+            lifecycle.end(event, exception=lost, message=messages.WORKER_LOST)
             _cancel_dependents(job)
         return result
 
@@ -282,14 +283,14 @@ class Worker(_WorkerMixin, RQWorker):
         tracked = _spec(job)
         if tracked is None:
             return super().execute_job(job, queue)
-        tracker = _tracker()
-        _forking.handoff = handoff = tracker.hand_off(_run_event(job, *tracked))
+        lifecycle = _lifecycle()
+        _forking.handoff = handoff = lifecycle.hand_off(_run_event(job, *tracked))
         try:
             return super().execute_job(job, queue)
         finally:
             _forking.handoff = None
             try:
-                tracker.finish_hand_off(handoff)
+                lifecycle.finish_hand_off(handoff)
             except Exception:
                 log.exception("could not record the success of job %s", job.id)
 

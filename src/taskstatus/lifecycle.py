@@ -1,0 +1,295 @@
+"""The lifecycle API: what a queue adapter calls, one method per step of a task's life.
+
+An adapter turns its queue's own events (Celery signals, Dramatiq middleware, RQ job and worker
+hooks) into these calls and touches nothing else of ours: no store, recorder or writer. Everything
+every queue shares lives here once: the owner and group of a published task, the outcome an
+exception means, the live handle behind ``taskstatus.current()``, batched writes in workers and
+a run handed to a forked child. The application's API is :class:`~taskstatus.Tracker`; an adapter
+reaches this object as ``tracker.lifecycle``. ``docs/hooks.md`` describes it for adapter authors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import traceback as traceback_module
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .events import TaskEvent
+from .exceptions import TaskCanceledException
+from .handoff import HandOff
+from .heartbeat import Heartbeat
+from .models import TaskStatus
+from .recorder import Recorder
+from .settings import Settings
+from .tracking import LiveCalls, LiveStatus, activate, deactivate
+
+__all__ = ["Lifecycle"]
+
+#: The container that tasks published now join (``taskstatus.group`` blocks).
+_joining: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "taskstatus_joining", default=None
+)
+
+
+class Lifecycle:
+    """The steps of a task's life, as a queue adapter reports them.
+
+    Publish side: :meth:`publish`, :meth:`publish_container`, :meth:`seal`, :meth:`cancel`.
+    Run side: :meth:`start`, then :meth:`end` (or :meth:`release` when the message goes back
+    to the queue). Workers: :meth:`batch_writes` and :meth:`drain`; forking workers:
+    :meth:`prepare_for_fork` and the hand-off methods.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        hook: Any,
+        recorder: Recorder,
+        heartbeat: Heartbeat,
+        live_calls: LiveCalls,
+        find: Callable[[str], TaskStatus | None],
+    ) -> None:
+        self._settings = settings
+        self._hook = hook
+        self._recorder = recorder
+        self._heartbeat = heartbeat
+        self._live_calls = live_calls
+        self._find = find
+
+    # -- publish side ------------------------------------------------------------------------
+    def publish(self, event: TaskEvent) -> None:
+        """Record a task about to be sent, before its message leaves (inside an open
+        ``taskstatus.group`` it joins the group). A missing owner raises TypeError."""
+        if event.parent_task_id is None and (container := _joining.get()) is not None:
+            event = dataclasses.replace(event, parent_task_id=container)
+        self._hook.taskstatus_publish(event=event)
+
+    def publish_container(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        kind: str,
+        name: str | None,
+        user_id: str | None,
+        parent_task_id: str | None = None,
+        sealed: bool = True,
+    ) -> None:
+        """Record a queue's container (a chain, a pipeline...) whose steps are published next;
+        an unsealed one ends only after :meth:`seal`."""
+        self.publish(
+            TaskEvent(
+                task_id=task_id,
+                queue=queue,
+                task_class=kind,
+                name=name or kind,
+                user_id=user_id,
+                parent_task_id=parent_task_id,
+                is_container=True,
+                sealed=sealed,
+                total_steps=0,
+            )
+        )
+
+    @contextlib.contextmanager
+    def joining(self, container_task_id: str) -> Iterator[None]:
+        """Tasks published in this block (on this thread or task) become children of the
+        container, unless they name another parent."""
+        token = _joining.set(container_task_id)
+        try:
+            yield
+        finally:
+            _joining.reset(token)
+
+    def seal(self, task_id: str) -> None:
+        """No more children will join the container ``task_id``; it ends once they have."""
+        self._recorder.seal(task_id)
+
+    def cancel(self, event: TaskEvent) -> None:
+        """Cancel the task of ``event`` (by its task id), which its queue will not run: a
+        dependent of a failed job, a discarded message. Ended tasks stay as they are."""
+        self._hook.taskstatus_cancel(event=event)
+
+    def find(self, task_id: str) -> TaskStatus | None:
+        """The status of the queue's task id, or None: whether a task was recorded already
+        (what this process has queued is written first)."""
+        return self._find(task_id)
+
+    # -- run side ----------------------------------------------------------------------------
+    def start(self, event: TaskEvent) -> LiveStatus:
+        """A worker starts the task: record it and make ``current()`` return its handle.
+
+        Raises :class:`~taskstatus.TaskCanceledException` when the status was canceled: the
+        adapter must then skip the task body (and call :meth:`end` with that exception).
+        """
+        self._hook.taskstatus_prerun(event=event)
+        live = LiveStatus(self._live_calls, event, interval=self._settings.progress_interval)
+        live.token = activate(live)
+        self._heartbeat.add(event.task_id)
+        if self._settings.progress_interval:  # else every progress call writes at once
+            self._heartbeat.watch(live)
+        return live
+
+    def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
+        """The run stopped without an outcome (its message goes back to the queue): write
+        its progress and clear ``current()``; the next delivery counts a new attempt.
+        ``succeeded``: the success is written next, which completes every step anyway."""
+        try:
+            live.flush(final=True, succeeding=succeeded)
+        finally:
+            self._heartbeat.unwatch(live)
+            self._heartbeat.discard(live.task_id)
+            if live.token is not None:
+                deactivate(live.token)
+                live.token = None
+
+    def end(
+        self,
+        task: LiveStatus | TaskEvent,
+        *,
+        exception: BaseException | None = None,
+        retrying: bool = False,
+        message: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        """The run ended: succeeded (no exception), canceled (TaskCanceledException), will be
+        retried (``retrying``, with or without an exception) or failed, with ``message`` as
+        the user-facing text if given; pending progress is written first. ``task`` is the
+        live handle from :meth:`start`, or an event where the run could not report itself
+        (a worker that died, a job stopped from outside)."""
+        if isinstance(task, LiveStatus):
+            self.release(task, succeeded=exception is None and not retrying)
+            event = task._event()
+        else:
+            event = task
+        if exception is None and not retrying:
+            self._hook.taskstatus_succeed(event=event)
+            return
+        if isinstance(exception, TaskCanceledException):
+            self._hook.taskstatus_cancel(event=dataclasses.replace(event, exception=exception))
+            return
+        if traceback is None and exception is not None:
+            traceback = "".join(traceback_module.format_exception(exception))
+        hook = self._hook.taskstatus_retry if retrying else self._hook.taskstatus_fail
+        hook(
+            event=dataclasses.replace(
+                event, exception=exception, message=message, traceback=traceback
+            )
+        )
+
+    # -- worker processes --------------------------------------------------------------------
+    def batch_writes(self) -> None:
+        """Call in worker processes: from now on task starts and successes are written in
+        batches every ``write_interval`` seconds (see :mod:`taskstatus.writebehind`). The
+        adapter must call :meth:`drain` when the process shuts down."""
+        self._recorder.batch_writes(self._settings.write_interval, self._settings.max_age)
+
+    @property
+    def writes_batched(self) -> bool:
+        """Whether :meth:`batch_writes` took effect here: starts and successes are queued."""
+        return self._recorder.writer is not None
+
+    def after_write(self, callback: Callable[[], object]) -> bool:
+        """Call ``callback`` on the writer thread once what is queued so far is stored (how
+        an adapter acknowledges a message whose success is queued). False, and nothing is
+        called, when writes are not batched."""
+        writer = self._recorder.writer
+        if writer is None:
+            return False
+        writer.after_write(callback)
+        return True
+
+    def run_waiting(self) -> None:
+        """Write what is queued and call the callbacks given to :meth:`after_write`, now, on
+        this thread (a worker stopping)."""
+        if self._recorder.writer is not None:
+            self._recorder.writer.run_waiting()
+
+    def drain(self, *, ended_only: bool = False) -> None:
+        """Write the task starts and successes this process has queued. ``ended_only``
+        writes only those of tasks that ended: what must be stored before the queue
+        acknowledges their messages."""
+        self._recorder.drain(ended_only=ended_only)
+
+    # -- a run handed to a forked child (see taskstatus.handoff) ------------------------------
+    def prepare_for_fork(self) -> None:
+        """Get this process ready to fork children that run tasks (a work horse per job):
+        the first call checks the schema and compiles the hot path's statements once, so
+        every child starts warm; each call refreshes the ids of tasks canceled before they
+        started, which a child inherits and refuses without a query."""
+        self._recorder.prepare_for_fork()
+
+    def hand_off(self, event: TaskEvent) -> HandOff:
+        """In a worker, just before it forks a child to run the task of ``event``: nothing is
+        written yet; this process vouches for the task's heartbeat, and writes its start if
+        the child still runs after ``write_interval``. Call :meth:`finish_hand_off` once the
+        child has ended."""
+        self.prepare_for_fork()
+        recorder = self._recorder
+        writer = recorder.writer
+        handoff = HandOff(event, recorder.clock(), deferred=writer is not None)
+        self._heartbeat.add(event.task_id)
+        if writer is not None:
+            handoff.start_call = writer.call_later(
+                writer.interval,
+                lambda: recorder.start_unless_changed(handoff.event, handoff.since),
+            )
+        return handoff
+
+    def take_over(self, handoff: HandOff) -> LiveStatus:
+        """In the child: :meth:`start` the task handed off, its start written only before
+        this process's first other write. Raises TaskCanceledException as :meth:`start`."""
+        if not handoff.deferred:
+            return self.start(handoff.event)
+        event = handoff.event
+        writer = self._recorder.writer
+        # As the worker read them just before the fork (see prepare_for_fork): no query here.
+        if writer is not None and writer.canceled_unstarted(event.task_id, refresh=False):
+            raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
+        self._recorder.defer_start(event, handoff.since)
+        self._hook.taskstatus_prerun(event=event)
+        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
+        # pending progress starts at the task's first progress call, if any.
+        live = LiveStatus(
+            self._live_calls, event, interval=self._settings.progress_interval, watched=False
+        )
+        live.token = activate(live)
+        return live
+
+    def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
+        """In the child, once the task succeeded: write its pending progress and leave the
+        success to the parent, which writes it in its next batch (with the start, as one
+        write, if that was never written)."""
+        if not handoff.deferred:
+            self.end(live)
+            return
+        ended = self._recorder.clock()
+        self.release(live, succeeded=True)
+        unstarted = self._recorder.withdraw_start()
+        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
+
+    def finish_hand_off(self, handoff: HandOff) -> None:
+        """In the worker, once the child has ended: write the success it handed back. Any
+        other outcome the child wrote itself, or the adapter ends the task with :meth:`end`
+        (a child that died)."""
+        event = handoff.event
+        self._heartbeat.discard(event.task_id)
+        writer = self._recorder.writer
+        # Taken back unless it ran: the start is then this process's to write.
+        start_pending = (
+            writer is not None
+            and handoff.start_call is not None
+            and writer.cancel_call(handoff.start_call)
+        )
+        outcome = handoff.outcome()
+        if outcome == HandOff.NOTHING:
+            return
+        if outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending:
+            assert writer is not None
+            # Checked for a cancel in the child; a later cancel wins in the write itself,
+            # which the success joins into one.
+            writer.start(event, handoff.since, check_canceled=False)
+        self._hook.taskstatus_succeed(event=dataclasses.replace(event, at=handoff.ended()))
