@@ -2,16 +2,19 @@
 
 An empty database is migrated to head on first use; a database at an older revision is left
 alone and refused with :class:`~taskstatus.SchemaOutdated` until ``taskstatus db upgrade``.
+Processes that find the same empty database at once (the workers of a first deployment) take
+the database's own lock in turn: the first creates the schema, the others find it made.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, column, inspect, select, table
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import Connection, Engine, column, inspect, select, table
 
 from ..exceptions import SchemaOutdated
 from .tables import VERSION_TABLE, statuses
@@ -32,12 +35,13 @@ if _plugins_log.level == logging.NOTSET:
 _version = table(VERSION_TABLE, column("version_num"))
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config(engine: Engine | None = None, connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(files("taskstatus") / "migrations"))
     config.attributes["engine"] = engine
+    config.attributes["connection"] = connection
     return config
 
 
@@ -53,10 +57,14 @@ def current_revision(engine: Engine) -> str | None:
     """The schema's revision, read from Alembic's version table without an Alembic migration
     context, which logs its set-up at INFO: every store opening would."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            return None
-        revision: str | None = conn.execute(select(_version.c.version_num)).scalar_one_or_none()
-        return revision
+        return _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    revision: str | None = conn.execute(select(_version.c.version_num)).scalar_one_or_none()
+    return revision
 
 
 def is_empty(engine: Engine) -> bool:
@@ -66,9 +74,14 @@ def is_empty(engine: Engine) -> bool:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the migrations up to ``revision`` (``taskstatus db upgrade``)."""
+    with _schema_lock(engine) as conn:
+        _upgrade(conn, revision)
+
+
+def _upgrade(conn: Connection, revision: str) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    command.upgrade(alembic_config(connection=conn), revision)
 
 
 def _known(revision: str) -> bool:
@@ -81,24 +94,55 @@ def _known(revision: str) -> bool:
         return False
 
 
-def ensure_schema(engine: Engine) -> None:
-    revision = current_revision(engine)
-    head = head_revision()
-    if revision == head:
-        return
-    if revision is None:
-        if inspect(engine).has_table(statuses.name):
-            raise SchemaOutdated(
-                f"table {statuses.name} exists but carries no taskstatus schema version "
-                f"({VERSION_TABLE} is missing); it was not created by taskstatus"
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection holding the database's lock on schema changes until the block ends (and
+    commits): SQLite's write lock, a PostgreSQL advisory lock per schema, a MariaDB/MySQL
+    named lock per database. Another process asking waits for it."""
+    with engine.connect() as conn:
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif dialect == "postgresql":
+            conn.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.taskstatus'))"
             )
+        elif dialect in ("mysql", "mariadb"):
+            got = conn.exec_driver_sql(f"SELECT GET_LOCK({_MYSQL_LOCK_NAME}, 60)").scalar()
+            if got != 1:
+                raise SchemaOutdated(
+                    "another process has been changing the taskstatus schema for 60 s; "
+                    "try again once it has finished"
+                )
         try:
-            upgrade(engine)
-        except sa_exc.DBAPIError:
-            # Another process may have created the schema at the same moment.
-            if current_revision(engine) != head:
-                raise
+            yield conn
+            conn.commit()
+        finally:
+            if dialect in ("mysql", "mariadb"):
+                conn.exec_driver_sql(f"SELECT RELEASE_LOCK({_MYSQL_LOCK_NAME})")
+
+
+#: A lock name per database, under MySQL's 64-character limit for lock names.
+_MYSQL_LOCK_NAME = "CONCAT('taskstatus:', SHA1(IFNULL(DATABASE(), '')))"
+
+
+def ensure_schema(engine: Engine) -> None:
+    head = head_revision()
+    if current_revision(engine) == head:
         return
+    with _schema_lock(engine) as conn:
+        # Read again under the lock: another process may have just created it.
+        revision = _revision(conn)
+        if revision == head:
+            return
+        if revision is None:
+            if inspect(conn).has_table(statuses.name):
+                raise SchemaOutdated(
+                    f"table {statuses.name} exists but carries no taskstatus schema version "
+                    f"({VERSION_TABLE} is missing); it was not created by taskstatus"
+                )
+            _upgrade(conn, "head")
+            return
     if not _known(revision):
         raise SchemaOutdated(
             f"the database schema is at revision {revision}, which this version of taskstatus "
