@@ -1,0 +1,112 @@
+"""The publish side: each message is recorded as it is sent, with the chain, group or chord
+the message says it belongs to; a tracked task without its owner is refused before sending."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery, Task
+
+from .._install import Installed
+from .canvas import NAME_HEADER, NAME_KWARG, Canvas, eager_chain, group_in_flight
+from .compat import spec_of
+from .retry import record_retry
+from .run import Runner
+from .tasks import signature_target, task_event
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Records the messages one app sends, through ``amqp.send_task_message`` or, for eager
+    runs, as if they had been sent."""
+
+    def __init__(self, app: Celery, installed: Installed, canvas: Canvas, runner: Runner) -> None:
+        self.app = app
+        self.installed = installed
+        self.canvas = canvas
+        self.runner = runner
+
+    def before_send(self, name: str, message: Any, extra_headers: Mapping[str, Any] | None) -> None:
+        headers, _properties, body, _sent_event = message
+        if not isinstance(body, tuple):
+            log.warning("taskstatus does not track Celery message protocol 1 (task %s)", name)
+            return
+        args, kwargs, embed = body
+        embed = embed or {}
+        task_id = headers["id"]
+        steps = list(reversed(embed.get("chain") or []))
+        chord_body = embed.get("chord")
+        scope = group_in_flight.get()
+        task: Task | None = self.app.tasks.get(name)
+        spec = spec_of(task) if task is not None else None
+        canvas = self.canvas
+        tracked_steps = [s for s in steps if canvas.is_tracked_sig(s)]
+        if spec is None and not tracked_steps and chord_body is None and scope is None:
+            return  # untracked and no tracked canvas around it: untouched
+        if task is not None:
+            self.runner.instrument(task)
+        lifecycle = self.installed.lifecycle
+        if headers.get("retries"):
+            record_retry(lifecycle, task_id, name)
+            return
+        # Sent from a task (the next step of a chain): what this worker recorded comes first,
+        # as the step may run, and end its chain, before the next batch.
+        lifecycle.drain()
+        known = bool(steps or chord_body or scope) and (lifecycle.find(task_id) is not None)
+        if known:
+            return  # a chain step recorded when its chain was published
+        info = None
+        if spec is not None and task is not None:
+            try:
+                info = spec.describe(
+                    signature_target(task),
+                    tuple(args),
+                    kwargs,
+                    task_name=task.name,
+                    default_owner=scope.owner if scope is not None else None,
+                )
+            except TypeError:
+                # A later chain step or chord body may get its owner from the canvas: it was
+                # recorded (and checked) when the canvas was published.
+                if lifecycle.find(task_id) is not None:
+                    return
+                raise
+        name_hint = (
+            (extra_headers or {}).get(NAME_HEADER)
+            or headers.get(NAME_HEADER)
+            or kwargs.get(NAME_KWARG)
+        )
+        owner = info.user_id if info else canvas.first_owner(steps)
+        parent = canvas.parent_for(lifecycle, headers, chord_body, scope, owner, name_hint)
+        if steps:
+            chain_id = f"celery.chain:{task_id}"
+            canvas.container(
+                lifecycle,
+                chain_id,
+                "celery.chain",
+                name_hint or (info.name if info else None),
+                owner,
+                parent,
+            )
+            parent = chain_id
+        if info is not None and task is not None:
+            lifecycle.publish(task_event(task_id, task, info, parent))
+        for step in steps:
+            canvas.record_step(lifecycle, step, parent, owner)
+
+    def before_eager_run(
+        self, task: Task, args: Any, kwargs: Any, options: Mapping[str, Any]
+    ) -> None:
+        """Record a task about to run in this process as if its message were being sent
+        (a missing owner raises here, from ``delay()``/``apply()``)."""
+        headers = dict(options.get("headers") or {})
+        headers["id"] = options["task_id"]
+        embed: dict[str, Any] = {}
+        chain = eager_chain.get()
+        if chain is not None and chain[0] == headers["id"]:
+            embed["chain"] = chain[1]
+        body = (tuple(args or ()), dict(kwargs or {}), embed)
+        self.before_send(task.name, (headers, {}, body, None), options.get("headers"))
