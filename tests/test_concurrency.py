@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -121,6 +122,42 @@ def test_threads_sharing_one_tracker(backend, make_url, make_tracker):
     assert errors == []
     assert tracker.count(state=State.FAILED) == 6 * 14
     assert tracker.count(state=State.SUCCEEDED) == 6 * 26
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"])
+def test_update_primitive_loses_no_update(backend, make_url, make_tracker):
+    """The SQL store's ``update``, which the base class's methods build on, reads and writes
+    each status under a lock: every read-modify-write of racing threads lands, and only the
+    ones shown to followers count as new versions."""
+    tracker = make_tracker(make_url(backend))
+    store = tracker.store
+    uuid = publish(tracker, "shared").uuid
+    rounds = 40
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def work(shown: bool) -> None:
+        def bump(s):
+            if shown:
+                return replace(s, completed_steps=s.completed_steps + 1)
+            return replace(s, total_steps=s.total_steps + 1)
+
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(rounds):
+                store.update(uuid, bump, shown=shown)
+        except BaseException as exc:  # collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n % 2 == 0,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert errors == []
+    [row] = [c for c in store.scan() if c.status.uuid == uuid]
+    assert (row.status.completed_steps, row.status.total_steps) == (2 * rounds, 1 + 2 * rounds)
+    assert row.version == 1 + 2 * rounds
 
 
 def _write_a_little(tracker, task_id: str) -> None:

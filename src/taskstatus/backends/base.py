@@ -3,7 +3,8 @@
 
 Transitions use :func:`taskstatus.models.apply` through :meth:`StoreCore.update`, the reference
 meaning of a ``Transition``; reads scan every status. That is correct, not fast: a store
-overrides the methods it can answer better (the SQL store overrides them all).
+overrides the methods it can answer better (the SQL store, every one that SQL answers
+faster).
 """
 
 from __future__ import annotations
@@ -216,7 +217,11 @@ class BaseStore(StoreCore):
     def ancestors(self, uuid: UUID) -> list[TaskStatus]:
         chain: list[TaskStatus] = []
         current = self.get(uuid)
+        seen = {uuid}
         while current is not None and current.parent_uuid is not None:
+            if current.parent_uuid in seen:
+                break  # a cycle of parents (a damaged store) ends the walk, not loops
+            seen.add(current.parent_uuid)
             current = self.get(current.parent_uuid)
             if current is not None:
                 chain.append(current)

@@ -77,6 +77,7 @@ from ..store import (
     per_task,
 )
 from . import migrate
+from .base import BaseStore
 from .tables import UTCDateTime, artifacts, attempts, statuses
 
 __all__ = ["SQLAlchemyStore"]
@@ -118,8 +119,10 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[i : i + _IN_CHUNK]
 
 
-class SQLAlchemyStore:
-    """A :class:`~taskstatus.store.Store` on any database SQLAlchemy 2 supports here."""
+class SQLAlchemyStore(BaseStore):
+    """A :class:`~taskstatus.store.Store` on any database SQLAlchemy 2 supports here: the
+    :class:`~taskstatus.store.StoreCore` primitives, and SQL for every method of
+    :class:`BaseStore` that SQL answers faster than the base's scans and reads-then-writes."""
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.sa_url = normalize_url(url)
@@ -270,6 +273,33 @@ class SQLAlchemyStore:
             raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
         return True
 
+    def update(
+        self,
+        uuid: UUID,
+        change: Callable[[TaskStatus], TaskStatus | None],
+        *,
+        artifact: Artifact | None = None,
+        shown: bool = True,
+    ) -> TaskStatus | None:
+        """The primitive of a read and a write under a row lock; this store's own writes are
+        single conditional statements instead, and use it nowhere."""
+        with self._begin() as conn:
+            # A write that changes nothing locks the row (SQLite: the database) before the
+            # read, so that no other write comes between the read and the write.
+            conn.execute(_LOCK_ROW, {"p_uuid": uuid})
+            row = conn.execute(_BY_UUID, {"p_uuid": uuid}).first()
+            new = None if row is None else change(_status(row._mapping))
+            if new is None:
+                return None
+            values: dict[str, Any] = _status_values(new)
+            del values["uuid"]  # the key, referenced by the children
+            if not shown:  # not a change a follower is shown, as a heartbeat
+                values.update(changed=_c.changed, version=_c.version)
+            conn.execute(update(statuses).where(_c.uuid == uuid).values(values))
+            if artifact is not None:
+                conn.execute(artifacts.insert().values(**_artifact_values(artifact)))
+        return new
+
     def _transition_by_uuid(self, transition: Transition) -> Update:
         stmt = self._transitions.get(transition)
         if stmt is None:
@@ -404,9 +434,8 @@ class SQLAlchemyStore:
         started: Times | None = None,
     ) -> EndedBatch:
         if not self.engine.dialect.update_returning:
-            # MySQL, MariaDB: the locking write reads the keys anyway.
-            changed = self.transition_tasks(task_ids, transition, now, started=started)
-            return EndedBatch.of(task_ids, changed)
+            # MySQL, MariaDB: the locking write reads the keys anyway, as the base's does.
+            return super().end_tasks(task_ids, transition, now, started=started)
         at = per_task(task_ids, now)
         began = None if started is None else per_task(task_ids, started)
         unchanged: list[str] = []
@@ -578,6 +607,12 @@ class SQLAlchemyStore:
         row = self._run(_BY_TASK_ID, {"p_task_id": task_id}, _first)
         return _status(row._mapping) if row else None
 
+    def scan(self) -> list[Change]:
+        return self._run(_SCAN, None, _changes)
+
+    def scan_artifacts(self) -> list[Artifact]:
+        return self._run(_SCAN_ARTIFACTS, None, lambda rows: [_artifact(r._mapping) for r in rows])
+
     def _filtered(
         self, query: StatusQuery
     ) -> tuple[tuple[object, ...], list[ColumnElement[bool]], dict[str, Any]]:
@@ -663,25 +698,6 @@ class SQLAlchemyStore:
                 select(func.count()).select_from(statuses).where(and_(True, *where))
             )
         return int(self._run(stmt, params, lambda result: result.scalar_one()))
-
-    def children(self, uuid: UUID) -> list[TaskStatus]:
-        c = statuses.c
-        stmt = select(*_STATUS_COLUMNS).where(c.parent_uuid == uuid).order_by(c.created, c.id)
-        with self._begin() as conn:
-            return [_status(row._mapping) for row in conn.execute(stmt)]
-
-    def ancestors(self, uuid: UUID) -> list[TaskStatus]:
-        chain: list[TaskStatus] = []
-        current = self.get(uuid)
-        seen = {uuid}
-        while current is not None and current.parent_uuid is not None:
-            if current.parent_uuid in seen:
-                break
-            seen.add(current.parent_uuid)
-            current = self.get(current.parent_uuid)
-            if current is not None:
-                chain.append(current)
-        return chain
 
     def child_states(self, uuid: UUID) -> Counter[State]:
         c = statuses.c
@@ -780,8 +796,7 @@ class SQLAlchemyStore:
             stmt = stmt.where(c.uuid.in_(select(_subtree_of(root).c.uuid)))
         # Delivered rows may come back, each at most once: read enough to fill the page.
         stmt = stmt.limit(limit + len(after.seen))
-        rows = self._run(stmt, None, lambda result: [row._mapping for row in result])
-        found = [Change(_status(row), row["id"], row["version"], row["changed"]) for row in rows]
+        found = self._run(stmt, None, _changes)
         return after.new(found)[:limit]
 
     def last_changed(self) -> datetime | None:
@@ -938,6 +953,11 @@ def _status(row: Mapping[Any, Any]) -> TaskStatus:
     return TaskStatus(**values)
 
 
+def _changes(result: CursorResult[Any]) -> list[Change]:
+    """Rows of ``select(statuses)``, as the change feed's :class:`Change`."""
+    return [Change(_status(r._mapping), r.id, r.version, r.changed) for r in result]
+
+
 def _artifact_values(artifact: Artifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in _ARTIFACT_FIELDS}
 
@@ -990,6 +1010,14 @@ _RUNNING_BY_KEY = _state_by_key == literal_column(f"'{State.IN_PROGRESS.value}'"
 _INSERT_STATUS = statuses.insert()
 _BY_UUID = select(*_STATUS_COLUMNS).where(_c.uuid == bindparam("p_uuid"))
 _BY_TASK_ID = select(*_STATUS_COLUMNS).where(_c.task_id == bindparam("p_task_id"))
+#: A write that changes nothing (nor the change feed's columns): it takes the row's lock.
+_LOCK_ROW = (
+    update(statuses)
+    .where(_c.uuid == bindparam("p_uuid"))
+    .values({_c.changed: _c.changed, _c.version: _c.version})
+)
+_SCAN = select(statuses).order_by(_c.id)
+_SCAN_ARTIFACTS = select(artifacts).order_by(artifacts.c.id)
 #: The artifacts of a page of statuses, oldest first; one statement, autocommitted.
 _ARTIFACTS_OF = (
     select(artifacts)
