@@ -34,13 +34,17 @@ def store_url(request, make_url) -> str:
     return "dict://" if request.param == "core" else make_url(request.param)
 
 
-def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
+#: A chain and a group, as their adapter declares them.
+KINDS = [("celery.chain", True), ("celery.group", False)]
+
+
+def play(tracker, kind: tuple[str, bool], steps: list[tuple[str, str, int]]) -> list[tuple]:
     prefix = uuid.uuid4().hex[:8]
 
     def tid(name: str) -> str:
         return f"{prefix}-{name}"
 
-    publish(tracker, tid("box"), container=kind)
+    publish(tracker, tid("box"), container=kind[0], sequential=kind[1])
     for child in CHILDREN:
         publish(tracker, tid(child), parent=tid("box"), total_steps=3)
     for action, who, n in steps:
@@ -67,13 +71,14 @@ def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
                 s.completed_steps,
                 s.total_steps,
                 s.attempts,
+                s.sequential,
                 [a.name for a in s.artifacts],
             )
         )
     return result
 
 
-@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+@pytest.mark.parametrize("kind", KINDS, ids=[k for k, _ in KINDS])
 def test_store_matches_model(kind, store_url, make_tracker, memory_tracker):
     tracker = make_tracker(store_url)
 
@@ -89,7 +94,7 @@ def test_store_matches_model(kind, store_url, make_tracker, memory_tracker):
     check()
 
 
-@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+@pytest.mark.parametrize("kind", KINDS, ids=[k for k, _ in KINDS])
 def test_batched_writes_match_immediate_writes(kind, store_url, make_tracker, memory_tracker):
     """A worker's batched starts and successes end where writing each at once ends."""
     batched = make_tracker(store_url, write_interval=5)

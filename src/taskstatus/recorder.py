@@ -200,6 +200,7 @@ class Recorder:
             total_steps=total,
             planned_steps=total,
             redeliver_on_loss=event.redeliver_on_loss,
+            sequential=event.sequential,
             created=now,
             modified=now,
         )
@@ -279,7 +280,7 @@ class Recorder:
         """The status and its ancestors up to (not including) the nearest group."""
         chain = [key.uuid]
         for ancestor in self.store.ancestors(key.uuid):
-            if not models.shares_stage(ancestor.task_class):
+            if not models.shares_stage(ancestor):
                 break
             chain.append(ancestor.uuid)
         return chain
@@ -432,7 +433,7 @@ class Recorder:
         if outcome is State.FAILED:
             # django-user-tasks' rule: a failure fails the container at once, with the same message.
             self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None, now)
-        if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
+        if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent):
             for sibling in self.store.children(parent_uuid):
                 if sibling.state is State.PENDING:
                     self.pm.hook.taskstatus_cancel(event=_event_for(sibling))
