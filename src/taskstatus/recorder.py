@@ -277,7 +277,8 @@ class Recorder:
                 raise TaskCanceledException(f"task {event.task_id} was canceled")
 
     def _stage_chain(self, key: TaskKey) -> list[UUID]:
-        """The status and its ancestors up to (not including) the nearest group."""
+        """The status and its ancestors up to (not including) the nearest container that is
+        not sequential (a group)."""
         chain = [key.uuid]
         for ancestor in self.store.ancestors(key.uuid):
             if not models.shares_stage(ancestor):
