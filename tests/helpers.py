@@ -18,8 +18,10 @@ def publish(
     name: str | None = None,
     container: str | None = None,
     sealed: bool = True,
+    sequential: bool = False,
 ) -> TaskStatus:
-    """Publish a task (or a container of kind ``container``) and return its status."""
+    """Publish a task (or a container of kind ``container``, ``sequential`` as its adapter
+    declares it) and return its status."""
     task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
     tracker.lifecycle.publish(
         TaskEvent(
@@ -32,6 +34,7 @@ def publish(
             is_container=container is not None,
             sealed=sealed,
             total_steps=total_steps,
+            sequential=sequential,
         )
     )
     return tracker.get_by_task_id(task_id)

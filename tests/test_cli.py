@@ -276,7 +276,7 @@ def test_text_is_not_rich_markup(run: Run, sqlite_tracker: Tracker) -> None:
 # -- show ---------------------------------------------------------------------------------------
 @pytest.fixture
 def failed_group(sql_tracker: Tracker) -> Tracker:
-    publish(sql_tracker, "g", name="Nightly import", container="celery.chain")
+    publish(sql_tracker, "g", name="Nightly import", container="celery.chain", sequential=True)
     publish(sql_tracker, "c1", name="Step one", parent="g")
     publish(sql_tracker, "c2", name="Step two", parent="g")
     succeed_task(sql_tracker, "c1")
@@ -348,7 +348,7 @@ def test_show_json(run: Run, failed_group: Tracker) -> None:
 def test_list_and_show_agree_on_nested_container_steps(run: Run, sql_tracker: Tracker) -> None:
     """chord -> group -> tasks: ``list`` (the chord listed with its group) and ``show`` both
     give a container the sums over its leaf tasks."""
-    publish(sql_tracker, "chord", name="Chord", container="celery.chord")
+    publish(sql_tracker, "chord", name="Chord", container="celery.chord", sequential=True)
     publish(sql_tracker, "header", name="Header", parent="chord", container="celery.group")
     publish(sql_tracker, "h1", parent="header", total_steps=2)
     publish(sql_tracker, "h2", parent="header", total_steps=2)

@@ -122,7 +122,7 @@ def steps(statuses):
 def test_container_steps_agree_between_list_get_and_children(tracker):
     """A container's steps are the sums over its leaf descendants, however it is read; a
     container with none has 0/0, whatever was published for it."""
-    publish(tracker, "chord", container="celery.chord", total_steps=1)
+    publish(tracker, "chord", container="celery.chord", sequential=True, total_steps=1)
     publish(tracker, "header", parent="chord", container="celery.group", total_steps=1)
     publish(tracker, "h1", parent="header", total_steps=2)
     publish(tracker, "h2", parent="header", total_steps=3)

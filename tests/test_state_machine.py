@@ -294,7 +294,7 @@ def test_canceled_child_lets_group_end_canceled(tracker):
 
 
 def test_chain_failure_cancels_later_steps(tracker, stopped):
-    publish(tracker, "c", container="celery.chain")
+    publish(tracker, "c", container="celery.chain", sequential=True)
     for step in ("s1", "s2", "s3"):
         publish(tracker, step, parent="c")
     tracker.lifecycle.end(tracker.lifecycle.start(event("s1")))
@@ -315,7 +315,7 @@ def test_chain_failure_cancels_later_steps(tracker, stopped):
 
 
 def test_chain_step_canceled_cancels_the_rest_and_the_chain(tracker):
-    publish(tracker, "c", container="dramatiq.pipeline")
+    publish(tracker, "c", container="dramatiq.pipeline", sequential=True)
     publish(tracker, "s1", parent="c")
     publish(tracker, "s2", parent="c")
     live = tracker.lifecycle.start(event("s1"))
@@ -328,7 +328,7 @@ def test_chain_step_canceled_cancels_the_rest_and_the_chain(tracker):
 
 def test_cancel_container_cancels_children_recursively(tracker, stopped):
     publish(tracker, "outer", container="taskstatus.group")
-    publish(tracker, "chain", parent="outer", container="celery.chain")
+    publish(tracker, "chain", parent="outer", container="celery.chain", sequential=True)
     publish(tracker, "a", parent="chain")
     publish(tracker, "b", parent="outer")
     tracker.lifecycle.end(tracker.lifecycle.start(event("b")))
@@ -343,7 +343,7 @@ def test_cancel_container_cancels_children_recursively(tracker, stopped):
 
 
 def test_nested_containers_aggregate_and_end(tracker):
-    publish(tracker, "chord", container="celery.chord")
+    publish(tracker, "chord", container="celery.chord", sequential=True)
     publish(tracker, "header", parent="chord", container="celery.group")
     publish(tracker, "h1", parent="header", total_steps=2)
     publish(tracker, "h2", parent="header", total_steps=2)
@@ -359,7 +359,7 @@ def test_nested_containers_aggregate_and_end(tracker):
 
 
 def test_chord_header_failure_cancels_body(tracker):
-    publish(tracker, "chord", container="celery.chord")
+    publish(tracker, "chord", container="celery.chord", sequential=True)
     publish(tracker, "header", parent="chord", container="celery.group")
     publish(tracker, "h1", parent="header")
     publish(tracker, "body", parent="chord")
@@ -374,7 +374,7 @@ def test_chord_header_failure_cancels_body(tracker):
 
 def test_stage_propagates_to_non_group_ancestors(tracker):
     publish(tracker, "g", container="celery.group")
-    publish(tracker, "c", parent="g", container="celery.chain")
+    publish(tracker, "c", parent="g", container="celery.chain", sequential=True)
     publish(tracker, "s1", parent="c")
     live = tracker.lifecycle.start(event("s1"))
     live.set_state("Uploading")
@@ -384,7 +384,7 @@ def test_stage_propagates_to_non_group_ancestors(tracker):
 
 
 def test_set_name_renames_ancestors(tracker):
-    publish(tracker, "c", container="celery.chain")
+    publish(tracker, "c", container="celery.chain", sequential=True)
     publish(tracker, "s1", parent="c")
     live = tracker.lifecycle.start(event("s1"))
     live.set_name("Import of 42 rows")
@@ -393,7 +393,7 @@ def test_set_name_renames_ancestors(tracker):
 
 
 def test_retry_does_not_touch_containers(tracker):
-    publish(tracker, "c", container="celery.chain")
+    publish(tracker, "c", container="celery.chain", sequential=True)
     publish(tracker, "s1", parent="c")
     tracker.lifecycle.start(event("s1"))
     tracker.hook.taskstatus_retry(event=event("s1"))

@@ -100,13 +100,17 @@ def new_tracker(request, make_url, make_tracker, tmp_path) -> Callable[..., Trac
     return make
 
 
-def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
+#: A chain and a group, as their adapter declares them.
+KINDS = [("celery.chain", True), ("celery.group", False)]
+
+
+def play(tracker, kind: tuple[str, bool], steps: list[tuple[str, str, int]]) -> list[tuple]:
     prefix = uuid.uuid4().hex[:8]
 
     def tid(name: str) -> str:
         return f"{prefix}-{name}"
 
-    publish(tracker, tid("box"), container=kind)
+    publish(tracker, tid("box"), container=kind[0], sequential=kind[1])
     for child in CHILDREN:
         publish(tracker, tid(child), parent=tid("box"), total_steps=3)
     for action, who, n in steps:
@@ -133,13 +137,14 @@ def play(tracker, kind: str, steps: list[tuple[str, str, int]]) -> list[tuple]:
                 s.completed_steps,
                 s.total_steps,
                 s.attempts,
+                s.sequential,
                 [a.name for a in s.artifacts],
             )
         )
     return result
 
 
-@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+@pytest.mark.parametrize("kind", KINDS, ids=[k for k, _ in KINDS])
 def test_store_matches_model(kind, new_tracker, memory_tracker):
     tracker = new_tracker()
 
@@ -155,7 +160,7 @@ def test_store_matches_model(kind, new_tracker, memory_tracker):
     check()
 
 
-@pytest.mark.parametrize("kind", ["celery.chain", "celery.group"])
+@pytest.mark.parametrize("kind", KINDS, ids=[k for k, _ in KINDS])
 def test_batched_writes_match_immediate_writes(kind, new_tracker, memory_tracker):
     """A worker's batched starts and successes end where writing each at once ends."""
     batched = new_tracker(write_interval=5)

@@ -374,7 +374,7 @@ def test_what_a_batch_sets_off_may_read_and_write_through_the_tracker(any_url, m
             seen.append((status.task_id, [c.task_id for c in tracker.children(status)]))
 
     tracker.register(Notify())
-    publish(tracker, "chain", container="celery.chain")
+    publish(tracker, "chain", container="celery.chain", sequential=True)
     publish(tracker, "group", parent="chain", container="celery.group")
     publish(tracker, "done", parent="group")
     publish(tracker, "dropped", parent="group")

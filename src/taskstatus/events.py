@@ -58,3 +58,6 @@ class TaskEvent:
     #: When it happened, for an event reported after the fact (a run a forked child handed
     #: back); None: when the hook is called.
     at: datetime | None = None
+    #: Publish of a container: its children run one after another (see
+    #: :attr:`~taskstatus.TaskStatus.sequential`).
+    sequential: bool = False

@@ -77,9 +77,13 @@ class Lifecycle:
         user_id: str | None,
         parent_task_id: str | None = None,
         sealed: bool = True,
+        sequential: bool = False,
     ) -> None:
         """Record a queue's container (a chain, a pipeline...) whose steps are published next;
-        an unsealed one ends only after :meth:`seal`."""
+        an unsealed one ends only after :meth:`seal`. ``sequential``: its children run one
+        after another (a chain, not a group), so a failed step cancels those still waiting
+        and a running step's stage shows on it; stored with the status, so that a process
+        without the adapter (the web server, the CLI) applies the same rule."""
         self.publish(
             TaskEvent(
                 task_id=task_id,
@@ -91,6 +95,7 @@ class Lifecycle:
                 is_container=True,
                 sealed=sealed,
                 total_steps=0,
+                sequential=sequential,
             )
         )
 

@@ -3,8 +3,9 @@
 Every rule about how a status may change lives here as data. A :class:`Transition` names the
 states it may start from and the fields it touches; each store compiles it into one conditional
 write (``UPDATE ... WHERE state IN sources``) and :func:`apply` is the same rule in Python, used
-by the in-memory store and by the model tests. Container rules (how a group ends, which
-containers run their children in order) are plain functions of child states.
+by the in-memory store and by the model tests. Container rules (how a group ends, what a
+container whose children run in order does) are plain functions of child states and of what
+the container's adapter declared when it published it (:attr:`TaskStatus.sequential`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from uuid import UUID
 
 __all__ = [
     "ACTIVE_STATES",
-    "GROUP_CONTAINERS",
     "MAX_STEPS",
-    "SEQUENTIAL_CONTAINERS",
     "TERMINAL_STATES",
     "Artifact",
     "Attempt",
@@ -68,12 +67,6 @@ class State(str, enum.Enum):
 
 TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED})
 ACTIVE_STATES = frozenset(State) - TERMINAL_STATES
-
-#: Containers whose children run one after another: when one step fails or is canceled, the
-#: steps still waiting will never run and are canceled.
-SEQUENTIAL_CONTAINERS = frozenset({"celery.chain", "celery.chord", "dramatiq.pipeline"})
-#: Containers whose children run side by side: a child's custom stage is not the group's stage.
-GROUP_CONTAINERS = frozenset({"celery.group", "dramatiq.group", "taskstatus.group"})
 
 
 class Attempts(enum.Enum):
@@ -168,14 +161,16 @@ def container_outcome(child_states: Iterable[State]) -> State | None:
     return State.SUCCEEDED
 
 
-def cancels_waiting_siblings(container_class: str) -> bool:
-    """Whether a failed or canceled child means the container's waiting children never run."""
-    return container_class in SEQUENTIAL_CONTAINERS
+def cancels_waiting_siblings(container: TaskStatus) -> bool:
+    """Whether a failed or canceled child means the container's waiting children never run:
+    they would have run after it."""
+    return container.sequential
 
 
-def shares_stage(container_class: str) -> bool:
-    """Whether a child's custom stage text is shown on this container too."""
-    return container_class not in GROUP_CONTAINERS
+def shares_stage(container: TaskStatus) -> bool:
+    """Whether a child's custom stage text is shown on this container too: a sequential
+    container is at the stage of its running step; a group runs several at once."""
+    return container.sequential
 
 
 class StatusManager(Protocol):
@@ -251,6 +246,10 @@ class TaskStatus:
     heartbeat_at: datetime | None = None
     #: Whether the queue runs it again if its worker dies (Retrying then, not Failed).
     redeliver_on_loss: bool = False
+    #: A container whose children run one after another (a chain, a pipeline), as its
+    #: adapter declared: a failed or canceled step cancels the steps still waiting, and a
+    #: running step's custom stage shows on the container. False for groups and tasks.
+    sequential: bool = False
     _manager: StatusManager | None = field(default=None, repr=False, compare=False)
 
     @property

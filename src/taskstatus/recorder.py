@@ -227,6 +227,7 @@ class Recorder:
             total_steps=total,
             planned_steps=total,
             redeliver_on_loss=event.redeliver_on_loss,
+            sequential=event.sequential,
             created=now,
             modified=now,
         )
@@ -303,10 +304,11 @@ class Recorder:
                 raise TaskCanceledException(f"task {event.task_id} was canceled")
 
     def _stage_chain(self, key: TaskKey) -> list[UUID]:
-        """The status and its ancestors up to (not including) the nearest group."""
+        """The status and its ancestors up to (not including) the nearest container that is
+        not sequential (a group)."""
         chain = [key.uuid]
         for ancestor in self.store.ancestors(key.uuid):
-            if not models.shares_stage(ancestor.task_class):
+            if not models.shares_stage(ancestor):
                 break
             chain.append(ancestor.uuid)
         return chain
@@ -459,7 +461,7 @@ class Recorder:
         if outcome is State.FAILED:
             # django-user-tasks' rule: a failure fails the container at once, with the same message.
             self._fail(parent_uuid, parent.parent_uuid, failed_message or GROUP_FAILED, None, now)
-        if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent.task_class):
+        if outcome is not State.SUCCEEDED and models.cancels_waiting_siblings(parent):
             for sibling in self.store.children(parent_uuid):
                 if sibling.state is State.PENDING:
                     self.pm.hook.taskstatus_cancel(event=_event_for(sibling))

@@ -50,7 +50,7 @@ def test_chain(cell: Cell, uid: int) -> None:
         ),
     )
     assert (root.completed_steps, root.total_steps) == (4, 4)
-    assert root.is_container
+    assert root.is_container and root.sequential  # as the adapter declared it
     assert root.started_at is not None
     assert root.finished_at is not None
     steps = root.children()
@@ -151,6 +151,8 @@ def test_chord(cell: Cell, uid: int) -> None:
     header = ("celery.group", "celery.group", S, ((ADD, "Add 1+2", S, ()), (ADD, "Add 3+4", S, ())))
     assert shape(root) == ("celery.chord", "celery.chord", S, (header, (TOTAL, TOTAL, S, ())))
     assert (root.completed_steps, root.total_steps) == (3, 3)
+    # The header runs, then the body; the header's members side by side.
+    assert (root.sequential, root.children()[0].sequential) == (True, False)
 
 
 def test_chord_with_a_failing_member_never_runs_its_body(cell: Cell, uid: int) -> None:
@@ -182,6 +184,7 @@ def test_taskstatus_group_ends_with_its_last_child(cell: Cell, uid: int, tmp_pat
         "taskstatus.group",
         True,
     )
+    assert not container.sequential
     assert quick.get(timeout=TIMEOUT) == 3
     assert steps.get(timeout=TIMEOUT) == 11
     wait_state(slow.id, State.IN_PROGRESS)

@@ -109,6 +109,7 @@ def test_pipeline_is_a_container(stub, uid):
     stub.join()
     root = only_root(uid)
     assert (root.task_class, root.name, root.state) == ("dramatiq.pipeline", "Sum", State.SUCCEEDED)
+    assert root.sequential  # as the adapter declared it
     steps = root.children()
     assert [(s.state, s.user_id) for s in steps] == [(State.SUCCEEDED, str(uid))] * 2
 
@@ -137,6 +138,7 @@ def test_group_is_a_container(stub, uid):
     stub.join()
     root = only_root(uid)
     assert (root.task_class, root.name, root.state) == ("dramatiq.group", "Adds", State.SUCCEEDED)
+    assert not root.sequential
     assert [s.state for s in root.children()] == [State.SUCCEEDED] * 3
 
 

@@ -63,6 +63,9 @@ def test_payload_has_every_field_links_progress_and_artifacts(tracker, as_user):
     ]
     container = as_user(OWNER).get(f"/api/v1/tasks/{group.uuid}").json()
     assert (container["is_container"], container["progress"]) == (True, 0.25)
+    assert (body["sequential"], container["sequential"]) == (False, False)
+    chain = publish(tracker, "c", container="celery.chain", sequential=True)
+    assert as_user(OWNER).get(f"/api/v1/tasks/{chain.uuid}").json()["sequential"] is True
 
 
 @pytest.fixture

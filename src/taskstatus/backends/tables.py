@@ -125,6 +125,8 @@ statuses = Table(
     Column("attempt_started_at", UTCDateTime(), nullable=True),
     Column("heartbeat_at", UTCDateTime(), nullable=True),
     Column("redeliver_on_loss", Boolean(), nullable=False, default=False),
+    # Declared by the container's adapter (migration 0007): see TaskStatus.sequential.
+    Column("sequential", Boolean(), nullable=False, default=False),
     # The change feed (taskstatus.changes): every write of a row stamps it with the database's
     # clock and counts it, without a round trip of its own.
     Column("changed", UTCDateTime(), nullable=False, default=DatabaseNow(), onupdate=DatabaseNow()),

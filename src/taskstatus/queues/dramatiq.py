@@ -241,6 +241,7 @@ class TaskstatusMiddleware(Installed, Middleware):
                 user_id=owner,
                 parent_task_id=parent,
                 sealed=False,
+                sequential=True,
             )
             parent = container
         if tracked is not None and info is not None:

@@ -63,6 +63,10 @@ class StatusOut(BaseModel):
     user_id: str | None
     parent: UUID | None = Field(description="The uuid of the container it belongs to.")
     is_container: bool
+    sequential: bool = Field(
+        description="A container whose children run one after another (a chain), not side "
+        "by side (a group)."
+    )
     state: State
     state_text: str = Field(description="A running task's custom stage, else the state.")
     completed_steps: int
@@ -177,6 +181,7 @@ def _status_out(
         user_id=status.user_id,
         parent=status.parent_uuid,
         is_container=status.is_container,
+        sequential=status.sequential,
         state=status.state,
         state_text=status.state_text,
         completed_steps=status.completed_steps,

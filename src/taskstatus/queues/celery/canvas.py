@@ -124,6 +124,9 @@ class Canvas:
             user_id=owner,
             parent_task_id=parent,
             sealed=sealed,
+            # A chain's steps, and a chord's header then its body, run one after another; a
+            # group's members side by side.
+            sequential=kind != "celery.group",
         )
 
     def parent_for(
