@@ -22,7 +22,14 @@ from .tables import VERSION_TABLE, statuses
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["current_revision", "ensure_schema", "head_revision", "is_empty", "upgrade"]
+__all__ = [
+    "current_revision",
+    "ensure_schema",
+    "head_revision",
+    "is_empty",
+    "schema_lock",
+    "upgrade",
+]
 
 
 # Every process that opens a store imports Alembic, whose first import logs one INFO line per
@@ -36,6 +43,8 @@ _version = table(VERSION_TABLE, column("version_num"))
 
 
 def alembic_config(engine: Engine | None = None, connection: Connection | None = None) -> Config:
+    """Alembic's configuration for our migrations, run on ``engine`` under the schema lock, or
+    on ``connection``, whose holder has taken the lock and commits."""
     from alembic.config import Config
 
     config = Config()
@@ -74,7 +83,7 @@ def is_empty(engine: Engine) -> bool:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the migrations up to ``revision`` (``taskstatus db upgrade``)."""
-    with _schema_lock(engine) as conn:
+    with schema_lock(engine) as conn:
         _upgrade(conn, revision)
 
 
@@ -95,13 +104,19 @@ def _known(revision: str) -> bool:
 
 
 @contextmanager
-def _schema_lock(engine: Engine) -> Iterator[Connection]:
+def schema_lock(engine: Engine) -> Iterator[Connection]:
     """A connection holding the database's lock on schema changes until the block ends (and
     commits): SQLite's write lock, a PostgreSQL advisory lock per schema, a MariaDB/MySQL
-    named lock per database. Another process asking waits for it."""
+    named lock per database. Another process asking waits for it.
+
+    On SQLite, foreign keys are off meanwhile, as SQLite prescribes for rebuilding a table
+    (Alembic's batch mode copies it and drops the old one: with them on, dropping it would
+    delete every child status and artifact through ON DELETE CASCADE); they are checked
+    before the commit."""
     with engine.connect() as conn:
         dialect = conn.dialect.name
         if dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif dialect == "postgresql":
             conn.exec_driver_sql(
@@ -116,9 +131,19 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
                 )
         try:
             yield conn
+            if dialect == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise SchemaOutdated(
+                        f"the schema change would leave {len(broken)} rows pointing at rows "
+                        f"that do not exist (first: {tuple(broken[0])}); nothing was changed"
+                    )
             conn.commit()
         finally:
-            if dialect in ("mysql", "mariadb"):
+            if dialect == "sqlite":
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            elif dialect in ("mysql", "mariadb"):
                 conn.exec_driver_sql(f"SELECT RELEASE_LOCK({_MYSQL_LOCK_NAME})")
 
 
@@ -130,7 +155,7 @@ def ensure_schema(engine: Engine) -> None:
     head = head_revision()
     if current_revision(engine) == head:
         return
-    with _schema_lock(engine) as conn:
+    with schema_lock(engine) as conn:
         # Read again under the lock: another process may have just created it.
         revision = _revision(conn)
         if revision == head:

@@ -1,11 +1,13 @@
-"""Alembic environment of taskstatus: runs against the engine handed in by the store, or on
-the connection of a caller that holds the schema lock and commits itself."""
+"""Alembic environment of taskstatus: runs on the engine handed in, under the schema lock (see
+:func:`taskstatus.backends.migrate.schema_lock`), or on the connection of a caller that holds
+the lock and commits itself."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
+from taskstatus.backends.migrate import schema_lock
 from taskstatus.backends.tables import VERSION_TABLE, metadata
 
 
@@ -25,8 +27,7 @@ engine = context.config.attributes.get("engine")
 if given is not None:
     _run(given)
 elif engine is not None:
-    with engine.connect() as connection:
+    with schema_lock(engine) as connection:
         _run(connection)
-        connection.commit()
 else:
     raise RuntimeError("taskstatus migrations run through `taskstatus db upgrade`")
