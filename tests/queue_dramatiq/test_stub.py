@@ -230,3 +230,35 @@ def test_worker_shutdown_ends_an_interrupted_task(stub, uid, tmp_path: Path):
     )
     assert status.state is State.FAILED
     assert error_texts(status) == ["The worker shut down while the task was running."]
+
+
+def test_a_pipeline_step_is_stored_before_the_next_step_is_sent(tmp_path, uid):
+    """The next step may run in another worker process and fail there: the step before must
+    be stored Succeeded by then, or that failure would cancel it as a step still waiting."""
+    from dramatiq import Message
+
+    from taskstatus.queues.dramatiq import PARENT_OPTION
+    from tests.conftest import private_store
+    from tests.helpers import event, publish
+
+    with private_store("sqlite", tmp_path) as url:
+        tracker = taskstatus.configure(url=url, write_interval=5, artifact_storage=None)
+        try:
+            broker = actors.make_broker(None)
+            middleware = install(broker)
+            tracker.lifecycle.batch_writes()  # as in a worker: the success waits in a batch
+            publish(tracker, "pipe", container="dramatiq.pipeline", sequential=True)
+            publish(tracker, "first", parent="pipe")
+            tracker.lifecycle.end(tracker.lifecycle.start(event("first")))
+            assert tracker.store.get_by_task_id("first").state is State.PENDING  # queued
+            step = Message(
+                queue_name=actors.QUEUE,
+                actor_name="add",
+                args=(3,),
+                kwargs={},
+                options={PARENT_OPTION: "dramatiq.pipeline:pipe"},
+            )
+            middleware.before_enqueue(broker, step, 0)
+            assert tracker.store.get_by_task_id("first").state is State.SUCCEEDED
+        finally:
+            tracker.close()

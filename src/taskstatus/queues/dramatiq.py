@@ -214,8 +214,14 @@ class TaskstatusMiddleware(Installed, Middleware):
     # -- publish (sender) --------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         options = message.options
-        if options.get("retries") or options.get(PARENT_OPTION):
-            return  # a retry, or a pipeline step recorded with its pipeline
+        if options.get(PARENT_OPTION):
+            # The next step of a pipeline, recorded with it, sent by the worker that ran the
+            # step before: that step's queued success is written first, or the next step may
+            # fail elsewhere before it and cancel it as a step still waiting.
+            self.lifecycle.drain()
+            return
+        if options.get("retries"):
+            return  # a retry: recorded when its run ended
         tracked = _actor_spec(broker, message.actor_name)
         steps = list(_steps(message))
         if tracked is None and not steps:
