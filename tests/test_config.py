@@ -60,7 +60,7 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     ("env", "value", "message"),
     [
         ("TASKSTATUS_MAX_AGE", "a month", "TASKSTATUS_MAX_AGE must be a number of seconds"),
-        ("TASKSTATUS_MAX_AGE", "-5", "must not be negative"),
+        ("TASKSTATUS_MAX_AGE", "-5", "TASKSTATUS_MAX_AGE must be greater than 0 seconds"),
         ("TASKSTATUS_PROGRESS_INTERVAL", "fast", "TASKSTATUS_PROGRESS_INTERVAL"),
     ],
 )
