@@ -271,7 +271,9 @@ class SQLAlchemyStore:
         """A statement the database refused, as an error whose text names neither the
         statement nor its parameters (it may reach an owner); those go to the log."""
         log.error("the database at %s refused a statement: %s", self.url, exc)
-        return StoreError(f"the database at {self.url} refused a statement ({type(exc).__name__})")
+        return StoreError(
+            f"the database refused a statement ({type(exc).__name__}); the log has the details"
+        )
 
     @property
     def _autocommit(self) -> Engine:
