@@ -368,3 +368,9 @@ def test_configure_errors_hide_the_password(url):
         taskstatus.configure(url=url)
     assert "hunter2" not in str(raised.value)
     assert ":***@" in str(raised.value)
+
+
+def test_settings_show_the_url_without_its_password():
+    shown = repr(Settings(url="postgresql://app:hunter2@db/app"))
+    assert "hunter2" not in shown
+    assert "url='postgresql://app:***@db/app'" in shown

@@ -207,6 +207,12 @@ class Settings:
                 f"lost_after ({self.lost_after})"
             )
 
+    def __repr__(self) -> str:
+        """The fields, with the URL's password hidden: settings end up in logs."""
+        shown: dict[str, object] = {name: getattr(self, name) for name in _FIELDS}
+        shown["url"] = hide_password(self.url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     @classmethod
     def load(cls, *, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
         """Settings from keyword arguments named like the fields, else their environment
