@@ -122,6 +122,7 @@ def test_filters(varied, as_user):
         ("/api/v1/tasks/", {"created_after": "0001-01-01T00:00:00+01:00"}, "out of range"),
         ("/api/v1/tasks/", {"parent": "mine"}, '"parent"],"msg":"String should match pattern'),
         ("/api/v1/tasks/", {"search": "a\x00b"}, "search must not contain NUL"),
+        ("/api/v1/tasks/", {"queue": "q" * 256}, "queue must be at most 255 characters"),
     ],
 )
 def test_bad_input_answers_4xx_naming_the_problem(tracker, as_user, path, params, problem):
