@@ -97,9 +97,12 @@ def test_the_adapter_names_of_earlier_releases_still_work_and_warn(url, make_tra
     assert method == getattr(tracker.lifecycle, new)
 
 
-@pytest.mark.filterwarnings("ignore:Tracker.* is deprecated:DeprecationWarning")
 def test_the_old_names_run_the_lifecycle(url, make_tracker):
     tracker = make_tracker(url)
-    tracker.publish(event("old", user_id="7"))
-    tracker.end(tracker.begin(event("old")))
+    with pytest.warns(DeprecationWarning, match="Tracker.publish is deprecated"):
+        tracker.publish(event("old", user_id="7"))
+    with pytest.warns(DeprecationWarning, match="Tracker.begin is deprecated"):
+        live = tracker.begin(event("old"))
+    with pytest.warns(DeprecationWarning, match="Tracker.end is deprecated"):
+        tracker.end(live)
     assert state(tracker, "old") == State.SUCCEEDED

@@ -24,7 +24,7 @@ def test_file_text_url_artifacts(tracker, tmp_path):
     a_obj = live.add_artifact(name="Log", file=io.BytesIO(b"log line"), filename="run.log")
     source = tmp_path / "report.pdf"
     source.write_bytes(b"%PDF-1.7")
-    a_path = live.add_artifact(name="Report", file=str(source))
+    a_path = live.add_artifact(name="Report", path=source)
     assert a_path.filename == "report.pdf"
     a_url = live.add_artifact(name="Link", url="https://example.com/r/1")
     a_text = live.add_artifact(name="Summary", text="42 rows imported")
@@ -51,7 +51,7 @@ def test_file_text_url_artifacts(tracker, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({}, "exactly one of file, url or text"),
+        ({}, "exactly one of file, path, url or text"),
         ({"file": b"x", "url": "https://a.b"}, "exactly one"),
         ({"url": "javascript:alert(1)"}, "http or https"),
         ({"file": b"x", "filename": "../../etc/passwd"}, "plain file name"),
@@ -69,7 +69,7 @@ def test_bad_artifacts_write_nothing(tracker, tmp_path, kwargs, message):
 
 def test_file_of_wrong_type(tracker):
     s = publish(tracker, "t")
-    with pytest.raises(TypeError, match="bytes, a binary file object or a path"):
+    with pytest.raises(TypeError, match=r"file=...\) takes bytes or a binary file object"):
         s.add_artifact(file=12345)
     assert s.artifacts == []
 

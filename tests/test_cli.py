@@ -676,3 +676,24 @@ def test_errors_are_red(run: Run) -> None:
 def test_version() -> None:
     result = CliRunner(env=CLEAN_ENV).invoke(cli, ["--version"])
     assert ok(result) == f"taskstatus, version {taskstatus.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+nodriver://postgres:hunter2@127.0.0.1/test", "unknown database driver"),
+        ("mysql+nodriver://root:hunter2@127.0.0.1/test", "unknown database driver"),
+        ("postgresql://postgres:hunter2@127.0.0.1:port/test", "invalid store URL"),
+        ("redis://user:hunter2@127.0.0.1/0", "unknown store URL scheme"),
+        ("postgresql://postgres:hunter2@127.0.0.1:1/test", "cannot reach the database"),
+        ("", "url"),
+    ],
+)
+@pytest.mark.parametrize("command", [["list"], ["show", NIL]])
+def test_a_bad_url_is_one_line_without_its_password(
+    run: Run, url: str, message: str, command: list[str]
+) -> None:
+    line = fails(run(url, *command), message)
+    assert "hunter2" not in line
+    if "hunter2" in url:
+        assert ":***@" in line

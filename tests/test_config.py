@@ -60,7 +60,7 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     ("env", "value", "message"),
     [
         ("TASKSTATUS_MAX_AGE", "a month", "TASKSTATUS_MAX_AGE must be a number of seconds"),
-        ("TASKSTATUS_MAX_AGE", "-5", "must not be negative"),
+        ("TASKSTATUS_MAX_AGE", "-5", "TASKSTATUS_MAX_AGE must be greater than 0 seconds"),
         ("TASKSTATUS_PROGRESS_INTERVAL", "fast", "TASKSTATUS_PROGRESS_INTERVAL"),
     ],
 )
@@ -312,3 +312,65 @@ def _documented_default(text: str) -> object:
     if text.startswith("`"):
         return text.strip("`")
     return float(text)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("progress_interval", float("inf"), "progress_interval must be at least 0 and at most"),
+        ("progress_interval", -1, "progress_interval must be at least 0"),
+        ("progress_interval", "1", "progress_interval must be a number of seconds"),
+        ("purge_batch_size", 1.5, "purge_batch_size must be a whole number"),
+        ("purge_batch_size", True, "purge_batch_size must be a whole number"),
+        ("purge_batch_size", 10**30, "purge_batch_size must be at least 1 and at most"),
+        ("purge_batch_size", 0, "purge_batch_size must be at least 1"),
+        ("lost_after", float("inf"), "lost_after must be greater than 0 and at most"),
+        ("heartbeat_interval", 1e300, "heartbeat_interval must be greater than 0 and at most"),
+        ("heartbeat_interval", float("nan"), "heartbeat_interval must be greater than 0"),
+        ("max_age", float("nan"), "max_age must be greater than 0 seconds"),
+        ("max_age", "30 days", "max_age must be a timedelta or a number of seconds"),
+        ("write_interval", 6, "write_interval must be at least 0 and at most 5 seconds"),
+        ("url", "", "url"),
+    ],
+)
+def test_each_setting_refuses_what_is_out_of_its_range(setting, value, message):
+    for make in (Settings, Settings.load, taskstatus.configure):
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            make(**{setting: value})
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("TASKSTATUS_PROGRESS_INTERVAL", "inf", "TASKSTATUS_PROGRESS_INTERVAL must be at least 0"),
+        ("TASKSTATUS_LOST_AFTER", "nan", "TASKSTATUS_LOST_AFTER must be greater than 0"),
+        ("TASKSTATUS_PURGE_BATCH_SIZE", "1.5", "TASKSTATUS_PURGE_BATCH_SIZE must be a whole"),
+        ("TASKSTATUS_PURGE_BATCH_SIZE", "1" + "0" * 30, "TASKSTATUS_PURGE_BATCH_SIZE must be at"),
+        ("TASKSTATUS_HEARTBEAT_INTERVAL", "1e300", "TASKSTATUS_HEARTBEAT_INTERVAL must be greater"),
+    ],
+)
+def test_environment_values_out_of_range_are_named(monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        Settings.load()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:hunter2@127.0.0.1/0",
+        "postgresql+nodriver://postgres:hunter2@127.0.0.1/test",
+        "postgresql://postgres:hunter2@127.0.0.1:port/test",
+    ],
+)
+def test_configure_errors_hide_the_password(url):
+    with pytest.raises(ConfigurationError) as raised:
+        taskstatus.configure(url=url)
+    assert "hunter2" not in str(raised.value)
+    assert ":***@" in str(raised.value)
+
+
+def test_settings_show_the_url_without_its_password():
+    shown = repr(Settings(url="postgresql://app:hunter2@db/app"))
+    assert "hunter2" not in shown
+    assert "url='postgresql://app:***@db/app'" in shown

@@ -177,7 +177,7 @@ def test_filenames_must_be_plain(name):
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ({}, r"exactly one of file, url or text \(got none\)"),
+        ({}, r"exactly one of file, path, url or text \(got none\)"),
         ({"file": b"x", "text": "y"}, r"\(got file, text\)"),
         ({"url": "https://x.org", "text": "y"}, r"\(got url, text\)"),
         ({"text": "y", "filename": "a.txt"}, "filename is only meaningful"),

@@ -19,6 +19,7 @@ import fsspec
 
 from .exceptions import ConfigurationError
 from .models import check_filename
+from .settings import hide_password
 
 __all__ = ["ArtifactStorage"]
 
@@ -35,7 +36,9 @@ class ArtifactStorage:
         try:
             fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
-            raise ConfigurationError(f"cannot use artifact storage {url!r}: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot use artifact storage {hide_password(url)!r}: {exc}"
+            ) from exc
         self.fs: Any = fs
         self.root: str = str(root).rstrip("/")
 

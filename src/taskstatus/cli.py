@@ -31,7 +31,7 @@ from .backends.sqlalchemy import SQLAlchemyStore
 from .display import STATE_STYLES
 from .exceptions import StoreError, StoreUnavailable, TaskStatusError
 from .models import Artifact, TaskStatus
-from .settings import DEFAULT_URL, Settings, env_var
+from .settings import DEFAULT_URL, Settings, env_var, hide_password
 from .store import ANY
 from .tracker import Tracker
 
@@ -521,11 +521,15 @@ def demo(user: str, speed: float, then_serve: bool, port: int) -> None:
     if then_serve:
         _serve(tracker, "127.0.0.1", port, None)
     else:
-        options = ["--url", tracker.settings.url]
+        url = hide_password(tracker.settings.url)
+        options = ["--url", url]
         storage = click.get_current_context().meta.get("taskstatus.artifact_storage")
         options += ["--artifact-storage", storage] if storage else []
         command = f"taskstatus {shlex.join(options)} serve --port {port}"
-        click.echo(f"See them in a browser: run `{command}` and open http://127.0.0.1:{port}/")
+        hidden = " (with the password for ***)" if url != tracker.settings.url else ""
+        click.echo(
+            f"See them in a browser: run `{command}`{hidden} and open http://127.0.0.1:{port}/"
+        )
 
 
 @cli.command()

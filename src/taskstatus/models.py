@@ -11,7 +11,9 @@ the container's adapter declared when it published it (:attr:`TaskStatus.sequent
 from __future__ import annotations
 
 import enum
+import os
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,6 +24,8 @@ from uuid import UUID
 __all__ = [
     "ACTIVE_STATES",
     "MAX_STEPS",
+    "MAX_TEXT",
+    "MAX_URL",
     "TERMINAL_STATES",
     "Artifact",
     "Attempt",
@@ -29,11 +33,18 @@ __all__ = [
     "TaskStatus",
     "Transition",
     "apply",
+    "check_key",
+    "check_text",
+    "clean_text",
     "container_outcome",
 ]
 
 #: Step counters are signed 64-bit integers in every store.
 MAX_STEPS = 2**63 - 1
+#: Characters of a name, a stage, an owner id or an artifact name (VARCHAR(255) columns).
+MAX_TEXT = 255
+#: Characters of an artifact URL (its column's size).
+MAX_URL = 2048
 
 
 class State(str, enum.Enum):
@@ -58,6 +69,8 @@ class State(str, enum.Enum):
         """Accept a member, its value (``"In Progress"``) or its name (``"IN_PROGRESS"``)."""
         if isinstance(value, State):
             return value
+        if not isinstance(value, str):
+            raise TypeError(f"state must be a State or str, got {type(value).__name__}")
         for member in cls:
             if value in (member.value, member.name) or value.upper() == member.name:
                 return member
@@ -189,10 +202,11 @@ class StatusManager(Protocol):
         status: TaskStatus,
         *,
         name: str = "Output",
-        file: bytes | BinaryIO | str | None = None,
+        file: bytes | BinaryIO | None = None,
         filename: str | None = None,
         url: str | None = None,
         text: str | None = None,
+        path: str | os.PathLike[str] | None = None,
     ) -> Artifact: ...
     def delete(self, status: TaskStatus) -> None: ...
     def children(self, status: TaskStatus) -> list[TaskStatus]: ...
@@ -307,13 +321,14 @@ class TaskStatus:
         self,
         *,
         name: str = "Output",
-        file: bytes | BinaryIO | str | None = None,
+        file: bytes | BinaryIO | None = None,
         filename: str | None = None,
         url: str | None = None,
         text: str | None = None,
+        path: str | os.PathLike[str] | None = None,
     ) -> Artifact:
         return _bound(self._manager).add_artifact(
-            self, name=name, file=file, filename=filename, url=url, text=text
+            self, name=name, file=file, filename=filename, url=url, text=text, path=path
         )
 
     def delete(self) -> None:
@@ -433,6 +448,42 @@ def add_steps(value: int, delta: int) -> int:
 
 
 # -- validation of what callers hand in --------------------------------------------------------
+#: What no store keeps alike: NUL (refused by PostgreSQL, kept by SQLite and MariaDB) and lone
+#: surrogates (no UTF-8 encoding: refused by every driver). In a ``str`` every code point in
+#: the surrogate range is a lone one: a pair is one code point above U+FFFF.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str, limit: int | None = None) -> str:
+    """``text`` as every store keeps it: NUL and lone surrogates replaced by U+FFFD, cut to
+    ``limit`` characters. What a running task reports is made storable, never refused: a
+    task must not fail over its progress text."""
+    text = _UNSTORABLE.sub("\ufffd", text)
+    return text if limit is None else text[:limit]
+
+
+def check_text(value: object, what: str, limit: int | None = MAX_TEXT) -> str:
+    """A non-empty str argument, cleaned (:func:`clean_text`); TypeError/ValueError name
+    ``what``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return clean_text(value, limit)
+
+
+def check_key(value: object, what: str, limit: int | None = MAX_TEXT) -> str:
+    """An identifier (owner id, task id, filter text) compared as stored: it is not changed,
+    so what cannot be stored alike is refused."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if _UNSTORABLE.search(value):
+        raise ValueError(f"{what} must not contain NUL or lone surrogates, got {value!r}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"{what} must be at most {limit} characters, got {len(value)}")
+    return value
+
+
 def check_steps(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, got {type(value).__name__}")
@@ -442,31 +493,58 @@ def check_steps(value: object, what: str) -> int:
 
 
 def check_artifact_payload(
-    *, file: object, url: str | None, text: str | None, filename: str | None
+    *, file: object, url: object, text: object, filename: object, path: object = None
 ) -> None:
-    """Exactly one of file/url/text; http(s) URLs only; plain file names only."""
-    given = [n for n, v in (("file", file), ("url", url), ("text", text)) if v is not None]
+    """Exactly one of file/path/url/text; bytes or a binary file object for ``file``;
+    http(s) URLs only; plain file names only."""
+    given = [
+        n
+        for n, v in (("file", file), ("path", path), ("url", url), ("text", text))
+        if v is not None
+    ]
     if len(given) != 1:
         found = ", ".join(given) if given else "none"
-        raise ValueError(f"an artifact needs exactly one of file, url or text (got {found})")
+        raise ValueError(f"an artifact needs exactly one of file, path, url or text (got {found})")
+    if isinstance(file, (str, os.PathLike)):
+        raise TypeError(
+            "add_artifact(file=...) takes bytes or a binary file object; for a local file "
+            "use path=..."
+        )
+    if (
+        file is not None
+        and not isinstance(file, (bytes, bytearray, memoryview))
+        and not callable(getattr(file, "read", None))
+    ):
+        raise TypeError(
+            f"add_artifact(file=...) takes bytes or a binary file object, got {type(file).__name__}"
+        )
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"add_artifact(path=...) takes a str or path, got {type(path).__name__}")
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"artifact text must be a str, got {type(text).__name__}")
     if url is not None:
         check_url(url)
     if filename is not None:
         check_filename(filename)
-    if filename is not None and file is None:
-        raise ValueError("filename is only meaningful with file=")
+    if filename is not None and file is None and path is None:
+        raise ValueError("filename is only meaningful with file= or path=")
 
 
-def check_url(url: str) -> str:
+def check_url(url: object) -> str:
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {type(url).__name__}")
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if len(url) > MAX_URL:
+        raise ValueError(f"artifact url must be at most {MAX_URL} characters, got {len(url)}")
+    if _UNSTORABLE.search(url) or any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"artifact url must not contain control characters: {url!r}")
+    parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"artifact URL must be an absolute http or https URL, got {url!r}")
-    return url.strip()
+        raise ValueError(f"artifact url must be an absolute http or https URL, got {url!r}")
+    return url
 
 
-def check_filename(filename: str) -> str:
+def check_filename(filename: object) -> str:
     if not isinstance(filename, str):
         raise TypeError(f"filename must be a str, got {type(filename).__name__}")
     if (
@@ -474,11 +552,12 @@ def check_filename(filename: str) -> str:
         or filename in (".", "..")
         or "/" in filename
         or "\\" in filename
-        or "\x00" in filename
+        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+        or _UNSTORABLE.search(filename)
         or len(filename) > 200
     ):
         raise ValueError(
-            f"artifact filename must be a plain file name (no directories, '..' or NUL, "
-            f"at most 200 characters), got {filename!r}"
+            f"artifact filename must be a plain file name (no directories, '..', control "
+            f"characters such as NUL, CR or LF, at most 200 characters), got {filename!r}"
         )
     return filename

@@ -23,9 +23,9 @@ from uuid import UUID
 
 from . import messages, models
 from .events import TaskEvent
-from .exceptions import TaskCanceledException
+from .exceptions import StoreError, TaskCanceledException
 from .hookspecs import hookimpl
-from .models import Artifact, State, TaskStatus
+from .models import MAX_TEXT, Artifact, State, TaskStatus, check_key, clean_text
 from .store import AttemptStore, EndedBatch, TaskKey
 from .writebehind import BATCHED_RUN, BATCHED_START, BATCHED_SUCCESS, WriteBehind
 
@@ -213,13 +213,16 @@ class Recorder:
                 event.task_id,
             )
         total = models.check_steps(event.total_steps, "total_steps")
+        check_key(event.task_id, "task_id")
+        if event.user_id is not None:
+            check_key(event.user_id, "user_id")
         now = self.clock()
         status = TaskStatus(
             uuid=uuid_module.uuid4(),
             task_id=event.task_id,
             queue=event.queue,
-            task_class=event.task_class,
-            name=(event.name or event.task_class or event.task_id)[:255],
+            task_class=clean_text(event.task_class, MAX_TEXT),
+            name=clean_text(event.name or event.task_class or event.task_id, MAX_TEXT),
             user_id=event.user_id,
             parent_uuid=parent.uuid if parent else None,
             is_container=event.is_container,
@@ -292,9 +295,10 @@ class Recorder:
             alive = self.store.add_steps(key.uuid, event.completed_delta, event.total_delta, now)
         if event.name is not None:
             chain = [key.uuid, *(a.uuid for a in self.store.ancestors(key.uuid))]
-            self.store.set_name(chain, event.name[:255], now)
+            self.store.set_name(chain, clean_text(event.name, MAX_TEXT), now)
         if event.stage is not None:
-            alive = self.store.set_stage(self._stage_chain(key), event.stage[:255], now) > 0
+            stage = clean_text(event.stage, MAX_TEXT)
+            alive = self.store.set_stage(self._stage_chain(key), stage, now) > 0
         elif not (event.completed_delta or event.total_delta):
             current = self.store.get(key.uuid)
             alive = current is not None and not current.is_terminal
@@ -319,7 +323,7 @@ class Recorder:
         key = self._key(event.task_id)
         if key is None or key.is_container:
             return
-        now, traceback = self._when(event), event.traceback or None
+        now, traceback = self._when(event), _traceback(event)
         if isinstance(self.store, AttemptStore):
             self.store.end_attempt(
                 key.uuid, models.RETRY, now, message=_message(event), traceback=traceback
@@ -334,7 +338,7 @@ class Recorder:
         if key is None:
             return
         message = _message(event) or "The task failed."
-        self._fail(key.uuid, key.parent_uuid, message, event.traceback, self._when(event))
+        self._fail(key.uuid, key.parent_uuid, message, _traceback(event), self._when(event))
 
     def _fail(
         self,
@@ -524,14 +528,37 @@ def _key_of(status: TaskStatus) -> TaskKey:
 
 def _message(event: TaskEvent) -> str | None:
     """What went wrong, for the owner: the ``Error`` artifact's text, an attempt's message."""
-    return event.message or _describe(event.exception)
+    message = event.message or _describe(event.exception)
+    return None if message is None else clean_text(message)
+
+
+def _traceback(event: TaskEvent) -> str | None:
+    return clean_text(event.traceback) if event.traceback else None
+
+
+#: The owner's text of a failure inside a database: its message would show SQL, parameters
+#: and the server's words, which are for the operator (the traceback, the worker's log).
+DATABASE_FAILED = "a database operation failed (details in the worker's log)"
 
 
 def _describe(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
+    if isinstance(exc, StoreError) or _is_statement_error(exc):
+        return f"{type(exc).__name__}: {DATABASE_FAILED}"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_statement_error(exc: BaseException) -> bool:
+    """A SQLAlchemy statement error (its text holds the statement and parameters), or a
+    driver's error (PEP 249's hierarchy), told apart without importing either."""
+    if hasattr(exc, "statement") and hasattr(exc, "params"):
+        return True
+    return any(
+        cls.__name__ == "DatabaseError" and cls.__module__ != "builtins"
+        for cls in type(exc).__mro__
+    )
 
 
 def _event_for(status: TaskStatus, *, terminate: bool = False) -> TaskEvent:

@@ -9,7 +9,9 @@ variable and which values it takes.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -18,12 +20,21 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "Settings", "env_var"]
+__all__ = ["DEFAULT_URL", "Settings", "env_var", "hide_password"]
 
 DEFAULT_URL = "sqlite:///taskstatus.db"
 DEFAULT_MAX_AGE = timedelta(days=30)
 #: Artifact files of stores that live in memory.
 MEMORY_ARTIFACTS = "memory://taskstatus-artifacts"
+
+
+_PASSWORD = re.compile(r"^([^:/?#]*:)?(//[^/?#@]*?:)[^/?#]*@")
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part shown as ``***``, as SQLAlchemy renders
+    one: for messages and logs, of any scheme (even one no backend parses)."""
+    return _PASSWORD.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}***@", url, count=1)
 
 
 def env_var(name: str) -> str:
@@ -33,12 +44,9 @@ def env_var(name: str) -> str:
 
 def _seconds(value: str, name: str) -> float:
     try:
-        seconds = float(value)
+        return float(value)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if seconds < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return seconds
 
 
 def _count(value: str, name: str) -> int:
@@ -62,6 +70,13 @@ def _duration(value: object, name: str) -> timedelta:
         raise ConfigurationError(f"{name} of {value} seconds is too large") from None
 
 
+def _number(value: object) -> float | int | None:
+    """The number a range applies to (a duration in seconds), or None for text."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value if isinstance(value, (int, float)) else None
+
+
 @dataclass(frozen=True)
 class _Kind:
     """What values a setting takes, and how its environment variable is read."""
@@ -73,22 +88,77 @@ class _Kind:
     read: Callable[[str, str], object]
     #: A value of ``types`` -> the field's value.
     convert: Callable[[object, str], object] = lambda value, name: value
+    #: The allowed range of a number (of a duration: in seconds); None: unbounded on that
+    #: side. ``above``: the lowest value itself is excluded.
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    #: How the value is counted, for the message ("seconds").
+    unit: str = ""
 
     def check(self, name: str, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, self.types):
             raise ConfigurationError(f"{name} must be {self.what}, got {value!r}")
+        number = _number(value)
+        if number is not None and not self.allows(number):
+            raise ConfigurationError(f"{name} must be {self.range}, got {value!r}")
         return self.convert(value, name)
 
+    def allows(self, number: float) -> bool:
+        if isinstance(number, float) and not math.isfinite(number):
+            return False
+        if self.low is not None and (number <= self.low if self.above else number < self.low):
+            return False
+        return self.high is None or number <= self.high
 
-# The ``metadata`` of the fields of Settings, by kind of setting.
+    @property
+    def range(self) -> str:
+        """The allowed range, in words: part of the docs of each setting too."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.low is None and self.high is None:
+            return f"a finite number{unit}"
+        lowest = f"greater than {self.low:g}" if self.above else f"at least {self.low:g}"
+        if self.high is None:
+            return f"{lowest}{unit}"
+        return f"{lowest} and at most {self.high:g}{unit}"
+
+
+# The ``metadata`` of the fields of Settings: the kind of setting and its range, once for
+# configure(), Settings(...) and the environment.
 _TEXT = {"kind": _Kind("a string", (str,), _text)}
-_SECONDS = {"kind": _Kind("a number of seconds", (int, float), _seconds)}
-_COUNT = {"kind": _Kind("a whole number", (int,), _count)}
+
+
+def _seconds_setting(low: float, high: float, *, above: bool = False) -> dict[str, _Kind]:
+    return {
+        "kind": _Kind(
+            "a number of seconds",
+            (int, float),
+            _seconds,
+            low=low,
+            high=high,
+            above=above,
+            unit="seconds",
+        )
+    }
+
+
+def _count_setting(low: int, high: int) -> dict[str, _Kind]:
+    return {"kind": _Kind("a whole number", (int,), _count, low=low, high=high)}
+
+
 _DURATION = {
     "kind": _Kind(
-        "a timedelta or a number of seconds", (timedelta, int, float), _seconds, _duration
+        "a timedelta or a number of seconds",
+        (timedelta, int, float),
+        _seconds,
+        _duration,
+        low=0,
+        above=True,
+        unit="seconds",
     )
 }
+HOUR = 3600.0
+DAY = 24 * HOUR
 
 
 def _kind(name: str) -> _Kind:
@@ -110,16 +180,16 @@ class Settings:
     #: fsspec URL of the folder/bucket for artifact files; derived from the store when None.
     artifact_storage: str | None = field(default=None, metadata=_TEXT)
     #: Seconds between two writes of a running task's progress (and cancel checks).
-    progress_interval: float = field(default=0.5, metadata=_SECONDS)
+    progress_interval: float = field(default=0.5, metadata=_seconds_setting(0, HOUR))
     #: Rows per transaction when purging.
-    purge_batch_size: int = field(default=1000, metadata=_COUNT)
+    purge_batch_size: int = field(default=1000, metadata=_count_setting(1, 100_000))
     #: Seconds between two proofs of life of a worker's running tasks.
-    heartbeat_interval: float = field(default=15.0, metadata=_SECONDS)
+    heartbeat_interval: float = field(default=15.0, metadata=_seconds_setting(0, HOUR, above=True))
     #: Seconds without a proof of life after which a running task's worker counts as lost.
-    lost_after: float = field(default=120.0, metadata=_SECONDS)
+    lost_after: float = field(default=120.0, metadata=_seconds_setting(0, 7 * DAY, above=True))
     #: Seconds a worker gathers task starts and successes before writing them in one batch
     #: (0: write each at once).
-    write_interval: float = field(default=0.25, metadata=_SECONDS)
+    write_interval: float = field(default=0.25, metadata=_seconds_setting(0, 5))
 
     def __post_init__(self) -> None:
         for name, declared in _FIELDS.items():
@@ -128,33 +198,26 @@ class Settings:
                 object.__setattr__(self, name, _kind(name).check(name, value))
         if ":" not in self.url:
             raise ConfigurationError(
-                f"store URL must look like scheme://..., e.g. {DEFAULT_URL!r}; got {self.url!r}"
+                f"url: the store URL must look like scheme://..., e.g. {DEFAULT_URL!r}; "
+                f"got {hide_password(self.url)!r}"
             )
-        if self.max_age <= timedelta(0):
-            raise ConfigurationError(f"max_age must be a positive timedelta, got {self.max_age!r}")
-        if not self.progress_interval >= 0:
+        if not self.heartbeat_interval < self.lost_after:
             raise ConfigurationError(
-                f"progress_interval must be >= 0 seconds, got {self.progress_interval!r}"
+                f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
+                f"lost_after ({self.lost_after})"
             )
-        if not 0 <= self.write_interval <= 5:
-            raise ConfigurationError(
-                f"write_interval must be between 0 and 5 seconds, got {self.write_interval!r}"
-            )
-        if not 0 < self.heartbeat_interval < self.lost_after:
-            raise ConfigurationError(
-                f"heartbeat_interval ({self.heartbeat_interval}) must be positive and shorter "
-                f"than lost_after ({self.lost_after})"
-            )
-        if self.purge_batch_size < 1:
-            raise ConfigurationError(
-                f"purge_batch_size must be >= 1, got {self.purge_batch_size!r}"
-            )
+
+    def __repr__(self) -> str:
+        """The fields, with the URL's password hidden: settings end up in logs."""
+        shown: dict[str, object] = {name: getattr(self, name) for name in _FIELDS}
+        shown["url"] = hide_password(self.url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @classmethod
     def load(cls, *, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
         """Settings from keyword arguments named like the fields, else their environment
-        variables (``environ``, by default ``os.environ``), else the defaults. None, and an
-        empty string, count as not given."""
+        variables (``environ``, by default ``os.environ``), else the defaults. An argument of
+        None, and an empty environment variable, count as not given."""
         unknown = given.keys() - _FIELDS.keys()
         if unknown:
             raise TypeError(unknown_setting(min(unknown)))
@@ -162,11 +225,12 @@ class Settings:
         values: dict[str, Any] = {}
         for name in _FIELDS:
             value = given.get(name)
-            if value is None or value == "":
+            if value is None:
                 text = env.get(env_var(name))
                 if not text:
                     continue
-                value = _kind(name).read(text, env_var(name))
+                kind = _kind(name)
+                value = kind.check(env_var(name), kind.read(text, env_var(name)))
             values[name] = value
         return cls(**values)
 

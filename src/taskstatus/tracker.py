@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid as uuid_module
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,10 +25,21 @@ from .events import TaskEvent
 from .exceptions import ConfigurationError, NotFound
 from .heartbeat import Heartbeat
 from .lifecycle import Lifecycle
-from .models import Artifact, Attempt, State, TaskStatus, check_artifact_payload, check_steps
+from .models import (
+    MAX_STEPS,
+    Artifact,
+    Attempt,
+    State,
+    TaskStatus,
+    check_artifact_payload,
+    check_key,
+    check_steps,
+    check_text,
+    clean_text,
+)
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
-from .settings import Settings
+from .settings import Settings, hide_password
 from .store import ANY, AttemptStore, StatusQuery, Store
 from .tracking import LiveCalls
 
@@ -126,7 +138,7 @@ class Tracker:
         if store is None:
             scheme = url.partition(":")[0]
             raise ConfigurationError(
-                f"unknown store URL scheme {scheme!r} in {url!r}; built in: sqlite, "
+                f"unknown store URL scheme {scheme!r} in {hide_password(url)!r}; built in: sqlite, "
                 f"postgresql, mysql, mariadb, memory (plugins may add more)"
             )
         return store  # type: ignore[no-any-return]
@@ -172,7 +184,9 @@ class Tracker:
         sums = self.store.step_sums(containers) if containers else {}
         for status in statuses:
             if status.is_container:
-                status.completed_steps, status.total_steps = sums.get(status.uuid, (0, 0))
+                completed, total = sums.get(status.uuid, (0, 0))
+                status.completed_steps = min(completed, MAX_STEPS)
+                status.total_steps = min(total, MAX_STEPS)
             status.bind(self)
         return list(statuses)
 
@@ -195,8 +209,8 @@ class Tracker:
     def find_by_task_id(self, task_id: str) -> TaskStatus | None:
         """The status of the queue's task id, or None: what a queue adapter asks to learn
         whether a task was recorded already (this process's queued writes first)."""
-        if not isinstance(task_id, str) or not task_id:
-            raise ValueError(f"task_id must be a non-empty str, got {task_id!r}")
+        if not check_key(task_id, "task_id"):
+            raise ValueError("task_id must not be empty")
         self.recorder.drain()
         status = self.store.get_by_task_id(task_id)
         return None if status is None else self._bind([status])[0]
@@ -223,10 +237,9 @@ class Tracker:
         ``user_id`` too: only that one, if among them); ``after`` (a status, or its
         ``created`` and ``uuid``) pages by key, stable while new statuses arrive, where
         ``offset`` would shift."""
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
-        if type(offset) is not int or offset < 0:
-            raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+        if limit is not None:
+            _check_count(limit, "limit")
+        _check_count(offset, "offset")
         for name, value in (("created_after", created_after), ("created_before", created_before)):
             if value is not None and not isinstance(value, datetime):
                 raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
@@ -244,15 +257,20 @@ class Tracker:
         if after is not None and after[0].tzinfo is None:
             raise ValueError("after= needs a timezone-aware created time")
         for name, text in (("queue", queue), ("task_class", task_class)):
-            if text is not None and not isinstance(text, str):
-                raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+            if text is not None:
+                check_key(text, name)
+        if search is not None:
+            check_key(search, "search", limit=None)
         states = None
         if state is not None and not isinstance(state, str):
+            if not isinstance(state, Iterable):
+                raise TypeError(f"state must be a State, a str or several, got {state!r}")
             states = frozenset(State.parse(s) for s in state)
             state = None
-        owners = None if user_ids is None else [str(owner) for owner in user_ids]
+        owners = None if user_ids is None else [_owner(owner, "user_ids") for owner in user_ids]
         if user_id is not None:
-            owners = [str(user_id)] if owners is None or str(user_id) in owners else []
+            owner = _owner(user_id, "user_id")
+            owners = [owner] if owners is None or owner in owners else []
         return StatusQuery(
             user_ids=owners,
             state=None if state is None else State.parse(state),
@@ -325,8 +343,7 @@ class Tracker:
         """Artifacts newest first, of one status and/or some owners' statuses (filtered in
         the query); ``after`` (an artifact, or its ``created`` and ``uuid``) pages by key,
         as :meth:`query`."""
-        if type(limit) is not int or limit < 0:
-            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+        _check_count(limit, "limit")
         if isinstance(after, Artifact):
             if after.created is None:
                 raise ValueError("after= needs a stored artifact (its created time)")
@@ -335,7 +352,7 @@ class Tracker:
             status = status.uuid
         found = self.store.artifact_query(
             None if status is None else [parse_uuid(status)],
-            None if user_ids is None else [str(owner) for owner in user_ids],
+            None if user_ids is None else [_owner(owner, "user_ids") for owner in user_ids],
             limit,
             0,
             after=after,
@@ -457,14 +474,11 @@ class Tracker:
         return self._fire("taskstatus_cancel", status, terminate=terminate)
 
     def set_state(self, status: TaskStatus, text: str) -> TaskStatus:
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
-        return self._fire("taskstatus_progress", status, name=None, stage=text)
+        stage = check_text(text, "set_state() text")
+        return self._fire("taskstatus_progress", status, name=None, stage=stage)
 
     def set_name(self, status: TaskStatus, name: str) -> TaskStatus:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"set_name() takes a non-empty str, got {name!r}")
-        return self._fire("taskstatus_progress", status, name=name)
+        return self._fire("taskstatus_progress", status, name=check_text(name, "set_name() name"))
 
     def increment_steps(self, status: TaskStatus, completed: int, total: int) -> TaskStatus:
         check_steps(completed, "steps")
@@ -482,15 +496,17 @@ class Tracker:
         status: TaskStatus | UUID,
         *,
         name: str = "Output",
-        file: bytes | BinaryIO | str | None = None,
+        file: bytes | BinaryIO | None = None,
         filename: str | None = None,
         url: str | None = None,
         text: str | None = None,
+        path: str | os.PathLike[str] | None = None,
     ) -> Artifact:
-        """Attach a file (bytes, binary file object or local path), a URL or a text."""
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise ValueError(f"artifact name must be a non-empty str of at most 255, got {name!r}")
-        check_artifact_payload(file=file, url=url, text=text, filename=filename)
+        """Attach a file (``file``: bytes or a binary file object; ``path``: a local file), a
+        URL or a text. A ``str`` is never taken for a path unless given as ``path=``: a name
+        that came from a user must not copy a server's file into their artifacts."""
+        name = check_text(name, "artifact name")
+        check_artifact_payload(file=file, url=url, text=text, filename=filename, path=path)
         status_uuid = status.uuid if isinstance(status, TaskStatus) else status
         now = utcnow()
         artifact = Artifact(
@@ -498,12 +514,13 @@ class Tracker:
             status_uuid=status_uuid,
             name=name,
             url=url.strip() if url else None,
-            text=text,
+            text=None if text is None else clean_text(text),
             created=now,
             modified=now,
         )
-        if file is not None:
-            artifact.file = self.artifact_storage.save(status_uuid, artifact.uuid, file, filename)
+        source = path if path is not None else file
+        if source is not None:
+            artifact.file = self.artifact_storage.save(status_uuid, artifact.uuid, source, filename)
         try:
             self.store.add_artifact(artifact)
         except BaseException:
@@ -571,8 +588,7 @@ class Tracker:
         """
         if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
             raise TypeError("taskstatus.group() needs the owner: user_id=...")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"group name must be a non-empty str, got {name!r}")
+        name = check_text(name, "group name")
         task_id = f"taskstatus.group:{uuid_module.uuid4()}"
         lifecycle = self.lifecycle
         lifecycle.publish_container(
@@ -611,6 +627,19 @@ class Tracker:
     take_over = _Moved("take_over")
     hand_back = _Moved("hand_back")
     finish_hand_off = _Moved("finish_hand_off")
+
+
+def _check_count(value: object, what: str) -> None:
+    """A row count or offset: an int the database takes (signed 64-bit), not negative."""
+    if type(value) is not int:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_STEPS:
+        raise ValueError(f"{what} must be between 0 and {MAX_STEPS}, got {value}")
+
+
+def _owner(value: object, what: str) -> str:
+    """An owner id as stored: its text."""
+    return check_key(str(value), what)
 
 
 def _position(after: str | Position | None) -> Position | None:

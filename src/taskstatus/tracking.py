@@ -13,6 +13,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from uuid import UUID
 
 from .events import TaskEvent
 from .exceptions import NotFound, StoreError, TaskCanceledException
-from .models import Artifact, TaskStatus, check_steps
+from .models import MAX_STEPS, MAX_TEXT, Artifact, TaskStatus, check_steps, check_text, clean_text
 
 if TYPE_CHECKING:
     from .store import TaskKey
@@ -170,7 +171,7 @@ class TrackSpec:
                 ) from None
         if not isinstance(name, str):
             raise TypeError(f"task name must be a str, got {type(name).__name__}")
-        return name[:255]
+        return clean_text(name, MAX_TEXT)
 
     def render_total_steps(self, arguments: dict[str, Any]) -> int:
         total = self.total_steps(arguments) if callable(self.total_steps) else self.total_steps
@@ -354,24 +355,23 @@ class LiveStatus:
 
     # -- hot path ------------------------------------------------------------------------------
     def increment_completed_steps(self, steps: int = 1) -> None:
-        if type(steps) is not int or steps < 0:
+        if type(steps) is not int or not 0 <= steps <= MAX_STEPS:
             check_steps(steps, "steps")
         self._completed += steps
         if time.monotonic() >= self._deadline:
             self._due()
 
     def increment_total_steps(self, steps: int) -> None:
-        if type(steps) is not int or steps < 0:
+        if type(steps) is not int or not 0 <= steps <= MAX_STEPS:
             check_steps(steps, "steps")
         self._total += steps
         if time.monotonic() >= self._deadline:
             self._due()
 
     def set_state(self, text: str) -> None:
-        """Show a custom stage ("Sending emails"); the state stays In Progress."""
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"set_state() takes a non-empty str, got {text!r}")
-        self._stage = (text,)
+        """Show a custom stage ("Sending emails"); the state stays In Progress. Text no store
+        keeps alike is replaced (see :func:`~taskstatus.models.clean_text`), not refused."""
+        self._stage = (check_text(text, "set_state() text"),)
         if time.monotonic() >= self._deadline:
             self._due()
 
@@ -394,6 +394,7 @@ class LiveStatus:
     # -- writes --------------------------------------------------------------------------------
     def set_name(self, name: str) -> None:
         """Rename the task and its containers (written at once)."""
+        name = check_text(name, "set_name() name")
         self.flush(final=False, force=True)
         self._calls.progress(event=self._event(name=name))
 
@@ -401,13 +402,14 @@ class LiveStatus:
         self,
         *,
         name: str = "Output",
-        file: bytes | BinaryIO | str | None = None,
+        file: bytes | BinaryIO | None = None,
         filename: str | None = None,
         url: str | None = None,
         text: str | None = None,
+        path: str | os.PathLike[str] | None = None,
     ) -> Artifact:
         return self._calls.add_artifact(
-            self.uuid, name=name, file=file, filename=filename, url=url, text=text
+            self.uuid, name=name, file=file, filename=filename, url=url, text=text, path=path
         )
 
     def flush(self, *, final: bool = True, force: bool = False, succeeding: bool = False) -> None:
@@ -453,8 +455,9 @@ class LiveStatus:
         self._deadline = time.monotonic() + self._interval
         counted = (self._completed, self._total, self._stage)
         written_completed, written_total, written_stage = self._written
-        completed = counted[0] - written_completed
-        total = counted[1] - written_total
+        # The store caps each counter at MAX_STEPS: so is what one write adds.
+        completed = min(counted[0] - written_completed, MAX_STEPS)
+        total = min(counted[1] - written_total, MAX_STEPS)
         stage = counted[2][0] if counted[2] is not written_stage and counted[2] else None
         if not (completed or total or stage or force):
             return

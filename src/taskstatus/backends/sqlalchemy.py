@@ -65,6 +65,7 @@ from ..models import (
     TaskStatus,
     Transition,
 )
+from ..settings import hide_password
 from ..store import (
     ANY,
     Change,
@@ -102,8 +103,9 @@ def normalize_url(url: str) -> URL:
     """Parse a store URL and pick taskstatus's default driver for the backend."""
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError as exc:
-        raise ConfigurationError(f"invalid store URL {url!r}: {exc}") from None
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        # A bad port is a ValueError; neither message repeats the password.
+        raise ConfigurationError(f"invalid store URL {hide_password(url)!r}: {exc}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend not in SCHEMES:
         raise ConfigurationError(f"the SQL store does not handle {backend!r} URLs")
@@ -172,6 +174,12 @@ class SQLAlchemyStore(BaseStore):
         options.update(self._engine_options)
         try:
             engine = create_engine(self.sa_url, **options)
+        except sa_exc.NoSuchModuleError:
+            raise ConfigurationError(
+                f"unknown database driver {self.sa_url.drivername!r} in the store URL "
+                f"{self.url!r}; leave it out for the default ({', '.join(sorted(_DRIVERS))}: "
+                f"{', '.join(sorted(set(_DRIVERS.values())))})"
+            ) from None
         except ModuleNotFoundError as exc:
             extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
             raise ConfigurationError(
@@ -232,6 +240,10 @@ class SQLAlchemyStore(BaseStore):
                 yield conn
         except sa_exc.OperationalError as exc:
             raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
+        except sa_exc.IntegrityError:
+            raise  # the caller tells a duplicate from a missing row
+        except sa_exc.StatementError as exc:
+            raise self._refused(exc) from exc
 
     def _run(
         self,
@@ -251,8 +263,20 @@ class SQLAlchemyStore(BaseStore):
                     continue  # the server dropped a pooled connection: once more, fresh
                 if isinstance(exc, sa_exc.OperationalError):
                     raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
-                raise
+                if isinstance(exc, sa_exc.IntegrityError):
+                    raise  # the caller tells a duplicate from a missing row
+                raise self._refused(exc) from exc
+            except sa_exc.StatementError as exc:
+                raise self._refused(exc) from exc
         raise AssertionError("unreachable")
+
+    def _refused(self, exc: sa_exc.StatementError) -> StoreError:
+        """A statement the database refused, as an error whose text names neither the
+        statement nor its parameters (it may reach an owner); those go to the log."""
+        log.error("the database at %s refused a statement: %s", self.url, exc)
+        return StoreError(
+            f"the database refused a statement ({type(exc).__name__}); the log has the details"
+        )
 
     @property
     def _autocommit(self) -> Engine:

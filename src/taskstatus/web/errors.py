@@ -3,6 +3,7 @@ for something the caller or the database did."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -39,6 +40,12 @@ class Unauthenticated(Exception):
     """The authenticator found nobody (401)."""
 
 
+log = logging.getLogger(__name__)
+
+#: What a caller learns of a store error: its text (the database's words, a host) is for the
+#: operator, in the log.
+STORE_FAILED = "The task store is unavailable; the server's log has the details."
+
 #: The error answers each route may give, for the OpenAPI document.
 ERRORS = {
     400: {"model": Error, "description": "Invalid input"},
@@ -57,6 +64,11 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     return handler
+
+
+async def _store_failed(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": STORE_FAILED}, status_code=503)
 
 
 def challenge_headers(request: Request) -> dict[str, str]:
@@ -88,14 +100,14 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(Unauthenticated, _unauthenticated)
+    app.add_exception_handler(StoreError, _store_failed)
     for exception, code in (
         (BadInput, 400),
         (Forbidden, 403),
         (CrossOrigin, 403),
         (NotFound, 404),
-        # A store that is down, or artifact files with no configured location: the
-        # service is unavailable, and nothing the caller can fix.
-        (StoreError, 503),
+        # Artifact files with no configured location: the service is unavailable, and
+        # nothing the caller can fix.
         (ConfigurationError, 503),
     ):
         app.add_exception_handler(exception, _answer(code))

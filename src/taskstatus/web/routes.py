@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from ..exceptions import NotFound
-from ..models import Artifact, State, TaskStatus
+from ..models import MAX_TEXT, Artifact, State, TaskStatus, check_key
 from ..store import ANY
 from ..tracker import Tracker
 from . import cursor as cursors
@@ -69,11 +69,14 @@ PARENT_PATTERN = (
 )
 
 
-def _text(value: str | None, name: str) -> str | None:
-    # No database stores a NUL in text; refused here rather than failing in the driver.
-    if value is not None and "\x00" in value:
-        raise BadInput(f"{name} must not contain NUL characters")
-    return value
+def _text(value: str | None, name: str, limit: int | None = MAX_TEXT) -> str | None:
+    """A text filter the stores compare alike (the query API's rule), else 400."""
+    if value is None:
+        return None
+    try:
+        return check_key(value, name, limit)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _utc(text: str | None, name: str) -> datetime | None:
@@ -251,7 +254,7 @@ def list_filters(
     checked against the caller where the owners are read (``_Api.owners``)."""
     return {
         "state": _states(state),
-        "search": _text(search, "search"),
+        "search": _text(search, "search", limit=None),
         "queue": _text(queue, "queue"),
         "task_class": _text(task_class, "task_class"),
         "created_after": _utc(created_after, "created_after"),
