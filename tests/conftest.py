@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +31,14 @@ SQL_BACKENDS = ["sqlite", "postgresql", "mysql"]
 ALL_BACKENDS = ["memory", *SQL_BACKENDS]
 
 
+def unavailable(reason: str) -> NoReturn:
+    """What a test does when something it needs is missing here: fail under CI, skip loudly
+    elsewhere (so a user without that server can still run the rest)."""
+    if IN_CI:
+        pytest.fail(f"CI needs {reason}", pytrace=False)
+    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+
 def require_server(name: str, url: str) -> None:
     """Fail (CI) or skip loudly (elsewhere) when the server behind ``url`` is unreachable."""
     parsed = sa.engine.make_url(url)
@@ -38,10 +47,7 @@ def require_server(name: str, url: str) -> None:
         with socket.create_connection((host, port or 0), timeout=3):
             return
     except OSError as exc:
-        reason = f"{name} at {host}:{port} is unreachable ({exc}); start it to run this test"
-    if IN_CI:
-        pytest.fail(f"CI needs {reason}", pytrace=False)
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+        unavailable(f"{name} at {host}:{port} is unreachable ({exc}); start it to run this test")
 
 
 def _private_postgres() -> Iterator[str]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..conftest import IN_CI
+from ..conftest import unavailable
 
 __all__ = ["PrivatePostgres", "PrivateRedis", "free_port", "missing"]
 
@@ -142,14 +142,9 @@ class PrivateRedis:
 
 def require(program: str) -> None:
     """Fail under CI, skip loudly elsewhere, when ``program`` cannot run here."""
-    import pytest
-
     reason = missing(program)
-    if reason is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI needs {reason}", pytrace=False)
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+    if reason is not None:
+        unavailable(reason)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 from tests.waiting import TIMEOUT
 
 CHROMIUM = Path(os.environ.get("TASKSTATUS_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -32,11 +32,8 @@ def require_chromium() -> None:
             import playwright.sync_api  # noqa: F401
         except ImportError:
             reason = "the playwright package is missing (pip install -e '.[dev]')"
-    if reason is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
-    pytest.skip(f"SKIPPED LOUDLY: {reason}; install it to run the browser tests")
+    if reason is not None:
+        unavailable(f"a browser: {reason}; install it to run the browser tests")
 
 
 @pytest.fixture
