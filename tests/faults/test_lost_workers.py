@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,11 +97,15 @@ def test_celery_idle_worker_reaps_a_killed_worker(pool: str, tmp_path: Path, uid
         assert_worker_lost(ended_after_kill(task_id, killed_at, time.monotonic()))
 
 
-def test_dramatiq_idle_worker_reaps_a_killed_worker(tmp_path: Path, uid: int):
+def test_dramatiq_idle_worker_reaps_a_killed_worker(
+    tmp_path: Path, uid: int, monkeypatch: pytest.MonkeyPatch
+):
     from tests.queue_dramatiq import actors
     from tests.queue_dramatiq.conftest import open_cell
 
-    # Redis gives a dead worker's message back only after its own heartbeat timeout (60 s).
+    # Redis gives a dead worker's message back after the broker's heartbeat timeout (Dramatiq's
+    # default: 60 s): the reaper, not the redelivery, must end the run.
+    monkeypatch.setenv("TS_DQ_REDIS_HEARTBEAT_TIMEOUT", "60000")
     with open_cell("redis", "sqlite", tmp_path) as cell:
         cell.activate()
         first = cell.start_worker()
@@ -161,11 +165,46 @@ def test_rq_idle_worker_reaps_a_killed_worker(tmp_path: Path, uid: int):
 
 
 # -- the store goes away for 2 x lost_after mid-run ----------------------------------------------
+#: One task ends during the outage (its success queued), one after it.
+DURATIONS = [4.0, 12.0]
+
+
+@pytest.fixture
+def slow_rounds(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The workers running the tasks stamp them every 1.5 s: long after the store is back."""
+    monkeypatch.setenv("TASKSTATUS_HEARTBEAT_INTERVAL", "1.5")
+    return monkeypatch
+
+
+def ride_out_outage(
+    store: PrivatePostgres,
+    task_ids: list[str],
+    workers: list,
+    start_idle_worker: Callable[[], object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the tasks running, start an idle worker whose reaper looks every 0.2 s, stop the
+    store for 2 x lost_after, then check that every task ended Succeeded on its first
+    attempt (none was taken for lost) and that the workers still run."""
+    for task_id in task_ids:
+        wait_running(task_id)
+    monkeypatch.setenv("TASKSTATUS_HEARTBEAT_INTERVAL", "0.2")
+    start_idle_worker()
+    time.sleep(0.5)  # it has reaped once: it knows the store
+    store.stop()
+    time.sleep(2 * LOST_AFTER)
+    store.start()
+    ended = [
+        poll(lambda t=t: status(t), lambda s: s is not None and s.is_terminal, f"{t} to end")
+        for t in task_ids
+    ]
+    assert [(s.state, s.attempts) for s in ended] == [(State.SUCCEEDED, 1)] * len(task_ids)
+    assert all(worker.poll() is None for worker in workers)
+
+
 def test_dramatiq_store_outage_loses_nothing(
-    own_postgres: PrivatePostgres, tmp_path: Path, uid: int
+    own_postgres: PrivatePostgres, tmp_path: Path, uid: int, slow_rounds: pytest.MonkeyPatch
 ):
-    """Tasks that end during the outage (their success queued) and tasks still running when
-    the store comes back all end Succeeded on their first attempt; none is taken for lost."""
     from tests.queue_dramatiq import actors
     from tests.queue_dramatiq.conftest import Cell, use_store
 
@@ -173,32 +212,56 @@ def test_dramatiq_store_outage_loses_nothing(
     cell = Cell("redis", own_postgres.url, tmp_path)
     try:
         cell.activate()
-        worker = cell.start_worker()  # 2 processes of 2 threads: one task each
+        worker = cell.start_worker()
         sent = [
-            actors.long_running.send(uid, str(tmp_path / f"ran-{i}"), seconds=seconds)
-            for i, seconds in enumerate([4.0, 4.0, 12.0, 12.0])
+            actors.long_running.send(uid, str(tmp_path / f"ran-{i}"), seconds=seconds).message_id
+            for i, seconds in enumerate(DURATIONS)
         ]
-        for message in sent:
-            wait_running(message.message_id)
-        own_postgres.stop()
-        time.sleep(2 * LOST_AFTER)
-        own_postgres.start()
-        ended = [
-            poll(
-                lambda m=m: status(m.message_id),
-                lambda s: s is not None and s.is_terminal,
-                f"{m.message_id} to end",
-            )
-            for m in sent
-        ]
-        assert [(s.state, s.attempts) for s in ended] == [(State.SUCCEEDED, 1)] * len(sent)
-        # The worker goes on without a restart.
-        assert worker.poll() is None
-        after = actors.count.send(uid, 2)
-        poll(
-            lambda: status(after.message_id),
-            lambda s: s is not None and s.state is State.SUCCEEDED,
-            "a task sent after the outage",
-        )
+        ride_out_outage(own_postgres, sent, [worker], cell.start_worker, slow_rounds)
+        after = actors.count.send(uid, 2).message_id  # no restart needed
+        poll(lambda: status(after), lambda s: s and s.state is State.SUCCEEDED, "a later task")
     finally:
         cell.close()
+
+
+def test_celery_store_outage_loses_nothing(
+    own_postgres: PrivatePostgres, tmp_path: Path, uid: int, slow_rounds: pytest.MonkeyPatch
+):
+    from tests.queue_celery import app
+    from tests.queue_celery.conftest import Cell
+
+    cell = Cell("redis", own_postgres.url, tmp_path)
+    try:
+        cell.activate()  # creates the schema
+        worker = cell.start_worker(pool="prefork", concurrency=len(DURATIONS))
+        sent = [app.sleepy.delay(uid, seconds=seconds).id for seconds in DURATIONS]
+        idle_queue = cell.new_queue()
+        ride_out_outage(
+            own_postgres,
+            sent,
+            [worker.proc],
+            lambda: cell.start_worker(idle_queue, pool="solo"),
+            slow_rounds,
+        )
+        after = app.count.delay(uid, 2).id
+        poll(lambda: status(after), lambda s: s and s.state is State.SUCCEEDED, "a later task")
+    finally:
+        cell.close()
+
+
+def test_rq_store_outage_loses_nothing(
+    own_postgres: PrivatePostgres, tmp_path: Path, uid: int, slow_rounds: pytest.MonkeyPatch
+):
+    from tests.queue_rq import jobs
+
+    with rq_cell(own_postgres.url, tmp_path) as cell:
+        # One job per worker at a time: one ends during the outage, one after it.
+        workers = [start_rq_worker(cell), start_rq_worker(cell)]
+        sent = [
+            cell.queue.enqueue(jobs.long_running, uid, str(tmp_path / f"ran-{i}"), seconds=s).id  # type: ignore[attr-defined]
+            for i, s in enumerate(DURATIONS)
+        ]
+        # The idle worker is started once the two jobs run: it gets none of them.
+        ride_out_outage(own_postgres, sent, workers, lambda: start_rq_worker(cell), slow_rounds)
+        after = cell.queue.enqueue(jobs.count, uid, 2).id  # type: ignore[attr-defined]
+        poll(lambda: status(after), lambda s: s and s.state is State.SUCCEEDED, "a later job")
