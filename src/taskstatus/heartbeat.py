@@ -70,7 +70,8 @@ class Heartbeat:
         self._setup()
 
     def _after_fork(self) -> None:
-        parent_reaps = self._reaps()
+        # A descendant of a reaping process leaves reaping to it, however deep.
+        parent_reaps = self._reaps() or self._parent_reaps
         self._setup()
         self._parent_reaps = parent_reaps
 
