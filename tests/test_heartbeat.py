@@ -6,10 +6,12 @@ import multiprocessing
 import os
 import signal
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from taskstatus import State, TaskEvent
+from taskstatus import State, StoreUnavailable, TaskEvent
+from taskstatus.heartbeat import Heartbeat
 
 from .helpers import event
 
@@ -104,3 +106,80 @@ def test_heartbeat_settings_are_checked():
 
     with pytest.raises(ConfigurationError, match="heartbeat_interval"):
         Settings(heartbeat_interval=60, lost_after=30)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"])
+def test_an_idle_worker_reaps(backend, make_url, make_tracker):
+    """A worker that never runs a task of its own still ends those of a dead worker."""
+    tracker = make_tracker(make_url(backend), **FAST)
+    _publish(tracker, "orphan")
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_run_and_die, args=(tracker, "orphan", ready))
+    proc.start()
+    assert ready.wait(20)
+    proc.join(20)
+    tracker.lifecycle.worker_started()
+    _wait_for(lambda: tracker.get_by_task_id("orphan").is_terminal, timeout=5)
+    assert tracker.get_by_task_id("orphan").state is State.FAILED
+
+
+def _report_reaping(tracker, answer) -> None:
+    tracker.lifecycle.worker_started()  # as a prefork pool child's start does
+    tracker.heartbeat.add("child-task")
+    answer.send(tracker.heartbeat._reaps())
+
+
+def test_a_child_of_a_reaping_worker_leaves_reaping_to_it(make_url, make_tracker):
+    tracker = make_tracker(make_url("sqlite"), **FAST)
+    tracker.lifecycle.worker_started()
+    ctx = multiprocessing.get_context("fork")
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_report_reaping, args=(tracker, theirs))
+    proc.start()
+    assert mine.poll(20)
+    assert mine.recv() is False
+    proc.join(20)
+    assert tracker.heartbeat._reaps()
+
+
+class _Store:
+    """What a heartbeat's rounds see: a store that is down while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.judged: list[tuple[float, datetime]] = []  # (monotonic time, before)
+
+    def beat(self, task_ids) -> None:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+
+    def reap_lost(self, before: datetime) -> None:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        self.judged.append((time.monotonic(), before))
+
+
+def test_after_an_outage_the_reaper_judges_only_stamps_due_before_it():
+    """Stamps due while the store was down could not be written: until the store has been
+    healthy for lost_after, the reaper judges only stamps that were stale before the outage."""
+    store, lost_after = _Store(), 0.6
+    heartbeat = Heartbeat(store.beat, store.reap_lost, 0.05, lost_after)
+    try:
+        heartbeat.start_reaping()
+        _wait_for(lambda: len(store.judged) >= 3, timeout=5)
+        store.down = True
+        down_at = datetime.now(timezone.utc)  # no round that succeeded started later
+        time.sleep(0.5)
+        down_from = len(store.judged)
+        store.down = False
+        back_at = time.monotonic()
+        _wait_for(lambda: store.judged[-1][0] > back_at + lost_after + 0.2, timeout=5)
+    finally:
+        heartbeat.stop()
+    after = store.judged[down_from:]
+    quarantined = [before for at, before in after if at < back_at + lost_after]
+    assert quarantined
+    assert all(before < down_at - timedelta(seconds=lost_after) for before in quarantined)
+    # Then stamps are judged as usual again: lost_after before each round.
+    assert after[-1][1] > datetime.now(timezone.utc) - timedelta(seconds=lost_after + 0.5)

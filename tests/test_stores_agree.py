@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskstatus import Settings, State, Store, TaskCanceledException, Tracker
+from taskstatus import Settings, State, Store, TaskCanceledException, TaskStatus, Tracker
 from taskstatus.backends.base import BaseStore
 from taskstatus.backends.sqlalchemy import SQLAlchemyStore
 from taskstatus.changes import Position
@@ -239,3 +239,54 @@ def test_sql_reads_match_the_base_over_its_primitives(sql_url, make_tracker):
     assert agree("changes", Position(), 3, user_ids=["8"], root=outer.uuid)
     assert agree("last_changed")
     assert len(store.changes(Position(), 100)) == len(statuses)
+
+
+def test_which_rows_are_lost(any_url, make_tracker):
+    """In Progress rows with an old stamp, and Pending/Retrying rows that a worker stamped in
+    that state (it held them: e.g. their start was not written yet) and that their queue will
+    not deliver again; never a task waiting in its queue. The SQL query and the base's rule
+    (``models.is_lost``) agree."""
+    tracker = make_tracker(any_url)
+    store = tracker.store
+    hook = tracker.hook
+
+    def task(name: str, *, redeliver: bool = False) -> TaskStatus:
+        tracker.lifecycle.publish(
+            event(name, user_id="7", total_steps=1, redeliver_on_loss=redeliver)
+        )
+        return tracker.get_by_task_id(name)
+
+    running = task("running")
+    hook.taskstatus_prerun(event=event("running"))
+    held = task("held")  # a worker holds it; its start is not written yet
+    retried_held = task("retried-held")
+    hook.taskstatus_prerun(event=event("retried-held"))
+    hook.taskstatus_retry(event=event("retried-held"))
+    waiting_retry = task("waiting-retry")  # a retry's countdown in the broker
+    hook.taskstatus_prerun(event=event("waiting-retry"))
+    hook.taskstatus_retry(event=event("waiting-retry"))
+    task("never-delivered")
+    redelivered = task("redelivered", redeliver=True)
+    store.beat([held.uuid, retried_held.uuid, redelivered.uuid], datetime.now(timezone.utc))
+
+    before = datetime.now(timezone.utc) + timedelta(seconds=1)
+    lost = store.lost(before, 10)
+    assert lost == BaseStore.lost(store, before, 10)
+    assert {s.task_id for s in lost} == {"running", "held", "retried-held"}
+    # Stamped since ``before``: nothing is lost.
+    assert store.lost(datetime.now(timezone.utc) - timedelta(hours=1), 10) == []
+    assert {running.uuid, waiting_retry.uuid}.isdisjoint(
+        s.uuid for s in store.lost(before - timedelta(hours=1), 10)
+    )
+
+    assert tracker.reap_lost() == 0  # lost_after has not passed
+    tracker.recorder.reap_lost(before)
+    states = {s.task_id: s.state for s in tracker.statuses(user_id="7", limit=None)}
+    assert states == {
+        "running": State.FAILED,
+        "held": State.FAILED,
+        "retried-held": State.FAILED,
+        "waiting-retry": State.RETRYING,
+        "never-delivered": State.PENDING,
+        "redelivered": State.PENDING,
+    }

@@ -1,10 +1,19 @@
 """Worker heartbeats: how a task whose worker died is found and ended.
 
-A process running tracked tasks keeps one daemon thread per tracker. Every
-``heartbeat_interval`` it writes one statement stamping ``heartbeat_at`` on the tasks running in
-this process, then looks for running tasks whose stamp is older than ``lost_after`` — their
-worker was killed, lost its machine or hung — and ends them: Retrying when the queue will deliver
-them again, otherwise Failed with an ``Error`` artifact saying the worker was lost.
+A worker process (from :meth:`~taskstatus.lifecycle.Lifecycle.worker_started`, or from its first
+tracked task) keeps one daemon thread per tracker. Every ``heartbeat_interval`` it writes what
+this process still holds (queued starts and outcomes), stamps ``heartbeat_at`` on the tasks it
+runs, then looks for tasks whose stamp is older than ``lost_after`` — their worker was killed,
+lost its machine or hung — and ends them: Retrying when the queue will deliver them again,
+otherwise Failed with an ``Error`` artifact saying the worker was lost (see
+:meth:`~taskstatus.store.Store.lost` for which rows count).
+
+A reaper never judges heartbeats that could not be written. Once a round of this process fails
+(the store is unavailable), its reaper judges only stamps that were stale before the last round
+that succeeded, until it has seen ``lost_after`` of healthy rounds again: by then every live
+worker has had time to stamp its tasks and write the outcomes it queued. A child forked from a
+reaping process (a prefork pool child, a work horse) stamps its tasks but leaves reaping to its
+parent.
 
 The same thread writes the progress a running task left pending (see
 :class:`~taskstatus.tracking.LiveStatus`) once ``progress_interval`` has passed, so that a task
@@ -19,6 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .forking import FORK_WAIT_SECONDS, quiesce_across_fork, reset_after_fork
@@ -33,33 +43,54 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """The running tasks of this process, and the thread that vouches for them and writes
-    the progress they leave pending.
+    """The running tasks of this process, and the thread that vouches for them, reaps those
+    of lost workers and writes the progress they leave pending.
 
-    ``beat(task_ids)`` stamps the running tasks and ``reap_lost()`` ends those of lost
-    workers, every ``interval`` seconds. Both are bound methods, held weakly: the thread ends
-    once their owner (the tracker and its recorder) is gone.
+    ``beat(task_ids)`` writes what this process queued and stamps the running tasks, and
+    ``reap_lost(before)`` ends the tasks not stamped since ``before``, every ``interval``
+    seconds. Both are bound methods, held weakly: the thread ends once their owner (the
+    tracker's recorder) is gone.
     """
 
     def __init__(
         self,
         beat: Callable[[Sequence[str]], object],
-        reap_lost: Callable[[], object],
+        reap_lost: Callable[[datetime], object],
         interval: float,
+        lost_after: float,
     ) -> None:
         self._beat = weakref.WeakMethod(beat)
         self._reap_lost = weakref.WeakMethod(reap_lost)
         self._interval = interval
+        self._lost_after = timedelta(seconds=lost_after)
         quiesce_across_fork(self, lambda heartbeat: heartbeat._busy)
         # Threads do not survive fork; neither do the parent's running tasks.
-        reset_after_fork(self, Heartbeat._setup)
+        reset_after_fork(self, Heartbeat._after_fork)
+        self._parent_reaps = False
         self._setup()
+
+    def _after_fork(self) -> None:
+        # A descendant of a reaping process leaves reaping to it, however deep.
+        parent_reaps = self._reaps() or self._parent_reaps
+        self._setup()
+        self._parent_reaps = parent_reaps
 
     def _setup(self) -> None:
         #: Task ids of the tasks this process vouches for.
         self._running: set[str] = set()
         #: Whether this process vouches for tasks at all (a work horse does not).
         self._vouching = False
+        #: Whether this process was started as a worker (see start_reaping).
+        self._reaping = False
+        #: Held while stamping, and by discard(): a task's retry is never written before a
+        #: stamp that still counted it as running (which would make it look held here).
+        self._stamping = threading.Lock()
+        #: When the last round (writes, stamps, reaping) succeeded.
+        self._healthy_at = _utcnow()
+        #: After a failed round: when the last one before it succeeded (see _reap_before).
+        self._outage_from: datetime | None = None
+        #: Monotonic time from which the reaper trusts stamps again (inf: store still down).
+        self._trusted_at = 0.0
         #: The live statuses whose pending progress the thread writes; changes counted.
         self._live: set[LiveStatus] = set()
         self._live_changes = 0
@@ -80,8 +111,20 @@ class Heartbeat:
             self._ensure_thread()
 
     def discard(self, task_id: str) -> None:
-        with self._lock:
+        with self._stamping, self._lock:
             self._running.discard(task_id)
+
+    def start_reaping(self) -> None:
+        """This process is a worker: reap lost tasks from now on, whether or not it runs any
+        (unless it was forked from a process that reaps)."""
+        with self._lock:
+            if self._parent_reaps:
+                return
+            self._reaping = True
+            self._ensure_thread()
+
+    def _reaps(self) -> bool:
+        return self._reaping or (self._vouching and not self._parent_reaps)
 
     def watch(self, live: LiveStatus) -> None:
         """Write what ``live`` leaves pending, until :meth:`unwatch`."""
@@ -126,20 +169,16 @@ class Heartbeat:
                 with self._busy:
                     if self._stopping:
                         return
-                    if self._vouching and now >= next_beat:
+                    if self._beating() and now >= next_beat:
                         next_beat = now + self._interval
-                        with self._lock:
-                            running = list(self._running)
-                        if running:
-                            beat(running)
-                        reap_lost()
+                        self._round(beat, reap_lost)
             except Exception:
                 log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
             with self._lock:
                 live, changes = list(self._live), self._live_changes
             look_again = self._write_pending(live)
             del beat, reap_lost
-            wake_at = min(next_beat if self._vouching else float("inf"), look_again)
+            wake_at = min(next_beat if self._beating() else float("inf"), look_again)
             with self._lock:
                 if changes != self._live_changes:
                     continue  # a status was watched meanwhile: look at it too
@@ -149,6 +188,43 @@ class Heartbeat:
                 self._wake.clear()
             if self._stopping:
                 return
+
+    def _beating(self) -> bool:
+        return self._vouching or self._reaping
+
+    def _round(
+        self, beat: Callable[[Sequence[str]], object], reap_lost: Callable[[datetime], object]
+    ) -> None:
+        """Stamp (what this process queued is written first, so an outcome it holds is
+        never judged lost) and reap; a failure makes the reaper distrust stamps for a while."""
+        started = _utcnow()
+        try:
+            with self._stamping:
+                with self._lock:
+                    running = list(self._running)
+                beat(running)
+            if self._reaps():
+                reap_lost(self._reap_before(started))
+        except Exception:
+            if self._outage_from is None:
+                self._outage_from = self._healthy_at
+            self._trusted_at = float("inf")
+            raise
+        self._healthy_at = started
+        if self._outage_from is not None:
+            if self._trusted_at == float("inf"):
+                self._trusted_at = time.monotonic() + self._lost_after.total_seconds()
+            elif time.monotonic() >= self._trusted_at:
+                self._outage_from = None
+
+    def _reap_before(self, now: datetime) -> datetime:
+        """Tasks not stamped since this are lost: ``lost_after`` ago, or, until the store has
+        been healthy for ``lost_after`` after a failed round, ``lost_after`` before the last
+        round that succeeded before it (stamps due later may not have been writable)."""
+        before = now - self._lost_after
+        if self._outage_from is not None:
+            before = min(before, self._outage_from - self._lost_after)
+        return before
 
     def _write_pending(self, live: list[LiveStatus]) -> float:
         """Write the progress pending past its interval; when to look again."""
@@ -164,3 +240,7 @@ class Heartbeat:
                 at = time.monotonic() + 1.0
             look_again = min(look_again, at)
         return look_again
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -39,7 +39,7 @@ class Lifecycle:
 
     Publish side: :meth:`publish`, :meth:`publish_container`, :meth:`seal`, :meth:`cancel`.
     Run side: :meth:`start`, then :meth:`end` (or :meth:`release` when the message goes back
-    to the queue). Workers: :meth:`batch_writes` and :meth:`drain`; forking workers:
+    to the queue). Workers: :meth:`worker_started` and :meth:`drain`; forking workers:
     :meth:`prepare_for_fork` and the hand-off methods.
     """
 
@@ -186,6 +186,14 @@ class Lifecycle:
         )
 
     # -- worker processes --------------------------------------------------------------------
+    def worker_started(self) -> None:
+        """Call in each worker process as it starts (before it forks children that run
+        tasks): :meth:`batch_writes`, and reap the tasks of lost workers from now on, idle or
+        not (see :mod:`taskstatus.heartbeat`). A child forked from such a process only
+        stamps the tasks it runs and leaves reaping to its parent."""
+        self.batch_writes()
+        self._heartbeat.start_reaping()
+
     def batch_writes(self) -> None:
         """Call in worker processes: from now on task starts and successes are written in
         batches every ``write_interval`` seconds (see :mod:`taskstatus.writebehind`). The

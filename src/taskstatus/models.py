@@ -433,12 +433,20 @@ def ended_attempt(status: TaskStatus, now: datetime, message: str | None) -> Att
 
 
 def is_lost(status: TaskStatus, before: datetime) -> bool:
-    """A running task whose worker has not shown a sign of life since ``before``."""
+    """A task whose worker has not shown a sign of life since ``before``: one running, or
+    one Pending or Retrying that a worker held (stamped after it entered that state, e.g.
+    its start not written yet) and that its queue will not deliver again. A task waiting in
+    its queue (a retry's countdown, a message not delivered yet) is never stamped in that
+    state, so it is never lost."""
+    if status.is_container or status.heartbeat_at is None or status.heartbeat_at >= before:
+        return False
+    if status.state is State.IN_PROGRESS:
+        return True
     return (
-        status.state is State.IN_PROGRESS
-        and not status.is_container
-        and status.heartbeat_at is not None
-        and status.heartbeat_at < before
+        status.state in (State.PENDING, State.RETRYING)
+        and not status.redeliver_on_loss
+        and status.modified is not None
+        and status.heartbeat_at > status.modified
     )
 
 

@@ -171,14 +171,18 @@ class Recorder:
 
     # -- lost workers (see taskstatus.heartbeat) ------------------------------------------------
     def beat(self, task_ids: Sequence[str]) -> None:
-        """Stamp ``heartbeat_at`` on these running tasks of this process."""
-        self.drain()  # their starts first: only running tasks take a beat
-        keys = (self.key(task_id) for task_id in task_ids)
-        self.store.beat([key.uuid for key in keys if key is not None], utcnow())
+        """Write what this process queued (the starts of these tasks, the outcomes of others
+        that ended: an outcome still held here is never taken for lost), then stamp
+        ``heartbeat_at`` on these tasks of this process."""
+        self.drain()
+        if task_ids:
+            keys = (self.key(task_id) for task_id in task_ids)
+            self.store.beat([key.uuid for key in keys if key is not None], utcnow())
 
     def reap_lost(self, before: datetime, limit: int = 500) -> int:
-        """End the running tasks not stamped since ``before``: Retrying when their queue
-        delivers them again, else Failed; returns how many."""
+        """End the tasks whose worker has not stamped them since ``before`` (see
+        :meth:`~taskstatus.store.Store.lost`): Retrying when their queue delivers them
+        again, else Failed; returns how many."""
         self.drain()
         lost = self.store.lost(before, limit)
         for status in lost:

@@ -215,10 +215,15 @@ class Store(Protocol):
         """Rename the statuses ``uuids``."""
 
     def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
-        """Record that the workers running ``uuids`` are alive (In Progress ones only)."""
+        """Record that the workers holding ``uuids`` are alive (active ones only: a task
+        whose start is not written yet is held as much as a running one)."""
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
-        """Running tasks (not containers) with no heartbeat since ``before``, oldest first."""
+        """Tasks (not containers) whose worker has not stamped them since ``before``, oldest
+        stamp first: In Progress ones, and Pending or Retrying ones that a worker stamped
+        after they entered that state (``heartbeat_at > modified``: it held them) and whose
+        queue does not deliver them again. A task waiting in its queue is never stamped in
+        that state, so it is never lost (see :func:`taskstatus.models.is_lost`)."""
 
     def seal(self, uuid: UUID, now: datetime) -> None:
         """Mark a container as complete: no more children will be added."""

@@ -111,7 +111,10 @@ class Tracker:
         self.store = store or self._store_for(self.settings.url)
         self.recorder = Recorder(self.store, self.pm, bind=lambda s: self._bind([s])[0])
         self.heartbeat = Heartbeat(
-            self.recorder.beat, self.reap_lost, self.settings.heartbeat_interval
+            self.recorder.beat,
+            self.recorder.reap_lost,
+            self.settings.heartbeat_interval,
+            self.settings.lost_after,
         )
         self.pm.register(self.recorder, name="taskstatus.recorder")
         self._live_calls = LiveCalls(

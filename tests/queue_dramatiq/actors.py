@@ -31,8 +31,10 @@ def make_broker(url: str | None) -> dramatiq.Broker:
     elif url.startswith("redis"):
         from dramatiq.brokers.redis import RedisBroker
 
-        # A dead worker's messages come back within seconds (see QUEUE_NOTES).
-        broker = RedisBroker(url=url, heartbeat_timeout=3_000, maintenance_chance=1_000_000)
+        # A dead worker's messages come back within seconds (see QUEUE_NOTES), unless a test
+        # needs them to stay away longer.
+        timeout = int(os.environ.get("TS_DQ_REDIS_HEARTBEAT_TIMEOUT", "3000"))
+        broker = RedisBroker(url=url, heartbeat_timeout=timeout, maintenance_chance=1_000_000)
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

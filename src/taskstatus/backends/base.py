@@ -17,6 +17,7 @@ from functools import partial
 from uuid import UUID
 
 from ..models import (
+    ACTIVE_STATES,
     TERMINAL_STATES,
     Artifact,
     State,
@@ -159,7 +160,7 @@ class BaseStore(StoreCore):
 
     def beat(self, uuids: Sequence[UUID], now: datetime) -> int:
         def change(s: TaskStatus) -> TaskStatus | None:
-            return replace(s, heartbeat_at=now) if s.state is State.IN_PROGRESS else None
+            return replace(s, heartbeat_at=now) if s.state in ACTIVE_STATES else None
 
         # Not a change a follower is shown.
         return sum(self.update(u, change, shown=False) is not None for u in uuids)

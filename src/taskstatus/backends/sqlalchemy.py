@@ -55,6 +55,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..forking import reset_after_fork
 from ..models import (
+    ACTIVE_STATES,
     MAX_STEPS,
     TERMINAL_STATES,
     Artifact,
@@ -515,14 +516,20 @@ class SQLAlchemyStore(BaseStore):
         c = statuses.c
         # Not a change a follower is shown: the feed's stamp and count stay as they are.
         values = {c.heartbeat_at: now, c.changed: c.changed, c.version: c.version}
-        return self._update_many(uuids, values, _RUNNING_BY_KEY)
+        return self._update_many(uuids, values, _ACTIVE_BY_KEY)
 
     def lost(self, before: datetime, limit: int) -> list[TaskStatus]:
+        # The rule of taskstatus.models.is_lost, as one query.
         c = statuses.c
+        held = and_(
+            c.state.in_([State.PENDING.value, State.RETRYING.value]),
+            c.redeliver_on_loss.is_(False),
+            c.heartbeat_at > c.modified,
+        )
         stmt = (
             select(*_STATUS_COLUMNS)
             .where(
-                c.state == State.IN_PROGRESS.value,
+                or_(c.state == State.IN_PROGRESS.value, held),
                 c.is_container.is_(False),
                 c.heartbeat_at < before,
             )
@@ -1097,6 +1104,9 @@ def _states(states: Iterable[State]) -> list[Any]:
     """State constants rendered inline: a prebuilt statement then needs no per-call
     expansion of an IN list (the values are taskstatus's own, never user input)."""
     return [literal_column(f"'{state.value}'") for state in sorted(states)]
+
+
+_ACTIVE_BY_KEY = _state_by_key.in_(_states(ACTIVE_STATES))
 
 
 class _Stamps:

@@ -410,7 +410,7 @@ class TaskstatusMiddleware(Installed, Middleware):
 
     # -- worker processes ----------------------------------------------------------------------
     def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        self.lifecycle.batch_writes()
+        self.lifecycle.worker_started()
 
     def defer_ack(
         self, consumer: ConsumerThread, message: MessageProxy, ack: Callable[..., Any]

@@ -229,8 +229,9 @@ class _WorkerMixin:
         # dependents), even when no module calls install().
         lifecycle = install(self.connection).lifecycle
         # Job starts and successes are written in batches every write_interval (see
-        # taskstatus.writebehind), and what is queued when the worker exits.
-        lifecycle.batch_writes()
+        # taskstatus.writebehind), and what is queued when the worker exits; this process
+        # reaps lost jobs, idle or not (its work horses do not).
+        lifecycle.worker_started()
         # A work horse forked per job then inherits a store whose schema was checked and
         # statements compiled, and opens a connection of its own only if it needs one.
         lifecycle.prepare_for_fork()

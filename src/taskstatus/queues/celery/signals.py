@@ -38,9 +38,9 @@ class WorkerSignals:
     # -- worker life cycle ---------------------------------------------------------------------
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
         """A worker of this app starts: batch its task starts and successes (its pool
-        children inherit this)."""
+        children inherit this) and reap lost tasks (here only, not in its pool children)."""
         if getattr(sender, "app", None) is self.app:
-            self.installed.lifecycle.batch_writes()
+            self.installed.lifecycle.worker_started()
 
     def _on_shutdown(self, **_: Any) -> None:
         """A worker (or pool) process stops: write what it has queued."""
