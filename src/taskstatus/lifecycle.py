@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import logging
+import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .events import TaskEvent
-from .exceptions import TaskCanceledException
+from .exceptions import StoreError, TaskCanceledException
 from .handoff import HandOff
 from .heartbeat import Heartbeat
 from .models import TaskStatus
@@ -27,6 +29,20 @@ from .settings import Settings
 from .tracking import LiveCalls, LiveStatus, activate, deactivate
 
 __all__ = ["Lifecycle"]
+
+log = logging.getLogger(__name__)
+
+#: The first wait before a run deferred for want of the store is delivered again; it doubles
+#: with each deferral of the same run, up to :data:`MAX_DEFERRAL`.
+FIRST_DEFERRAL = 0.5
+#: The longest wait between two deliveries of a run deferred for want of the store.
+MAX_DEFERRAL = 30.0
+#: The longest wait before a message held unacknowledged meanwhile is put back: a broker hands
+#: a message held too long to another worker (Redis's visibility timeout).
+MAX_HELD_DEFERRAL = 2.0
+#: The longest pause between two attempts to store an outcome before its message is
+#: acknowledged.
+MAX_STORE_PAUSE = 5.0
 
 #: The container that tasks published now join (``taskstatus.group`` blocks).
 _joining: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -124,6 +140,41 @@ class Lifecycle:
         return self._find(task_id)
 
     # -- run side ----------------------------------------------------------------------------
+    def deferral(
+        self, exc: BaseException, deferrals: int = 0, *, held: bool = False
+    ) -> float | None:
+        """The start of a run failed with ``exc``: if that is the store being unavailable, how
+        many seconds the queue should wait before it delivers the run again, having deferred
+        it ``deferrals`` times already (a doubling backoff, capped; shorter for a message
+        the worker holds unacknowledged while it waits, ``held``); None for any other error.
+
+        The adapter then puts the message back (the status stays Pending and no attempt is
+        counted) instead of running the task untracked or losing it."""
+        if not isinstance(exc, StoreError):
+            return None
+        longest = MAX_HELD_DEFERRAL if held else MAX_DEFERRAL
+        return min(longest, FIRST_DEFERRAL * 2.0 ** min(max(deferrals, 0), 16))
+
+    def store_ended(self, what: str) -> None:
+        """Write the outcomes of ended tasks queued here, trying again (with a bounded
+        backoff) until they are stored: what an adapter calls before acknowledging their
+        messages, so that a worker killed meanwhile leaves them to be delivered again."""
+        pause = FIRST_DEFERRAL
+        while True:
+            try:
+                self.drain(ended_only=True)
+                return
+            except StoreError:
+                log.warning(
+                    "could not store the outcome of %s; its message is not acknowledged "
+                    "until it is: trying again in %.1f s",
+                    what,
+                    pause,
+                    exc_info=True,
+                )
+            time.sleep(pause)
+            pause = min(MAX_STORE_PAUSE, pause * 2)
+
     def start(self, event: TaskEvent) -> LiveStatus:
         """A worker starts the task: record it and make ``current()`` return its handle.
 
