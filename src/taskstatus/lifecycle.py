@@ -159,21 +159,30 @@ class Lifecycle:
         """Write the outcomes of ended tasks queued here, trying again (with a bounded
         backoff) until they are stored: what an adapter calls before acknowledging their
         messages, so that a worker killed meanwhile leaves them to be delivered again."""
+        self._store(what, ended_only=True)
+
+    def _store(self, what: str, *, ended_only: bool) -> None:
         pause = FIRST_DEFERRAL
         while True:
             try:
-                self.drain(ended_only=True)
+                self.drain(ended_only=ended_only)
                 return
             except StoreError:
                 log.warning(
-                    "could not store the outcome of %s; its message is not acknowledged "
-                    "until it is: trying again in %.1f s",
+                    "could not store the outcome of %s; holding it (its message is not "
+                    "acknowledged) until it is stored: trying again in %.1f s",
                     what,
                     pause,
                     exc_info=True,
                 )
             time.sleep(pause)
             pause = min(MAX_STORE_PAUSE, pause * 2)
+
+    def admit(self) -> None:
+        """Before a worker takes a message to run: read now what starting its task reads (the
+        ids of tasks canceled before they started, unless read recently), so that a store out
+        of reach raises here (see :meth:`deferral`) while the message can still go back."""
+        self._recorder.refresh_canceled()
 
     def start(self, event: TaskEvent) -> LiveStatus:
         """A worker starts the task: record it and make ``current()`` return its handle.
@@ -307,8 +316,9 @@ class Lifecycle:
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self._recorder.defer_start(event, handoff.since)
         self._hook.taskstatus_prerun(event=event)
-        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
-        # pending progress starts at the task's first progress call, if any.
+        # No heartbeat here: the worker keeps it (see hand_off), unless it dies. The thread
+        # that checks for that also writes pending progress, from the first progress call.
+        self._heartbeat.adopt_if_orphaned(handoff.parent, event.task_id)
         live = LiveStatus(
             self._live_calls, event, interval=self._settings.progress_interval, watched=False
         )
@@ -318,12 +328,18 @@ class Lifecycle:
     def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
         """In the child, once the task succeeded: write its pending progress and leave the
         success to the parent, which writes it in its next batch (with the start, as one
-        write, if that was never written)."""
+        write, if that was never written). If the parent died, the child writes the success
+        itself, before it returns."""
         if not handoff.deferred:
             self.end(live)
             return
         ended = self._recorder.clock()
         self.release(live, succeeded=True)
+        if handoff.orphaned():
+            # Its start (if still deferred) first, unless the worker wrote it before it died.
+            self._hook.taskstatus_succeed(event=dataclasses.replace(handoff.event, at=ended))
+            self._store(f"task {handoff.task_id}", ended_only=False)
+            return
         unstarted = self._recorder.withdraw_start()
         handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
 
@@ -343,8 +359,15 @@ class Lifecycle:
         outcome = handoff.outcome()
         if outcome == HandOff.NOTHING:
             return
-        if outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending:
-            assert writer is not None
+        self._write_success(
+            handoff, start_pending=outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending
+        )
+
+    def _write_success(self, handoff: HandOff, *, start_pending: bool) -> None:
+        """Queue the success a child reported (and the start nobody wrote, as one write)."""
+        event = handoff.event
+        writer = self._recorder.writer
+        if start_pending and writer is not None:
             # Checked for a cancel in the child; a later cancel wins in the write itself,
             # which the success joins into one.
             writer.start(event, handoff.since, check_canceled=False)
