@@ -240,12 +240,14 @@ class _WorkerMixin:
         lifecycle.prepare_for_fork()
 
     def execute_job(self, job: Job, queue: Queue) -> Any:
+        """Run a job; a tracked one whose start the store cannot record now goes back to its
+        queue, unstarted, and this worker waits the lifecycle's backoff."""
         tracked = _spec(job)
         if tracked is None:
             return super().execute_job(job, queue)  # type: ignore[misc]
         lifecycle = _lifecycle()
         try:
-            self._take(lifecycle, job, _run_event(job, *tracked))
+            self._take(lifecycle, job, tracked)
         except Exception as exc:
             deferrals = int(job.meta.get(DEFERRALS_META, 0))
             delay = lifecycle.deferral(exc, deferrals)
@@ -263,7 +265,9 @@ class _WorkerMixin:
             return None
         return self._run(lifecycle, job, queue)
 
-    def _take(self, lifecycle: Lifecycle, job: Job, event: TaskEvent) -> None:
+    def _take(
+        self, lifecycle: Lifecycle, job: Job, tracked: tuple[Callable[..., Any], TrackSpec]
+    ) -> None:
         """Make ready to run a tracked job (raises a store error while it can go back)."""
         lifecycle.admit()
 
@@ -329,8 +333,10 @@ class Worker(_WorkerMixin, RQWorker):
     writes it in batches. A short job costs its horse no database connection.
     """
 
-    def _take(self, lifecycle: Lifecycle, job: Job, event: TaskEvent) -> None:
-        _forking.handoff = lifecycle.hand_off(event)
+    def _take(
+        self, lifecycle: Lifecycle, job: Job, tracked: tuple[Callable[..., Any], TrackSpec]
+    ) -> None:
+        _forking.handoff = lifecycle.hand_off(_run_event(job, *tracked))
 
     def _run(self, lifecycle: Lifecycle, job: Job, queue: Queue) -> Any:
         handoff = _forking.handoff
