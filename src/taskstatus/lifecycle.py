@@ -162,6 +162,7 @@ class Lifecycle:
         self._store(what, ended_only=True)
 
     def _store(self, what: str, *, ended_only: bool) -> None:
+        """Drain until it succeeds (``ended_only``: only what ended, see :meth:`drain`)."""
         pause = FIRST_DEFERRAL
         while True:
             try:
