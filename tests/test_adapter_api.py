@@ -106,3 +106,14 @@ def test_the_old_names_run_the_lifecycle(url, make_tracker):
     with pytest.warns(DeprecationWarning, match="Tracker.end is deprecated"):
         tracker.end(live)
     assert state(tracker, "old") == State.SUCCEEDED
+
+
+def test_deferral_backs_off_for_store_errors_only(memory_tracker):
+    lifecycle = memory_tracker.lifecycle
+    down = taskstatus.StoreUnavailable("the database is restarting")
+    assert [lifecycle.deferral(down, n) for n in range(8)] == [
+        0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0,
+    ]  # fmt: skip
+    assert lifecycle.deferral(down, 10**6) == 30.0
+    assert [lifecycle.deferral(down, n, held=True) for n in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    assert lifecycle.deferral(ValueError("a bug in the task's arguments")) is None

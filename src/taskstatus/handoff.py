@@ -16,6 +16,11 @@ connection opened by the child and two writes on it. Instead:
   batch — as start and success in one write if nobody wrote the start. A short task costs its
   child no connection at all.
 
+* Should the worker die while the child runs (killed alone: the child has a process group of
+  its own), nobody would vouch for the task nor write its success: the child notices that its
+  parent is gone (see :meth:`HandOff.orphaned`), stamps the task's heartbeat itself from then
+  on, and writes its own outcome.
+
 Whoever writes them, the start is stamped with the time of the hand-off (just before the fork)
 and the success with the time the child reported it, not the time of the write.
 """
@@ -23,6 +28,7 @@ and the success with the time the child reported it, not the time of the write.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -55,6 +61,8 @@ class HandOff:
         #: When the run was handed off: the task's start.
         self.since = since
         self.deferred = deferred
+        #: The worker: the child's parent, as long as it lives.
+        self.parent = os.getpid()
         #: The worker's pending write of the start (a WriteBehind.call_later handle).
         self.start_call: object | None = None
         self._shared = mmap.mmap(-1, self._LAYOUT.size)  # anonymous, so shared with children
@@ -63,6 +71,10 @@ class HandOff:
     @property
     def task_id(self) -> str:
         return self.event.task_id
+
+    def orphaned(self) -> bool:
+        """In the child: whether the worker that handed the run off has died."""
+        return os.getppid() != self.parent
 
     def report(self, outcome: int, ended: datetime) -> None:
         """In the child: the outcome, and when the task ended."""

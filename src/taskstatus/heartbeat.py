@@ -18,12 +18,14 @@ parent.
 The same thread writes the progress a running task left pending (see
 :class:`~taskstatus.tracking.LiveStatus`) once ``progress_interval`` has passed, so that a task
 gone quiet in a long call still shows what it last reported. A forked work horse, whose worker
-vouches for its task, starts the thread only for that, at the task's first progress call.
+vouches for its task, starts the thread for that, at the task's first progress call, and to
+take over vouching for its task should the worker die (see :meth:`Heartbeat.adopt_if_orphaned`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -91,6 +93,8 @@ class Heartbeat:
         self._outage_from: datetime | None = None
         #: Monotonic time from which the reaper trusts stamps again (inf: store still down).
         self._trusted_at = 0.0
+        #: A work horse's parent, which vouches for its task: (parent pid, task id).
+        self._parent: tuple[int, str] | None = None
         #: The live statuses whose pending progress the thread writes; changes counted.
         self._live: set[LiveStatus] = set()
         self._live_changes = 0
@@ -113,6 +117,29 @@ class Heartbeat:
     def discard(self, task_id: str) -> None:
         with self._stamping, self._lock:
             self._running.discard(task_id)
+            if self._parent is not None and self._parent[1] == task_id:
+                self._parent = None
+
+    def adopt_if_orphaned(self, parent: int, task_id: str) -> None:
+        """In a child forked to run ``task_id``, for which its ``parent`` vouches: should the
+        parent die, vouch for the task from here (checked every interval, with
+        ``os.getppid()``), until :meth:`discard`."""
+        with self._lock:
+            self._parent = (parent, task_id)
+            self._ensure_thread()
+
+    def _adopt(self) -> None:
+        """Vouch for the task of a parent that died."""
+        with self._lock:
+            parent = self._parent
+            if parent is None or os.getppid() == parent[0]:
+                return
+            self._parent = None
+            self._running.add(parent[1])
+            self._vouching = True
+        log.warning(
+            "taskstatus: the worker of task %s died; its work horse vouches for it", parent[1]
+        )
 
     def start_reaping(self) -> None:
         """This process is a worker: reap lost tasks from now on, whether or not it runs any
@@ -169,16 +196,20 @@ class Heartbeat:
                 with self._busy:
                     if self._stopping:
                         return
-                    if self._beating() and now >= next_beat:
+                    if now >= next_beat and (self._beating() or self._parent is not None):
                         next_beat = now + self._interval
-                        self._round(beat, reap_lost)
+                        self._adopt()
+                        # A horse whose worker lives writes nothing here: no connection.
+                        if self._beating():
+                            self._round(beat, reap_lost)
             except Exception:
                 log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
             with self._lock:
                 live, changes = list(self._live), self._live_changes
             look_again = self._write_pending(live)
             del beat, reap_lost
-            wake_at = min(next_beat if self._beating() else float("inf"), look_again)
+            beating = self._beating() or self._parent is not None
+            wake_at = min(next_beat if beating else float("inf"), look_again)
             with self._lock:
                 if changes != self._live_changes:
                     continue  # a status was watched meanwhile: look at it too

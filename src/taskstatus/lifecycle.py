@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import logging
+import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .events import TaskEvent
-from .exceptions import TaskCanceledException
+from .exceptions import StoreError, TaskCanceledException
 from .handoff import HandOff
 from .heartbeat import Heartbeat
 from .models import TaskStatus
@@ -27,6 +29,20 @@ from .settings import Settings
 from .tracking import LiveCalls, LiveStatus, activate, deactivate
 
 __all__ = ["Lifecycle"]
+
+log = logging.getLogger(__name__)
+
+#: The first wait before a run deferred for want of the store is delivered again; it doubles
+#: with each deferral of the same run, up to :data:`MAX_DEFERRAL`.
+FIRST_DEFERRAL = 0.5
+#: The longest wait between two deliveries of a run deferred for want of the store.
+MAX_DEFERRAL = 30.0
+#: The longest wait before a message held unacknowledged meanwhile is put back: a broker hands
+#: a message held too long to another worker (Redis's visibility timeout).
+MAX_HELD_DEFERRAL = 2.0
+#: The longest pause between two attempts to store an outcome before its message is
+#: acknowledged.
+MAX_STORE_PAUSE = 5.0
 
 #: The container that tasks published now join (``taskstatus.group`` blocks).
 _joining: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -124,6 +140,51 @@ class Lifecycle:
         return self._find(task_id)
 
     # -- run side ----------------------------------------------------------------------------
+    def deferral(
+        self, exc: BaseException, deferrals: int = 0, *, held: bool = False
+    ) -> float | None:
+        """The start of a run failed with ``exc``: if that is the store being unavailable, how
+        many seconds the queue should wait before it delivers the run again, having deferred
+        it ``deferrals`` times already (a doubling backoff, capped; shorter for a message
+        the worker holds unacknowledged while it waits, ``held``); None for any other error.
+
+        The adapter then puts the message back (the status stays Pending and no attempt is
+        counted) instead of running the task untracked or losing it."""
+        if not isinstance(exc, StoreError):
+            return None
+        longest = MAX_HELD_DEFERRAL if held else MAX_DEFERRAL
+        return min(longest, FIRST_DEFERRAL * 2.0 ** min(max(deferrals, 0), 16))
+
+    def store_ended(self, what: str) -> None:
+        """Write the outcomes of ended tasks queued here, trying again (with a bounded
+        backoff) until they are stored: what an adapter calls before acknowledging their
+        messages, so that a worker killed meanwhile leaves them to be delivered again."""
+        self._store(what, ended_only=True)
+
+    def _store(self, what: str, *, ended_only: bool) -> None:
+        """Drain until it succeeds (``ended_only``: only what ended, see :meth:`drain`)."""
+        pause = FIRST_DEFERRAL
+        while True:
+            try:
+                self.drain(ended_only=ended_only)
+                return
+            except StoreError:
+                log.warning(
+                    "could not store the outcome of %s; holding it (its message is not "
+                    "acknowledged) until it is stored: trying again in %.1f s",
+                    what,
+                    pause,
+                    exc_info=True,
+                )
+            time.sleep(pause)
+            pause = min(MAX_STORE_PAUSE, pause * 2)
+
+    def admit(self) -> None:
+        """Before a worker takes a message to run: read now what starting its task reads (the
+        ids of tasks canceled before they started, unless read recently), so that a store out
+        of reach raises here (see :meth:`deferral`) while the message can still go back."""
+        self._recorder.refresh_canceled()
+
     def start(self, event: TaskEvent) -> LiveStatus:
         """A worker starts the task: record it and make ``current()`` return its handle.
 
@@ -264,8 +325,9 @@ class Lifecycle:
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self._recorder.defer_start(event, handoff.since)
         self._hook.taskstatus_prerun(event=event)
-        # No heartbeat here: the worker keeps it (see hand_off). The thread that writes
-        # pending progress starts at the task's first progress call, if any.
+        # No heartbeat here: the worker keeps it (see hand_off), unless it dies. The thread
+        # that checks for that also writes pending progress, from the first progress call.
+        self._heartbeat.adopt_if_orphaned(handoff.parent, event.task_id)
         live = LiveStatus(
             self._live_calls, event, interval=self._settings.progress_interval, watched=False
         )
@@ -275,12 +337,18 @@ class Lifecycle:
     def hand_back(self, handoff: HandOff, live: LiveStatus) -> None:
         """In the child, once the task succeeded: write its pending progress and leave the
         success to the parent, which writes it in its next batch (with the start, as one
-        write, if that was never written)."""
+        write, if that was never written). If the parent died, the child writes the success
+        itself, before it returns."""
         if not handoff.deferred:
             self.end(live)
             return
         ended = self._recorder.clock()
         self.release(live, succeeded=True)
+        if handoff.orphaned():
+            # Its start (if still deferred) first, unless the worker wrote it before it died.
+            self._hook.taskstatus_succeed(event=dataclasses.replace(handoff.event, at=ended))
+            self._store(f"task {handoff.task_id}", ended_only=False)
+            return
         unstarted = self._recorder.withdraw_start()
         handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
 
@@ -300,8 +368,15 @@ class Lifecycle:
         outcome = handoff.outcome()
         if outcome == HandOff.NOTHING:
             return
-        if outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending:
-            assert writer is not None
+        self._write_success(
+            handoff, start_pending=outcome == HandOff.SUCCEEDED_UNSTARTED and start_pending
+        )
+
+    def _write_success(self, handoff: HandOff, *, start_pending: bool) -> None:
+        """Queue the success a child reported (and the start nobody wrote, as one write)."""
+        event = handoff.event
+        writer = self._recorder.writer
+        if start_pending and writer is not None:
             # Checked for a cancel in the child; a later cancel wins in the write itself,
             # which the success joins into one.
             writer.start(event, handoff.since, check_canceled=False)

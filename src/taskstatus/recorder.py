@@ -83,8 +83,7 @@ class Recorder:
         hot path once with nothing to change, so the schema is checked and the statements
         compiled; each call refreshes the ids of tasks canceled before they started (if not
         recently read), so a child refuses such a task without a query."""
-        if self.writer is not None:
-            self.writer.refresh_canceled()
+        self.refresh_canceled()
         if self._warm:
             return
         self._warm = True
@@ -96,6 +95,12 @@ class Recorder:
             self.store.transition(nobody, transition, now)
             self.store.transition_tasks([f"taskstatus:warm-up:{nobody}"], transition, now)
         self.store.add_steps(nobody, 1, 0, now)
+
+    def refresh_canceled(self) -> None:
+        """Read the ids of tasks canceled before they started, unless read recently (when
+        writes are batched; else each start reads its own status)."""
+        if self.writer is not None:
+            self.writer.refresh_canceled()
 
     def batch_writes(self, interval: float, cancel_horizon: timedelta) -> None:
         """From now on, queue task starts and successes and write them every ``interval``

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from pathlib import Path
 
 from celery import Celery
 
@@ -162,6 +164,26 @@ def untracked(x):
 @app.task(acks_late=True)
 def acked_late(user_id, value):
     return value
+
+
+def _count_run(folder, gate):
+    """Leave one file per run in ``folder`` (runs are counted); then wait for ``gate``."""
+    (Path(folder) / uuid.uuid4().hex).touch()
+    deadline = time.monotonic() + 60
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@taskstatus.track()
+@app.task
+def counted(user_id, folder, gate=None):
+    _count_run(folder, gate)
+
+
+@taskstatus.track()
+@app.task(acks_late=True)
+def counted_late(user_id, folder, gate=None):
+    _count_run(folder, gate)
 
 
 @taskstatus.track(total_steps=10)

@@ -142,3 +142,14 @@ def test_chord_tasks_are_recorded(eager: None, uid: int) -> None:
     ).apply_async()
     assert result.get() == 2
     assert {s.state for s in taskstatus.statuses(user_id=uid, limit=None)} == {State.SUCCEEDED}
+
+
+def test_only_the_attempt_sent_again_for_the_store_goes_unrecorded():
+    """The mark of a message sent again while the store was down stays in its headers; a
+    retry the task asks for later is a new attempt, recorded as such."""
+    from taskstatus.queues.celery.tasks import DEFERRED_HEADER, deferred_again
+
+    mark = {DEFERRED_HEADER: {"retries": 1, "deferrals": 2}}
+    assert deferred_again({"retries": 1, **mark})
+    assert not deferred_again({"retries": 2, **mark})
+    assert not deferred_again({"retries": 0})

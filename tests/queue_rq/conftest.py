@@ -44,11 +44,13 @@ class Cell:
     store_url: str
     tmp: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: The Redis the workers take jobs from (the queue's).
+    redis_url: str = REDIS_URL
 
     def _command(
         self, worker: str, burst: bool, extra_env: dict[str, str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        command = [str(RQ), "worker", "-w", WORKERS[worker], "--url", REDIS_URL]
+        command = [str(RQ), "worker", "-w", WORKERS[worker], "--url", self.redis_url]
         command += ["--burst"] if burst else []
         command += [self.queue.name]
         env = {
@@ -72,8 +74,11 @@ class Cell:
         assert done.returncode == 0, log[-3000:]
         return log
 
-    def start(self, worker: str = "fork") -> subprocess.Popen[bytes]:
-        command, env = self._command(worker, burst=False)
+    def start(
+        self, worker: str = "fork", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Run a worker until closed (``env`` adds environment variables)."""
+        command, env = self._command(worker, burst=False, extra_env=env)
         log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
             command,

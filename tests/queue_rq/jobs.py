@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import taskstatus
@@ -91,6 +92,21 @@ def untracked(x):
     return x * 2
 
 
+def wait_for(gate):
+    """Untracked: keeps its worker busy until the file ``gate`` exists."""
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @taskstatus.track(name="{name}")
 def named(user_id, name):
     """Does nothing under a name the caller chooses (one that tries to be HTML)."""
+
+
+@taskstatus.track()
+def counted(user_id, folder, seconds=0.0):
+    """Leaves one file per run in ``folder`` (runs are counted), then works ``seconds``."""
+    (Path(folder) / uuid.uuid4().hex).touch()
+    time.sleep(seconds)
+    return "counted"

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import messages
 from ..events import TaskEvent
-from ..exceptions import StoreError, TaskCanceledException
+from ..exceptions import TaskCanceledException
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec, qualified_name
 from ._install import Installed, install_arguments, queue_library
@@ -366,7 +366,10 @@ class TaskstatusMiddleware(Installed, Middleware):
         except TaskCanceledException as exc:
             lifecycle.end(event, exception=exc)
             raise SkipMessage(str(exc)) from exc
-        except StoreError as exc:
+        except Exception as exc:
+            if lifecycle.deferral(exc) is None:
+                raise
+            # Retries delivers the message again, with its own backoff.
             raise StoreNotReady(f"cannot record the start of {message.message_id}: {exc}") from exc
         with self._running_lock:
             self._running[message.message_id] = live

@@ -12,6 +12,9 @@
   no database connection. A job canceled before it started returns at once without running.
 * **What the horse cannot tell** (it was killed, or stopped with ``send_stop_job_command``):
   the worker's ``handle_job_failure`` ends the status in the main process.
+* **The store out of reach** when a worker takes a tracked job: the worker puts the job back
+  in its queue, unstarted (its status stays Pending, no attempt is counted, nothing is failed),
+  and waits a growing backoff before it takes the next job.
 * **Dependencies**: a job that failed (for good) or was canceled cancels the statuses — and
   the RQ jobs — that depend on it, instead of leaving them deferred forever.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -236,6 +240,41 @@ class _WorkerMixin:
         # statements compiled, and opens a connection of its own only if it needs one.
         lifecycle.prepare_for_fork()
 
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        """Run a job; a tracked one whose start the store cannot record now goes back to its
+        queue, unstarted, and this worker waits the lifecycle's backoff."""
+        tracked = _spec(job)
+        if tracked is None:
+            return super().execute_job(job, queue)  # type: ignore[misc]
+        lifecycle = _lifecycle()
+        try:
+            self._take(lifecycle, job, tracked)
+        except Exception as exc:
+            deferrals = int(job.meta.get(DEFERRALS_META, 0))
+            delay = lifecycle.deferral(exc, deferrals)
+            if delay is None:
+                raise
+            _put_back(job, queue, deferrals)
+            log.warning(
+                "cannot record the start of job %s (%s); put it back in its queue, taking "
+                "the next job in %.1f s",
+                job.id,
+                exc,
+                delay,
+            )
+            time.sleep(delay)
+            return None
+        return self._run(lifecycle, job, queue)
+
+    def _take(
+        self, lifecycle: Lifecycle, job: Job, tracked: tuple[Callable[..., Any], TrackSpec]
+    ) -> None:
+        """Make ready to run a tracked job (raises a store error while it can go back)."""
+        lifecycle.admit()
+
+    def _run(self, lifecycle: Lifecycle, job: Job, queue: Queue) -> Any:
+        return super().execute_job(job, queue)  # type: ignore[misc]
+
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
@@ -253,6 +292,21 @@ class _WorkerMixin:
             lifecycle.end(event, exception=lost, message=messages.WORKER_LOST)
             _cancel_dependents(job)
         return result
+
+
+#: A job's meta key: how often a worker put the job back for want of the store.
+DEFERRALS_META = "taskstatus_deferrals"
+
+
+def _put_back(job: Job, queue: Queue, deferrals: int) -> None:
+    """Return a job just taken from ``queue`` (not started: RQ keeps it in the queue's
+    intermediate list until then) to the end of the queue, counting the deferral."""
+    job.meta[DEFERRALS_META] = deferrals + 1
+    with job.connection.pipeline() as pipeline:
+        pipeline.hset(job.key, "meta", job._serialize_meta())
+        pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+        queue.push_job_id(job.id, pipeline=pipeline)
+        pipeline.execute()
 
 
 def _tracked_job_class(job_class: Any) -> type[Job]:
@@ -280,14 +334,16 @@ class Worker(_WorkerMixin, RQWorker):
     writes it in batches. A short job costs its horse no database connection.
     """
 
-    def execute_job(self, job: Job, queue: Queue) -> Any:
-        tracked = _spec(job)
-        if tracked is None:
-            return super().execute_job(job, queue)
-        lifecycle = _lifecycle()
-        _forking.handoff = handoff = lifecycle.hand_off(_run_event(job, *tracked))
+    def _take(
+        self, lifecycle: Lifecycle, job: Job, tracked: tuple[Callable[..., Any], TrackSpec]
+    ) -> None:
+        _forking.handoff = lifecycle.hand_off(_run_event(job, *tracked))
+
+    def _run(self, lifecycle: Lifecycle, job: Job, queue: Queue) -> Any:
+        handoff = _forking.handoff
+        assert handoff is not None
         try:
-            return super().execute_job(job, queue)
+            return super()._run(lifecycle, job, queue)
         finally:
             _forking.handoff = None
             try:

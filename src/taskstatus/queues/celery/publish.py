@@ -14,7 +14,7 @@ from .canvas import NAME_HEADER, NAME_KWARG, Canvas, eager_chain, group_in_fligh
 from .compat import spec_of
 from .retry import record_retry
 from .run import Runner
-from .tasks import signature_target, task_event
+from .tasks import deferred_again, signature_target, task_event
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Publisher:
             return  # untracked and no tracked canvas around it: untouched
         if task is not None:
             self.runner.instrument(task)
+        if deferred_again({**headers, **(extra_headers or {})}):
+            return  # recorded when first sent; the store may still be unreachable
         lifecycle = self.installed.lifecycle
         if headers.get("retries"):
             record_retry(lifecycle, task_id, name)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -13,18 +16,22 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from ... import messages
-from ...events import TaskEvent
 from ...exceptions import TaskCanceledException
 from ...lifecycle import Lifecycle
-from ...tracking import TrackSpec
+from ...tracking import LiveStatus, TrackSpec
 from .._install import Installed
 from .compat import spec_of
-from .tasks import QUEUE, signature_target
+from .tasks import DEFERRED_HEADER, QUEUE, signature_target
 
 log = logging.getLogger(__name__)
 
 #: What Celery's ``Task.replace()`` raises ``Ignore`` with.
 REPLACED = "Replaced by new task"
+
+#: With ``acks_late``: how often this process put back each run it deferred (by task id), as a
+#: rejected message carries no count of its own.
+_rejections: OrderedDict[str, int] = OrderedDict()
+_rejections_lock = threading.Lock()
 
 
 class Runner:
@@ -68,33 +75,67 @@ class Runner:
             request.id, queue=QUEUE, task_class=task.name, attempt=(request.retries or 0) + 1
         )
         try:
-            return run_body(lifecycle, event, request, original, args, kwargs)
+            live = lifecycle.start(event)
+        except TaskCanceledException:
+            lifecycle.end(event, exception=TaskCanceledException("canceled before it started"))
+            raise Ignore() from None
+        except Exception as exc:
+            if request.is_eager:
+                raise
+            _defer(lifecycle, task, exc)
+            raise
+        try:
+            return run_body(lifecycle, live, request, original, args, kwargs)
         finally:
             if task.acks_late and not request.is_eager:
-                # The message is acknowledged once this returns: write the outcome first, so
-                # that a worker killed right after the ack cannot lose it.
-                try:
-                    lifecycle.drain(ended_only=True)
-                except Exception:
-                    log.warning(
-                        "could not write task %s yet; will retry", request.id, exc_info=True
-                    )
+                # The message is acknowledged once this returns: store the outcome first, so
+                # that a worker killed before it is stored leaves the message to come again.
+                lifecycle.store_ended(f"task {request.id}")
+
+
+def _defer(lifecycle: Lifecycle, task: Task, exc: Exception) -> None:
+    """The store could not record the start: put the message back for later (raises Reject
+    or Ignore) instead of running the task untracked; returns if ``exc`` is another error.
+
+    With ``acks_late`` the message is still held: wait, then reject it to the queue. Otherwise
+    it was acknowledged already: send it again (same id, arguments and options, the same
+    attempt) with a countdown, marked so that the publish side does not record it again."""
+    request = task.request
+    if task.acks_late:
+        with _rejections_lock:
+            deferrals = _rejections.pop(request.id, 0)
+            _rejections[request.id] = deferrals + 1
+            if len(_rejections) > 10_000:
+                _rejections.popitem(last=False)
+    else:
+        deferrals = int((request.headers or {}).get(DEFERRED_HEADER, {}).get("deferrals", 0))
+    delay = lifecycle.deferral(exc, deferrals, held=task.acks_late)
+    if delay is None:
+        return
+    log.warning(
+        "taskstatus cannot record the start of task %s (%s); delivering it again in %.1f s",
+        request.id,
+        exc,
+        delay,
+    )
+    if task.acks_late:
+        time.sleep(delay)
+        raise Reject(exc, requeue=True) from exc
+    headers = dict(request.headers or {})
+    headers[DEFERRED_HEADER] = {"retries": request.retries or 0, "deferrals": deferrals + 1}
+    task.signature_from_request(request, countdown=delay, headers=headers).apply_async()
+    raise Ignore() from exc
 
 
 def run_body(
     lifecycle: Lifecycle,
-    event: TaskEvent,
+    live: LiveStatus,
     request: Any,
     original: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """Run the task's body between its start and its end, whichever way it ends."""
-    try:
-        live = lifecycle.start(event)
-    except TaskCanceledException:
-        lifecycle.end(event, exception=TaskCanceledException("canceled before it started"))
-        raise Ignore() from None
+    """Run the task's body once started (``live``) until its end, whichever way it ends."""
     try:
         result = original(*args, **kwargs)
     except Retry as exc:

@@ -4,7 +4,7 @@ described by, and the event a call publishes."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
@@ -13,6 +13,16 @@ from ...events import TaskEvent
 from ...tracking import PublishInfo
 
 QUEUE = "celery"
+#: Header of a message sent again because the store could not record its start: the
+#: attempt (``retries``) it repeats and how often it was deferred. Its status exists already.
+DEFERRED_HEADER = "taskstatus_deferred"
+
+
+def deferred_again(headers: Mapping[str, Any]) -> bool:
+    """Whether a message is one sent again for want of the store, not a new task or retry
+    (the header stays in the headers of later retries, which count the next attempt)."""
+    mark = headers.get(DEFERRED_HEADER)
+    return isinstance(mark, dict) and mark.get("retries") == (headers.get("retries") or 0)
 
 
 def signature_target(task: Task) -> Callable[..., Any]:
