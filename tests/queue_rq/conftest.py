@@ -44,11 +44,12 @@ class Cell:
     store_url: str
     tmp: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    redis_url: str = REDIS_URL
 
     def _command(
         self, worker: str, burst: bool, extra_env: dict[str, str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        command = [str(RQ), "worker", "-w", WORKERS[worker], "--url", REDIS_URL]
+        command = [str(RQ), "worker", "-w", WORKERS[worker], "--url", self.redis_url]
         command += ["--burst"] if burst else []
         command += [self.queue.name]
         env = {

@@ -15,6 +15,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from ... import messages
 from ...events import TaskEvent
 from ...exceptions import TaskCanceledException
+from ...failurelog import FailureLog
 from ...lifecycle import Lifecycle
 from ...tracking import TrackSpec
 from .._install import Installed
@@ -22,6 +23,7 @@ from .compat import spec_of
 from .tasks import QUEUE, signature_target
 
 log = logging.getLogger(__name__)
+_drain_failures = FailureLog(log, "writing task outcomes")
 
 #: What Celery's ``Task.replace()`` raises ``Ignore`` with.
 REPLACED = "Replaced by new task"
@@ -76,9 +78,9 @@ class Runner:
                 try:
                     lifecycle.drain(ended_only=True)
                 except Exception:
-                    log.warning(
-                        "could not write task %s yet; will retry", request.id, exc_info=True
-                    )
+                    _drain_failures.failed("could not write task %s yet; will retry", request.id)
+                else:
+                    _drain_failures.succeeded()
 
 
 def run_body(
