@@ -194,6 +194,7 @@ class WriteBehind:
         with self._busy:
             try:
                 self._write_queued(ended_only=ended_only)
+                _failures.succeeded()
             except Exception:
                 if not final:
                     raise
