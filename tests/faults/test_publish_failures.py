@@ -337,3 +337,93 @@ def _try(publish: Callable[[], str]) -> Callable[[], str | None]:
             return None
 
     return attempt
+
+
+# -- a chain the broker refuses ----------------------------------------------------------------
+def test_celery_chain_refused_ends_with_its_steps(own_redis, tmp_path, uid):
+    from celery import chain
+
+    from tests.queue_celery.app import count
+
+    with celery_cell(own_redis.url, "sqlite", tmp_path):
+        own_redis.stop()
+        with pytest.raises(kombu.exceptions.OperationalError):
+            chain(count.si(uid, 1), count.si(uid, 2)).delay()
+        own_redis.start()  # for the cell to clean up
+        assert_refused_chain(uid, "celery.chain")
+
+
+def test_celery_chain_step_a_worker_cannot_send_ends_the_chain(own_redis, tmp_path, uid):
+    """The next step of a chain, recorded with the chain, is sent by the worker that ran the
+    step before; if the broker refuses it then, that step and the chain end Failed."""
+    from celery import chain
+
+    from tests.queue_celery.app import count
+
+    with celery_cell(own_redis.url, "sqlite", tmp_path):
+        chain(count.si(uid, 1), count.si(uid, 2), count.si(uid, 3)).delay()  # no worker
+        (root,) = taskstatus.statuses(user_id=uid, parent=None)
+        first, second, third = root.children()
+        own_redis.stop()
+        with pytest.raises(kombu.exceptions.OperationalError):
+            # As the worker sends it, once the first step has succeeded: with the rest of
+            # the chain in its message.
+            count.apply_async(
+                (uid, 2),
+                task_id=second.task_id,
+                parent_id=first.task_id,
+                chain=[dict(count.si(uid, 3).set(task_id=third.task_id))],
+            )
+        own_redis.start()
+        second = taskstatus.get(second.uuid)
+        assert (second.state, error_texts(second)) == (State.FAILED, [UNSENT])
+        assert taskstatus.get(root.uuid).state is State.FAILED
+        assert taskstatus.get(third.uuid).state is State.CANCELED  # never to be sent
+
+
+def test_dramatiq_pipeline_refused_ends_with_its_steps(own_redis, tmp_path, uid):
+    import dramatiq
+
+    from tests.queue_dramatiq import actors
+
+    with dramatiq_cell(own_redis.url, "sqlite", tmp_path) as cell:
+        own_redis.stop()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            dramatiq.pipeline([actors.count.message(uid, 1), actors.count.message(uid, 2)]).run()
+        own_redis.start()  # for the cell to clean up
+        assert_refused_chain(uid, "dramatiq.pipeline")
+        assert dramatiq_waiting(own_redis.url, cell.queue)() == 0  # type: ignore[attr-defined]
+
+
+def test_dramatiq_pipeline_step_a_worker_cannot_send_ends_the_pipeline(own_redis, tmp_path, uid):
+    """As on Celery: the next step of a pipeline that the worker cannot send ends Failed."""
+    import dramatiq
+    from dramatiq.message import Message
+
+    from tests.queue_dramatiq import actors
+
+    with dramatiq_cell(own_redis.url, "sqlite", tmp_path):
+        pipe = dramatiq.pipeline(actors.count.message(uid, n) for n in (1, 2, 3))
+        pipe.run()  # no worker: the first step waits in Redis
+        (root,) = taskstatus.statuses(user_id=uid, parent=None)
+        _, second, third = root.children()
+        own_redis.stop()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            # As the worker sends it, once the first step has succeeded.
+            actors.count.broker.enqueue(Message(**pipe.messages[0].options["pipe_target"]))
+        own_redis.start()
+        second = taskstatus.get(second.uuid)
+        assert (second.state, error_texts(second)) == (State.FAILED, [UNSENT])
+        assert taskstatus.get(root.uuid).state is State.FAILED
+        assert taskstatus.get(third.uuid).state is State.CANCELED
+
+
+def assert_refused_chain(uid: int, kind: str) -> None:
+    """A two-step chain (1 and 2 steps) never sent: it and both steps are Failed, none is
+    left Pending or canceled, and its counts are the sums over its steps."""
+    (root,) = taskstatus.statuses(user_id=uid, parent=None)
+    assert (root.task_class, root.state, error_texts(root)) == (kind, State.FAILED, [UNSENT])
+    steps = root.children()
+    assert [(s.state, error_texts(s)) for s in steps] == [(State.FAILED, [UNSENT])] * 2
+    assert (root.completed_steps, root.total_steps) == (0, sum(s.total_steps for s in steps))
+    assert root.total_steps == 3
