@@ -15,7 +15,7 @@ import contextvars
 import dataclasses
 import logging
 import traceback as traceback_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import messages
@@ -95,7 +95,7 @@ class Lifecycle:
         token = _sending.set(recorded)
         try:
             yield
-        except BaseException as exc:
+        except Exception as exc:
             for lifecycle in dict.fromkeys(lifecycle for lifecycle, _ in recorded):
                 lifecycle.unsent([task_id for who, task_id in recorded if who is lifecycle], exc)
             raise
@@ -110,7 +110,7 @@ class Lifecycle:
         if recorded is not None:
             recorded.append((self, task_id))
 
-    def unsent(self, task_ids: list[str], exception: BaseException) -> None:
+    def unsent(self, task_ids: Sequence[str], exception: BaseException) -> None:
         """The messages of these recorded tasks were never sent (``exception``: why): those
         still Pending end Failed with :data:`~taskstatus.messages.UNSENT` as their error,
         and their containers end as for any failed child. Never raises: a failure here is

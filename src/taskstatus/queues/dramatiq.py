@@ -5,8 +5,10 @@ middleware, so that when a message has been processed, Retries has already decid
 will run again: a failure it retries is Retrying, only the last one is Failed.
 
 * **Publish** (``before_enqueue``, in the sender): the status is recorded before the message is
-  enqueued; a missing owner raises ``TypeError`` from ``send()`` and nothing is enqueued. The
-  message id is the task id. A pipeline records all its steps when its first message is
+  enqueued; a missing owner raises ``TypeError`` from ``send()``, a store that cannot record it
+  :class:`NotRecorded`, and nothing is enqueued; what was recorded for a message the broker
+  then refuses ends Failed (``install`` wraps the broker's ``enqueue``). The message id is the
+  task id. A pipeline records all its steps when its first message is
   enqueued (they travel in ``pipe_target``) under a ``dramatiq.pipeline`` container; a group
   run with ``group.run()`` gets a ``dramatiq.group`` container (Dramatiq's groups leave no mark
   on their messages, so ``install`` wraps ``group.run``).

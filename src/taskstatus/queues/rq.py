@@ -4,7 +4,8 @@
   ``enqueue_call``, ``enqueue_at``/``enqueue_in``, ``enqueue_many``, dependents — builds its
   job with ``Queue.create_job`` before saving it. ``install`` wraps that method: the status is
   recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
-  the task id.
+  the task id. ``enqueue_call``, ``enqueue_at`` and ``enqueue_many`` (which save what they
+  created) are wrapped too: a job recorded there that Redis then refuses ends Failed.
 * **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``; both install
   the adapter themselves): their job class :class:`TrackedJob` records the run around
   ``Job.perform``; starts and successes are written in batches. The forking ``Worker`` hands
