@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 import uuid
@@ -84,12 +85,27 @@ class Stream:
             assert not thread.is_alive(), "a publish never returned"
 
 
+def reviver(
+    procs: Callable[[], list[subprocess.Popen[bytes]]], start: Callable[[], object]
+) -> Callable[[], None]:
+    """Start a worker again once all have exited, as their supervisor would: a Redis outage
+    can stop them (an ``rq worker`` exits on a Redis error met outside its wait for a job; a
+    celery worker stops on a connection lost while it acknowledges, kombu's "Unrecoverable
+    error")."""
+
+    def revive() -> None:
+        if all(proc.poll() is not None for proc in procs()):
+            start()
+
+    return revive
+
+
 def through_broker_outage(
     stream: Stream,
     broker: object,
     broker_errors: tuple[type[BaseException], ...],
     owner: int,
-    revive: Callable[[], None] = lambda: None,
+    revive: Callable[[], None],
 ) -> None:
     """Run ``stream`` while ``broker`` (a private server) stops and starts, then check what
     every publish left behind once the workers are done (``revive``: restart a worker that
@@ -180,7 +196,14 @@ def test_celery_broker_outage(own_durable_redis, tmp_path, uid, request):
                 count.apply_async((uid, 1), task_id=task_ids[0])
 
         through_broker_outage(
-            Stream(publish), own_durable_redis, (kombu.exceptions.OperationalError,), uid
+            Stream(publish),
+            own_durable_redis,
+            (kombu.exceptions.OperationalError,),
+            uid,
+            reviver(
+                lambda: [w.proc for w in cell.workers],  # type: ignore[attr-defined]
+                lambda: cell.start_worker(concurrency=2),  # type: ignore[attr-defined]
+            ),
         )
 
 
@@ -235,7 +258,11 @@ def test_dramatiq_broker_outage(own_durable_redis, tmp_path, uid):
                 actors.count.broker.enqueue(message(task_ids[0]))
 
         through_broker_outage(
-            Stream(publish), own_durable_redis, (redis.exceptions.ConnectionError,), uid
+            Stream(publish),
+            own_durable_redis,
+            (redis.exceptions.ConnectionError,),
+            uid,
+            reviver(lambda: cell.workers, cell.start_worker),  # type: ignore[attr-defined]
         )
 
 
@@ -288,13 +315,12 @@ def test_rq_broker_outage(own_durable_redis, tmp_path, uid):
             else:
                 queue.enqueue(jobs.count, uid, 1, job_id=task_ids[0])
 
-        def revive() -> None:
-            # An rq worker exits on a Redis error met outside its wait for a job.
-            if all(proc.poll() is not None for proc in cell.procs):  # type: ignore[attr-defined]
-                cell.start()  # type: ignore[attr-defined]
-
         through_broker_outage(
-            Stream(publish), own_durable_redis, (redis.exceptions.ConnectionError,), uid, revive
+            Stream(publish),
+            own_durable_redis,
+            (redis.exceptions.ConnectionError,),
+            uid,
+            reviver(lambda: cell.procs, cell.start),  # type: ignore[attr-defined]
         )
 
 
