@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from .failurelog import FailureLog
 from .forking import FORK_WAIT_SECONDS, quiesce_across_fork, reset_after_fork
 from .messages import WORKER_LOST as LOST_MESSAGE
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["LOST_MESSAGE", "Heartbeat"]
 
 log = logging.getLogger(__name__)
+_beat_failures = FailureLog(log, "heartbeat")
+_progress_failures = FailureLog(log, "writing progress")
 
 
 class Heartbeat:
@@ -202,8 +205,9 @@ class Heartbeat:
                         # A horse whose worker lives writes nothing here: no connection.
                         if self._beating():
                             self._round(beat, reap_lost)
+                        _beat_failures.succeeded()
             except Exception:
-                log.warning("taskstatus heartbeat failed; retrying", exc_info=True)
+                _beat_failures.failed("taskstatus heartbeat failed; retrying")
             with self._lock:
                 live, changes = list(self._live), self._live_changes
             look_again = self._write_pending(live)
@@ -267,7 +271,7 @@ class Heartbeat:
                         return look_again
                     at = status.write_pending(time.monotonic())
             except Exception:
-                log.warning("taskstatus could not write progress; retrying", exc_info=True)
+                _progress_failures.failed("taskstatus could not write progress; retrying")
                 at = time.monotonic() + 1.0
             look_again = min(look_again, at)
         return look_again

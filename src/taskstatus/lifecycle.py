@@ -16,11 +16,13 @@ import dataclasses
 import logging
 import time
 import traceback as traceback_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from . import messages
 from .events import TaskEvent
 from .exceptions import StoreError, TaskCanceledException
+from .failurelog import FailureLog
 from .handoff import HandOff
 from .heartbeat import Heartbeat
 from .models import TaskStatus
@@ -44,16 +46,25 @@ MAX_HELD_DEFERRAL = 2.0
 #: acknowledged.
 MAX_STORE_PAUSE = 5.0
 
+_unsent_failures = FailureLog(log, "marking unsent tasks")
+_outcome_failures = FailureLog(log, "storing outcomes before their acknowledgement")
+
 #: The container that tasks published now join (``taskstatus.group`` blocks).
 _joining: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "taskstatus_joining", default=None
+)
+#: The tasks recorded inside the innermost :meth:`Lifecycle.sending` block, with the
+#: lifecycle that recorded each.
+_sending: contextvars.ContextVar[list[tuple[Lifecycle, str]] | None] = contextvars.ContextVar(
+    "taskstatus_sending", default=None
 )
 
 
 class Lifecycle:
     """The steps of a task's life, as a queue adapter reports them.
 
-    Publish side: :meth:`publish`, :meth:`publish_container`, :meth:`seal`, :meth:`cancel`.
+    Publish side: :meth:`sending` around each send, :meth:`publish`, :meth:`publish_container`,
+    :meth:`sends`, :meth:`seal`, :meth:`cancel`, :meth:`unsent`.
     Run side: :meth:`start`, then :meth:`end` (or :meth:`release` when the message goes back
     to the queue). Workers: :meth:`worker_started` and :meth:`drain`; forking workers:
     :meth:`prepare_for_fork` and the hand-off methods.
@@ -82,6 +93,50 @@ class Lifecycle:
         if event.parent_task_id is None and (container := _joining.get()) is not None:
             event = dataclasses.replace(event, parent_task_id=container)
         self._hook.taskstatus_publish(event=event)
+        self.sends(event.task_id)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def sending() -> Iterator[None]:
+        """Wrap the sending of a message (or a batch) to the broker, records included: if
+        anything in the block raises, the tasks recorded in it (and those named by
+        :meth:`sends`) are ended as :meth:`unsent`, and the exception goes on unchanged.
+        Nothing is looked up unless the block raises after a record. A block inside another
+        is part of it (RQ's ``enqueue_many`` inside a group's, whose pipeline saves both)."""
+        if _sending.get() is not None:
+            yield
+            return
+        recorded: list[tuple[Lifecycle, str]] = []
+        token = _sending.set(recorded)
+        try:
+            yield
+        except Exception as exc:
+            for lifecycle in dict.fromkeys(lifecycle for lifecycle, _ in recorded):
+                lifecycle.unsent([task_id for who, task_id in recorded if who is lifecycle], exc)
+            raise
+        finally:
+            _sending.reset(token)
+
+    def sends(self, task_id: str) -> None:
+        """The message being sent (in a :meth:`sending` block) is that of ``task_id``,
+        recorded earlier (the next step of a chain, sent by a worker): if it cannot be sent,
+        the task ends as :meth:`unsent`. :meth:`publish` does this itself."""
+        recorded = _sending.get()
+        if recorded is not None:
+            recorded.append((self, task_id))
+
+    def unsent(self, task_ids: Sequence[str], exception: BaseException) -> None:
+        """The messages of these recorded tasks were never sent (``exception``: why): those
+        still Pending end Failed with :data:`~taskstatus.messages.UNSENT` as their error,
+        and their containers end as for any failed child. Never raises: a failure here is
+        logged, and the caller raises ``exception``."""
+        traceback = "".join(traceback_module.format_exception(exception))
+        try:
+            self._recorder.unsent(task_ids, messages.UNSENT, traceback)
+        except Exception:
+            _unsent_failures.failed("could not mark %d unsent tasks failed", len(task_ids))
+        else:
+            _unsent_failures.succeeded()
 
     def publish_container(
         self,
@@ -167,15 +222,16 @@ class Lifecycle:
         while True:
             try:
                 self.drain(ended_only=ended_only)
-                return
             except StoreError:
-                log.warning(
+                _outcome_failures.failed(
                     "could not store the outcome of %s; holding it (its message is not "
                     "acknowledged) until it is stored: trying again in %.1f s",
                     what,
                     pause,
-                    exc_info=True,
                 )
+            else:
+                _outcome_failures.succeeded()
+                return
             time.sleep(pause)
             pause = min(MAX_STORE_PAUSE, pause * 2)
 

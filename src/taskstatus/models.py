@@ -139,6 +139,8 @@ SUCCEED = Transition(
 )
 FAIL = Transition("fail", State.FAILED, ACTIVE_STATES, set_finished=True)
 CANCEL = Transition("cancel", State.CANCELED, ACTIVE_STATES, set_finished=True)
+#: A task recorded for a message that was never sent: only while nothing ran it.
+UNSENT = Transition("unsent", State.FAILED, frozenset({State.PENDING}), set_finished=True)
 
 #: START then SUCCEED as one write, for a short task whose start was not written yet (a
 #: worker's batch) and which reported no progress.

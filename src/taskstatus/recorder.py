@@ -357,14 +357,7 @@ class Recorder:
         traceback: str | None,
         now: datetime,
     ) -> None:
-        error = Artifact(
-            uuid=uuid_module.uuid4(),
-            status_uuid=uuid,
-            name=ERROR_ARTIFACT,
-            text=message,
-            created=now,
-            modified=now,
-        )
+        error = _error(uuid, message, now)
         if not self.store.transition(
             uuid, models.FAIL, now, traceback=traceback or None, artifact=error
         ):
@@ -372,6 +365,29 @@ class Recorder:
         self._stopped(uuid)
         if parent_uuid is not None:
             self._after_child_ended(parent_uuid, State.FAILED, now, message)
+
+    def unsent(self, task_ids: Sequence[str], message: str, traceback: str | None) -> None:
+        """Fail those of these statuses still Pending: their messages were never sent. All
+        of them first, then their other containers as for a failed child, so that none of
+        them is canceled as a waiting sibling of another."""
+        self.drain()
+        now = self.clock()
+        traceback = clean_text(traceback) if traceback else None
+        failed: list[TaskKey] = []
+        for task_id in dict.fromkeys(task_ids):
+            key = self._key(task_id)
+            if key is None:
+                continue
+            error = _error(key.uuid, message, now)
+            if self.store.transition(
+                key.uuid, models.UNSENT, now, traceback=traceback, artifact=error
+            ):
+                failed.append(key)
+                self._stopped(key.uuid)
+        ended = {key.uuid for key in failed}
+        for parent_uuid in dict.fromkeys(key.parent_uuid for key in failed):
+            if parent_uuid is not None and parent_uuid not in ended:
+                self._after_child_ended(parent_uuid, State.FAILED, now, message)
 
     @hookimpl
     def taskstatus_succeed(self, event: TaskEvent) -> None:
@@ -529,6 +545,18 @@ class Recorder:
         except Exception:
             # A notification plugin must not undo or block the state change.
             log.exception("a taskstatus_stopped hook failed for status %s", uuid)
+
+
+def _error(uuid: UUID, message: str, now: datetime) -> Artifact:
+    """The ``Error`` artifact of a status that fails with ``message``."""
+    return Artifact(
+        uuid=uuid_module.uuid4(),
+        status_uuid=uuid,
+        name=ERROR_ARTIFACT,
+        text=message,
+        created=now,
+        modified=now,
+    )
 
 
 def _key_of(status: TaskStatus) -> TaskKey:

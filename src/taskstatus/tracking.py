@@ -23,6 +23,7 @@ from uuid import UUID
 
 from .events import TaskEvent
 from .exceptions import NotFound, StoreError, TaskCanceledException
+from .failurelog import FailureLog
 from .models import MAX_STEPS, MAX_TEXT, Artifact, TaskStatus, check_steps, check_text, clean_text
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["LiveCalls", "LiveStatus", "PublishInfo", "TrackSpec", "current", "find_spec", "track"]
 
 log = logging.getLogger(__name__)
+_progress_failures = FailureLog(log, "writing progress")
 
 SPEC_ATTRIBUTE = "__taskstatus__"
 T = TypeVar("T")
@@ -474,11 +476,12 @@ class LiveStatus:
             # Keep the counts for the next write; a lost status must be loud at the end.
             if final:
                 raise
-            log.warning(
-                "could not write progress of task %s; will retry", self.task_id, exc_info=True
+            _progress_failures.failed(
+                "could not write progress of task %s; will retry", self.task_id
             )
         else:
             self._written = counted
+            _progress_failures.succeeded()
 
     def _event(self, **fields: Any) -> TaskEvent:
         return TaskEvent(

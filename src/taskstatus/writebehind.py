@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .exceptions import TaskCanceledException
+from .failurelog import FailureLog
 from .forking import quiesce_across_fork, reset_after_fork
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["WriteBehind"]
 
 log = logging.getLogger(__name__)
+_failures = FailureLog(log, "writing queued task events")
 
 #: A cancel committed this long after its own clock reading is still seen.
 CLOCK_MARGIN = timedelta(seconds=5)
@@ -192,6 +194,7 @@ class WriteBehind:
         with self._busy:
             try:
                 self._write_queued(ended_only=ended_only)
+                _failures.succeeded()
             except Exception:
                 if not final:
                     raise
@@ -273,6 +276,7 @@ class WriteBehind:
                 if not stopped:
                     self._write_queued()
             self._backoff = 0.0
+            _failures.succeeded()
         except Exception:
             with self._lock:
                 self._after[:0] = waiting  # still not stored: they wait for the next write
@@ -280,11 +284,10 @@ class WriteBehind:
             # Acknowledgements waiting for this write are retried after the backoff alone;
             # the rest at the next round, which waits an interval more.
             delay = self._backoff if waiting else self.interval + self._backoff
-            log.warning(
+            _failures.failed(
                 "taskstatus could not write %d task events; retrying in %.1f s",
                 len(self._queue),
                 delay,
-                exc_info=True,
             )
             if waiting:
                 self._wake.wait(self._backoff)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import uid  # noqa: F401  (fixture)
+
 from .servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 
 
@@ -25,4 +27,12 @@ def own_postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def own_redis() -> Iterator[PrivateRedis]:
     with private_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def own_durable_redis() -> Iterator[PrivateRedis]:
+    """``own_redis`` that keeps what it acknowledged across ``stop()``/``start()``: a broker
+    whose outage loses no accepted message."""
+    with private_redis(durable=True) as server:
         yield server

@@ -109,19 +109,26 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A redis-server of one test: ``stop()`` kills it (SIGKILL, nothing kept), ``start()``
-    starts an empty one on the same port."""
+    """A redis-server of one test: ``stop()`` kills it (SIGKILL), ``start()`` starts it again
+    on the same port: empty, or ``durable`` with every write it acknowledged (an append-only
+    file synced at each write, as a broker that keeps its messages)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
+        self.folder = Path(tempfile.mkdtemp(prefix="taskstatus-redis-")) if durable else None
 
     def start(self) -> None:
+        keep = (
+            ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
+            if self.folder is not None
+            else ["--appendonly", "no"]
+        )
         self._process = subprocess.Popen(
             [
                 "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--save", "", *keep, "--daemonize", "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -138,6 +145,8 @@ class PrivateRedis:
     def remove(self) -> None:
         if self._process is not None:
             self.stop()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def require(program: str) -> None:
@@ -159,9 +168,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
+def private_redis(*, durable: bool = False) -> Iterator[PrivateRedis]:
     require("redis-server")
-    server = PrivateRedis()
+    server = PrivateRedis(durable=durable)
     try:
         server.start()
         yield server

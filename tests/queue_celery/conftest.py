@@ -163,9 +163,9 @@ class Worker:
 class Cell:
     """One broker and one store shared by the test process and the workers it starts."""
 
-    def __init__(self, broker: str, store_url: str, tmp: Path):
+    def __init__(self, broker: str, store_url: str, tmp: Path, broker_url: str | None = None):
         self.broker = broker
-        self.broker_url = BROKER_URLS[broker]
+        self.broker_url = broker_url or BROKER_URLS[broker]
         self.store_url = store_url
         self.tmp = tmp
         self.artifacts = tmp / "artifacts"

@@ -83,12 +83,15 @@ def stub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stub]:
 class Cell:
     """One broker and one store, a queue of its own, and ``dramatiq`` worker processes."""
 
-    def __init__(self, broker: str, store_url: str, tmp: Path) -> None:
+    def __init__(
+        self, broker: str, store_url: str, tmp: Path, broker_url: str | None = None
+    ) -> None:
         self.broker_name = broker
+        self.broker_url = broker_url or BROKER_URLS[broker]
         self.store_url = store_url
         self.tmp = tmp
         self.queue = f"ts-{uuid.uuid4().hex[:12]}"
-        self.broker = actors.make_broker(BROKER_URLS[broker])
+        self.broker = actors.make_broker(self.broker_url)
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -96,7 +99,7 @@ class Cell:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "TS_DQ_BROKER": BROKER_URLS[self.broker_name],
+            "TS_DQ_BROKER": self.broker_url,
             "TS_DQ_QUEUE": self.queue,
             "TS_DQ_STORE": self.store_url,
             "TS_DQ_ARTIFACTS": str(self.tmp / "artifacts"),

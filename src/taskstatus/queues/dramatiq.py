@@ -5,8 +5,10 @@ middleware, so that when a message has been processed, Retries has already decid
 will run again: a failure it retries is Retrying, only the last one is Failed.
 
 * **Publish** (``before_enqueue``, in the sender): the status is recorded before the message is
-  enqueued; a missing owner raises ``TypeError`` from ``send()`` and nothing is enqueued. The
-  message id is the task id. A pipeline records all its steps when its first message is
+  enqueued; a missing owner raises ``TypeError`` from ``send()``, a store that cannot record it
+  :class:`NotRecorded`, and nothing is enqueued; what was recorded for a message the broker
+  then refuses ends Failed (``install`` wraps the broker's ``enqueue``). The message id is the
+  task id. A pipeline records all its steps when its first message is
   enqueued (they travel in ``pipe_target``) under a ``dramatiq.pipeline`` container; a group
   run with ``group.run()`` gets a ``dramatiq.group`` container (Dramatiq's groups leave no mark
   on their messages, so ``install`` wraps ``group.run``).
@@ -31,7 +33,9 @@ from typing import Any
 
 from .. import messages
 from ..events import TaskEvent
-from ..exceptions import TaskCanceledException
+from ..exceptions import StoreUnavailable, TaskCanceledException
+from ..failurelog import FailureLog
+from ..lifecycle import Lifecycle
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec, qualified_name
 from ._install import Installed, install_arguments, queue_library
@@ -53,6 +57,7 @@ with queue_library("dramatiq"):
 
 __all__ = [
     "NAME_OPTION",
+    "NotRecorded",
     "OwnerMissing",
     "StoreNotReady",
     "TaskstatusMiddleware",
@@ -61,6 +66,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_drain_failures = FailureLog(log, "writing task statuses")
 
 QUEUE = "dramatiq"
 #: Message option naming a task's status (on a pipeline's first message: the pipeline's).
@@ -82,6 +88,12 @@ class StoreNotReady(MiddlewareError):
 class OwnerMissing(MiddlewareError, TypeError):
     """A tracked actor sent without its owner argument. A ``TypeError``; also a Dramatiq
     ``MiddlewareError``, the only kind a middleware may raise from ``send()``."""
+
+
+class NotRecorded(MiddlewareError, StoreUnavailable):
+    """The store could not record a message's status: ``send()`` raises it and nothing is
+    enqueued, as on the other queues. A ``taskstatus.StoreUnavailable``; also a Dramatiq
+    ``MiddlewareError`` (Dramatiq would only log any other exception and enqueue)."""
 
 
 #: The ``dramatiq.group`` container of the ``group.run()`` in progress.
@@ -115,6 +127,7 @@ def install(
     middleware = TaskstatusMiddleware(tracker)
     has_retries = any(isinstance(m, Retries) for m in broker.middleware)
     broker.add_middleware(middleware, before=Retries if has_retries else None)
+    _guard_enqueue(broker)
     _patch_group()
     _patch_acks()
     return middleware
@@ -138,6 +151,19 @@ def _middleware_for(broker: Broker) -> TaskstatusMiddleware | None:
         if isinstance(middleware, TaskstatusMiddleware):
             return middleware
     return None
+
+
+def _guard_enqueue(broker: Broker) -> None:
+    """Wrap this broker's ``enqueue``, which records a message (``before_enqueue``) then
+    sends it: what it recorded for a message the broker then refuses ends at once."""
+    original = broker.enqueue
+
+    @functools.wraps(original)
+    def enqueue(message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        with Lifecycle.sending():
+            return original(message, delay=delay)
+
+    broker.enqueue = enqueue  # type: ignore[method-assign]
 
 
 def _patch_group() -> None:
@@ -219,9 +245,18 @@ class TaskstatusMiddleware(Installed, Middleware):
             # step before: that step's queued success is written first, or the next step may
             # fail elsewhere before it and cancel it as a step still waiting.
             self.lifecycle.drain()
+            self.lifecycle.sends(message.message_id)
             return
         if options.get("retries"):
             return  # a retry: recorded when its run ended
+        try:
+            self._record(broker, message)
+        except StoreUnavailable as exc:
+            raise NotRecorded(str(exc)) from exc
+
+    def _record(self, broker: Broker, message: Message[Any]) -> None:
+        """Record a message about to be enqueued (with its pipeline's steps)."""
+        options = message.options
         tracked = _actor_spec(broker, message.actor_name)
         steps = list(_steps(message))
         if tracked is None and not steps:
@@ -458,7 +493,9 @@ class TaskstatusMiddleware(Installed, Middleware):
         try:
             self.lifecycle.drain(ended_only=ended_only)
         except Exception:
-            log.warning("could not write task statuses yet; will retry", exc_info=True)
+            _drain_failures.failed("could not write task statuses yet; will retry")
+        else:
+            _drain_failures.succeeded()
 
 
 def _message_for(exception: BaseException) -> str | None:

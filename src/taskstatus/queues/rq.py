@@ -4,7 +4,8 @@
   ``enqueue_call``, ``enqueue_at``/``enqueue_in``, ``enqueue_many``, dependents — builds its
   job with ``Queue.create_job`` before saving it. ``install`` wraps that method: the status is
   recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
-  the task id.
+  the task id. ``enqueue_call``, ``enqueue_at`` and ``enqueue_many`` (which save what they
+  created) are wrapped too: a job recorded there that Redis then refuses ends Failed.
 * **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``; both install
   the adapter themselves): their job class :class:`TrackedJob` records the run around
   ``Job.perform``; starts and successes are written in batches. The forking ``Worker`` hands
@@ -44,6 +45,7 @@ with queue_library("rq"):
     from rq import SimpleWorker as RQSimpleWorker
     from rq import Worker as RQWorker
     from rq.command import send_stop_job_command
+    from rq.group import Group
     from rq.job import Job, JobStatus
     from rq.timeouts import JobTimeoutException
 
@@ -115,6 +117,26 @@ def _patch_create_job() -> None:
         return job
 
     Queue.create_job = create_job  # type: ignore[method-assign]
+    # Every way to enqueue goes through one of these, which save the jobs they created: a
+    # job recorded there that Redis then refuses ends at once.
+    for cls, name in (
+        (Queue, "enqueue_call"),
+        (Queue, "enqueue_at"),
+        (Queue, "enqueue_many"),
+        (Group, "enqueue_many"),
+    ):
+        setattr(cls, name, _sending(getattr(cls, name)))
+
+
+def _sending(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` inside a :meth:`Lifecycle.sending` block."""
+
+    @functools.wraps(method)
+    def sending(*args: Any, **kwargs: Any) -> Any:
+        with Lifecycle.sending():
+            return method(*args, **kwargs)
+
+    return sending
 
 
 def _spec(job: Job) -> tuple[Callable[..., Any], TrackSpec] | None:

@@ -6,7 +6,8 @@
   through (``delay``, ``apply_async``, canvas, retries, chain steps sent by workers). Running in
   the call path, it can refuse a tracked task without its owner (``TypeError``, nothing sent);
   a ``before_task_publish`` receiver could not, as Celery only logs receiver errors. The
-  message (protocol 2) says which chain, group or chord a task belongs to.
+  message (protocol 2) says which chain, group or chord a task belongs to. What it recorded
+  for a message the broker then refuses ends Failed in the same call.
 * **run** — tracked tasks' ``run`` is wrapped when Celery builds the task's tracer (as
   ``build_tracer`` is the one place every pool and ``apply()`` go through), so a canceled task is
   skipped before its body runs and every outcome is recorded in the process that ran it.

@@ -11,6 +11,7 @@ from celery import Celery
 
 from ...events import TaskEvent
 from ...hookspecs import hookimpl
+from ...lifecycle import Lifecycle
 from ...tracker import Tracker
 from .._install import Installed
 from .canvas import Canvas
@@ -49,8 +50,10 @@ class CeleryAdapter(Installed):
 
         @functools.wraps(original_send)
         def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
-            self.publisher.before_send(name, message, options.get("headers"))
-            return original_send(producer, name, message, **options)
+            # What is recorded for a message that the broker then refuses ends at once.
+            with Lifecycle.sending():
+                self.publisher.before_send(name, message, options.get("headers"))
+                return original_send(producer, name, message, **options)
 
         amqp.send_task_message = send_task_message
         self.signals.connect()

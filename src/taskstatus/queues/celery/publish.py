@@ -59,7 +59,8 @@ class Publisher:
         lifecycle.drain()
         known = bool(steps or chord_body or scope) and (lifecycle.find(task_id) is not None)
         if known:
-            return  # a chain step recorded when its chain was published
+            lifecycle.sends(task_id)  # a chain step recorded when its chain was published
+            return
         info = None
         if spec is not None and task is not None:
             try:
