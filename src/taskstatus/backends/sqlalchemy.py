@@ -10,7 +10,9 @@ until ``taskstatus db upgrade``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -938,15 +940,34 @@ def _postgres_options(url: URL) -> str:
     return f"{given} -c synchronous_commit=off".strip()
 
 
+#: How long a new SQLite connection waits for a lock (also what PRAGMA busy_timeout is given).
+_SQLITE_BUSY_SECONDS = 30.0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
+        _journal_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _journal_wal(cursor: Any) -> None:
+    """Switch to write-ahead logging. SQLite answers "database is locked" at once, without
+    its busy handler, when another process is switching a new file at the same moment (the
+    workers of a first deployment): wait for it as for any lock."""
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _rowcount(result: CursorResult[Any]) -> int:
