@@ -60,6 +60,13 @@ _sending: contextvars.ContextVar[list[tuple[Lifecycle, str]] | None] = contextva
 )
 
 
+def _note_sent(lifecycle: Lifecycle, task_id: str) -> None:
+    """Count ``task_id`` among the tasks of the open :meth:`Lifecycle.sending` block."""
+    recorded = _sending.get()
+    if recorded is not None:
+        recorded.append((lifecycle, task_id))
+
+
 class Lifecycle:
     """The steps of a task's life, as a queue adapter reports them.
 
@@ -93,7 +100,7 @@ class Lifecycle:
         if event.parent_task_id is None and (container := _joining.get()) is not None:
             event = dataclasses.replace(event, parent_task_id=container)
         self._hook.taskstatus_publish(event=event)
-        self.sends(event.task_id)
+        _note_sent(self, event.task_id)
 
     @staticmethod
     @contextlib.contextmanager
@@ -119,11 +126,12 @@ class Lifecycle:
 
     def sends(self, task_id: str) -> None:
         """The message being sent (in a :meth:`sending` block) is that of ``task_id``,
-        recorded earlier (the next step of a chain, sent by a worker): if it cannot be sent,
-        the task ends as :meth:`unsent`. :meth:`publish` does this itself."""
-        recorded = _sending.get()
-        if recorded is not None:
-            recorded.append((self, task_id))
+        recorded earlier (the next step of a chain, sent by the worker that ran the step
+        before). What this process has queued is written first, as :meth:`publish` does: the
+        step may run elsewhere, and end its container, before the next batch. If it cannot
+        be sent, the task ends as :meth:`unsent`."""
+        self.drain()
+        _note_sent(self, task_id)
 
     def unsent(self, task_ids: Sequence[str], exception: BaseException) -> None:
         """The messages of these recorded tasks were never sent (``exception``: why): those

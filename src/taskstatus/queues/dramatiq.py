@@ -242,9 +242,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         options = message.options
         if options.get(PARENT_OPTION):
             # The next step of a pipeline, recorded with it, sent by the worker that ran the
-            # step before: that step's queued success is written first, or the next step may
-            # fail elsewhere before it and cancel it as a step still waiting.
-            self.lifecycle.drain()
+            # step before (whose queued success is written first).
             self.lifecycle.sends(message.message_id)
             return
         if options.get("retries"):

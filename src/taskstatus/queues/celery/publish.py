@@ -54,9 +54,8 @@ class Publisher:
         if headers.get("retries"):
             record_retry(lifecycle, task_id, name)
             return
-        # Sent from a task (the next step of a chain): what this worker recorded comes first,
-        # as the step may run, and end its chain, before the next batch.
-        lifecycle.drain()
+        # Reading (find) or recording (publish) writes what this worker queued first: the
+        # next step of a chain may run, and end its chain, before the next batch.
         known = bool(steps or chord_body or scope) and (lifecycle.find(task_id) is not None)
         if known:
             lifecycle.sends(task_id)  # a chain step recorded when its chain was published
