@@ -17,7 +17,7 @@ import logging
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from . import messages
 from .events import TaskEvent
@@ -26,13 +26,14 @@ from .failurelog import FailureLog
 from .handoff import HandOff
 from .heartbeat import Heartbeat
 from .models import TaskStatus
-from .recorder import Recorder
+from .recorder import Recorder, collecting
 from .settings import Settings
 from .tracking import LiveCalls, LiveStatus, activate, deactivate
 
 __all__ = ["Lifecycle"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The first wait before a run deferred for want of the store is delivered again; it doubles
 #: with each deferral of the same run, up to :data:`MAX_DEFERRAL`.
@@ -60,11 +61,62 @@ _sending: contextvars.ContextVar[list[tuple[Lifecycle, str]] | None] = contextva
 )
 
 
+@dataclasses.dataclass
+class _Batch:
+    """An open :meth:`Lifecycle.batch` block: the records it holds back (by recorder), and
+    the sends it holds, each with the tasks whose message it sends."""
+
+    collected: dict[Recorder, list[TaskEvent]]
+    sends: list[tuple[Callable[[], object], list[tuple[Lifecycle, str]]]] = dataclasses.field(
+        default_factory=list
+    )
+    #: Tasks recorded (or named by :meth:`Lifecycle.sends`) since the last held send: the
+    #: next send carries their messages.
+    recorded: list[tuple[Lifecycle, str]] = dataclasses.field(default_factory=list)
+
+    def write(self) -> None:
+        """Record what the block has collected so far, one write per store."""
+        written: list[Recorder] = []
+        try:
+            for recorder, events in self.collected.items():
+                recorder.publish_many(events)
+                written.append(recorder)
+        except Exception as exc:
+            # Another store's records did not make it: nothing of the block is sent.
+            pairs = self.recorded + [pair for _, carried in self.sends for pair in carried]
+            _all_unsent([pair for pair in pairs if pair[0]._recorder in written], exc)
+            raise
+        finally:
+            self.collected.clear()
+
+    def pending(self, task_id: str) -> bool:
+        """Whether ``task_id`` is among the records not written yet."""
+        return any(
+            event.task_id == task_id for events in self.collected.values() for event in events
+        )
+
+
+#: The innermost open :meth:`Lifecycle.batch` block.
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "taskstatus_batch", default=None
+)
+
+
 def _note_sent(lifecycle: Lifecycle, task_id: str) -> None:
-    """Count ``task_id`` among the tasks of the open :meth:`Lifecycle.sending` block."""
+    """Count ``task_id`` among the tasks of the open :meth:`Lifecycle.sending` block, and
+    among those of the next send an open :meth:`Lifecycle.batch` holds."""
     recorded = _sending.get()
     if recorded is not None:
         recorded.append((lifecycle, task_id))
+    batch = _batch.get()
+    if batch is not None:
+        batch.recorded.append((lifecycle, task_id))
+
+
+def _all_unsent(pairs: Sequence[tuple[Lifecycle, str]], exc: BaseException) -> None:
+    """End as :meth:`Lifecycle.unsent` the tasks of these (lifecycle, task id) pairs."""
+    for lifecycle in dict.fromkeys(lifecycle for lifecycle, _ in pairs):
+        lifecycle.unsent([task_id for who, task_id in pairs if who is lifecycle], exc)
 
 
 class Lifecycle:
@@ -118,8 +170,7 @@ class Lifecycle:
         try:
             yield
         except Exception as exc:
-            for lifecycle in dict.fromkeys(lifecycle for lifecycle, _ in recorded):
-                lifecycle.unsent([task_id for who, task_id in recorded if who is lifecycle], exc)
+            _all_unsent(recorded, exc)
             raise
         finally:
             _sending.reset(token)
@@ -132,6 +183,52 @@ class Lifecycle:
         be sent, the task ends as :meth:`unsent`."""
         self.drain()
         _note_sent(self, task_id)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def batch() -> Iterator[None]:
+        """Publish many tasks with one write: the tasks published in this block (on this
+        thread or task) are recorded together when it ends, in one multi-row INSERT per
+        store, and only then are their messages (held by :meth:`deliver`) sent, in order.
+        If the records cannot be written, no message is sent and the store's error is
+        raised; if the block raises, nothing is recorded or sent. A block inside another is
+        part of it. ``taskstatus.batch()`` is this block for application code."""
+        if _batch.get() is not None:
+            yield
+            return
+        with collecting() as collected:
+            batch = _Batch(collected)
+            token = _batch.set(batch)
+            try:
+                yield
+            finally:
+                _batch.reset(token)
+        batch.write()
+        for index, (send, _) in enumerate(batch.sends):
+            try:
+                send()
+            except Exception as exc:
+                _all_unsent([pair for _, pairs in batch.sends[index:] for pair in pairs], exc)
+                raise
+
+    @staticmethod
+    def deliver(send: Callable[[], T], held: T) -> T:
+        """Send a message now with ``send()`` and return what it returns, or, inside a
+        :meth:`batch` block, hold ``send`` until the block's records are written and return
+        ``held`` (what the queue's own send would have returned, as far as it is known)."""
+        batch = _batch.get()
+        if batch is None:
+            return send()
+        batch.sends.append((send, batch.recorded))
+        batch.recorded = []
+        return held
+
+    def _write_pending(self, task_id: str) -> None:
+        """Inside a :meth:`batch` block, write its records now if ``task_id`` is among them:
+        what is about to be read or changed must exist (its messages stay held)."""
+        batch = _batch.get()
+        if batch is not None and batch.pending(task_id):
+            batch.write()
 
     def unsent(self, task_ids: Sequence[str], exception: BaseException) -> None:
         """The messages of these recorded tasks were never sent (``exception``: why): those
@@ -190,16 +287,19 @@ class Lifecycle:
 
     def seal(self, task_id: str) -> None:
         """No more children will join the container ``task_id``; it ends once they have."""
+        self._write_pending(task_id)
         self._recorder.seal(task_id)
 
     def cancel(self, event: TaskEvent) -> None:
         """Cancel the task of ``event`` (by its task id), which its queue will not run: a
         dependent of a failed job, a discarded message. Ended tasks stay as they are."""
+        self._write_pending(event.task_id)
         self._hook.taskstatus_cancel(event=event)
 
     def find(self, task_id: str) -> TaskStatus | None:
         """The status of the queue's task id, or None: whether a task was recorded already
         (what this process has queued is written first)."""
+        self._write_pending(task_id)
         return self._find(task_id)
 
     # -- run side ----------------------------------------------------------------------------

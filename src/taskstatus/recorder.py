@@ -12,11 +12,12 @@ batches; every other event first writes out what is queued.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import uuid as uuid_module
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -41,6 +42,25 @@ log = logging.getLogger(__name__)
 #: Name of the artifact that carries a failure's message.
 ERROR_ARTIFACT = "Error"
 GROUP_FAILED = "A task in this group failed."
+
+
+#: The events published inside an open :func:`collecting` block, by recorder: written
+#: together when the block's owner calls :meth:`Recorder.publish_many`.
+_collected: contextvars.ContextVar[dict[Recorder, list[TaskEvent]] | None] = contextvars.ContextVar(
+    "taskstatus_collected", default=None
+)
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[dict[Recorder, list[TaskEvent]]]:
+    """Hold the tasks published in this block (on this thread or task) instead of recording
+    each at once; the caller writes what the block yields, by recorder."""
+    collected: dict[Recorder, list[TaskEvent]] = {}
+    token = _collected.set(collected)
+    try:
+        yield collected
+    finally:
+        _collected.reset(token)
 
 
 def utcnow() -> datetime:
@@ -208,25 +228,64 @@ class Recorder:
     # -- lifecycle hooks -------------------------------------------------------------------------
     @hookimpl
     def taskstatus_publish(self, event: TaskEvent) -> None:
+        collected = _collected.get()
+        if collected is not None:
+            _check_publish(event)  # bad input raises where it was given
+            collected.setdefault(self, []).append(event)
+            return
         # What this process recorded comes first: a task published from a task (the next step
         # of a chain) may run, and end its container, before the next batch.
         self.drain()
         self._create(event)
 
-    def _create(self, event: TaskEvent) -> TaskKey:
-        parent = self._key(event.parent_task_id) if event.parent_task_id else None
-        if event.parent_task_id and parent is None:
+    def publish_many(self, events: Sequence[TaskEvent]) -> None:
+        """Record the tasks of ``events`` (a container before its children) with one write;
+        should one of them exist already (published again), one by one, the first record of
+        each standing."""
+        self.drain()
+        new: dict[str, TaskStatus] = {}
+        for event in events:
+            if event.task_id in new:
+                continue
+            parent = None
+            if event.parent_task_id:
+                in_batch = new.get(event.parent_task_id)
+                parent = _key_of(in_batch) if in_batch is not None else self._parent(event)
+            new[event.task_id] = self._new_status(event, parent)
+        if self.store.insert_many(list(new.values())):
+            for status in new.values():
+                self._remember(_key_of(status))
+            return
+        for event in events:
+            self._create(event)
+
+    def _parent(self, event: TaskEvent) -> TaskKey | None:
+        """The key of the container ``event`` names, if it is known."""
+        assert event.parent_task_id is not None
+        parent = self._key(event.parent_task_id)
+        if parent is None:
             log.warning(
                 "container %s of task %s is unknown; recording the task without it",
                 event.parent_task_id,
                 event.task_id,
             )
-        total = models.check_steps(event.total_steps, "total_steps")
-        check_key(event.task_id, "task_id")
-        if event.user_id is not None:
-            check_key(event.user_id, "user_id")
+        return parent
+
+    def _create(self, event: TaskEvent) -> TaskKey:
+        parent = self._parent(event) if event.parent_task_id else None
+        status = self._new_status(event, parent)
+        if self.store.insert(status):
+            return self._remember(_key_of(status))
+        # Re-published (a retry, a redelivery): the first record stands.
+        key = self._key(event.task_id)
+        assert key is not None
+        return key
+
+    def _new_status(self, event: TaskEvent, parent: TaskKey | None) -> TaskStatus:
+        """The Pending status ``event`` publishes (its arguments checked)."""
+        total = _check_publish(event)
         now = self.clock()
-        status = TaskStatus(
+        return TaskStatus(
             uuid=uuid_module.uuid4(),
             task_id=event.task_id,
             queue=event.queue,
@@ -243,12 +302,6 @@ class Recorder:
             created=now,
             modified=now,
         )
-        if self.store.insert(status):
-            return self._remember(_key_of(status))
-        # Re-published (a retry, a redelivery): the first record stands.
-        key = self._key(event.task_id)
-        assert key is not None
-        return key
 
     @hookimpl
     def taskstatus_prerun(self, event: TaskEvent) -> None:
@@ -557,6 +610,15 @@ def _error(uuid: UUID, message: str, now: datetime) -> Artifact:
         created=now,
         modified=now,
     )
+
+
+def _check_publish(event: TaskEvent) -> int:
+    """Refuse what cannot be recorded of a published task; returns its total steps."""
+    total = models.check_steps(event.total_steps, "total_steps")
+    check_key(event.task_id, "task_id")
+    if event.user_id is not None:
+        check_key(event.user_id, "user_id")
+    return total
 
 
 def _key_of(status: TaskStatus) -> TaskKey:

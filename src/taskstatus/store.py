@@ -157,6 +157,11 @@ class Store(Protocol):
     def insert(self, status: TaskStatus) -> bool:
         """Insert unless a status with this task_id exists; True when inserted."""
 
+    def insert_many(self, statuses: Sequence[TaskStatus]) -> bool:
+        """Insert all of ``statuses`` (each parent before its children) in one write, or none
+        when a status with one of their task ids exists: True when inserted. What publishes
+        many tasks at once (a group, ``taskstatus.batch()``) records them with it."""
+
     def transition(
         self,
         uuid: UUID,

@@ -602,9 +602,11 @@ class Tracker:
             user_id=str(user_id),
             sealed=False,
         )
+        container = lifecycle.find(task_id)  # written now inside a taskstatus.batch() block
+        assert container is not None
         try:
             with lifecycle.joining(task_id):
-                yield self.get_by_task_id(task_id)
+                yield container
         except BaseException:
             if not self.store.children(self.get_by_task_id(task_id).uuid):
                 lifecycle.cancel(TaskEvent(task_id=task_id, task_class="taskstatus.group"))

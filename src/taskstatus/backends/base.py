@@ -75,6 +75,13 @@ class BaseStore(StoreCore):
         """Nothing to release, unless a store says otherwise."""
 
     # -- writes ------------------------------------------------------------------------------
+    def insert_many(self, statuses: Sequence[TaskStatus]) -> bool:
+        """One :meth:`insert` after another, none if one task id exists already (against a
+        concurrent insert of the same task id, a store overrides it with one transaction)."""
+        if any(self.get_by_task_id(status.task_id) is not None for status in statuses):
+            return False
+        return all([self.insert(status) for status in statuses])
+
     def transition(
         self,
         uuid: UUID,

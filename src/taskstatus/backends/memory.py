@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
@@ -50,6 +50,10 @@ class MemoryStore(BaseStore):
             self._by_task_id[status.task_id] = status.uuid
             self._changed(status.uuid, next(self._rows), 1)
             return True
+
+    def insert_many(self, statuses: Sequence[TaskStatus]) -> bool:
+        with self._lock:  # all or none: nothing comes between the check and the inserts
+            return super().insert_many(statuses)
 
     def _changed(self, uuid: UUID, row: int, version: int) -> None:
         stamp = max(datetime.now(timezone.utc), self._last_stamp + timedelta(microseconds=1))

@@ -100,6 +100,7 @@ SCHEMES = frozenset({"sqlite", *_DRIVERS})
 _TERMINAL = [s.value for s in TERMINAL_STATES]
 T = TypeVar("T")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
+_INSERT_CHUNK = 500  # rows per multi-row INSERT (SQLite: ~20 parameters a row, 32,766 at most)
 
 
 def normalize_url(url: str) -> URL:
@@ -119,9 +120,9 @@ def normalize_url(url: str) -> URL:
     return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), _IN_CHUNK):
-        yield items[i : i + _IN_CHUNK]
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class SQLAlchemyStore(BaseStore):
@@ -298,6 +299,27 @@ class SQLAlchemyStore(BaseStore):
             if self.get_by_task_id(status.task_id) is not None:
                 return False
             raise StoreError(f"cannot record task {status.task_id!r}: {_reason(exc)}") from exc
+        return True
+
+    def insert_many(self, statuses: Sequence[TaskStatus]) -> bool:
+        if not statuses:
+            return True
+        try:
+            # One transaction; the driver sends each chunk as one multi-row INSERT (or one
+            # pipelined executemany).
+            with self._begin() as conn:
+                for chunk in _chunks(list(statuses), _INSERT_CHUNK):
+                    conn.execute(_INSERT_STATUS, [_status_values(status) for status in chunk])
+        except sa_exc.IntegrityError as exc:
+            task_ids = [status.task_id for status in statuses]
+            with self._begin() as conn:
+                for chunk in _chunks(task_ids):
+                    if conn.execute(select(_c.task_id).where(_c.task_id.in_(chunk))).first():
+                        return False
+            raise StoreError(
+                f"cannot record {len(statuses)} tasks ({statuses[0].task_id!r}...): "
+                f"{_reason(exc)}"
+            ) from exc
         return True
 
     def update(
