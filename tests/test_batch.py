@@ -33,7 +33,7 @@ def insert_statements(tracker: Tracker) -> list[int]:
     """Row counts of the INSERTs of statuses the tracker's store sends from now on."""
     counts: list[int] = []
 
-    def seen(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def seen(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO TASKSTATUS_STATUS"):
             counts.append(len(parameters) if executemany else 1)
 
@@ -79,10 +79,9 @@ def test_a_store_that_refuses_the_records_sends_nothing(
             sa.text("ALTER TABLE taskstatus_status ADD CONSTRAINT refuse CHECK (false) NOT VALID")
         )
     sent: list[str] = []
-    with pytest.raises(StoreError, match="cannot record 50 tasks"):
-        with taskstatus.batch():
-            for n in range(50):
-                send_later(tracker, f"task-{n}", sent)
+    with pytest.raises(StoreError, match="cannot record 50 tasks"), taskstatus.batch():
+        for n in range(50):
+            send_later(tracker, f"task-{n}", sent)
     assert sent == []
 
 
@@ -93,14 +92,13 @@ def test_a_failed_send_ends_its_tasks_and_the_later_ones_unsent(any_url, make_tr
     def refused() -> None:
         raise BrokerDown("connection refused")
 
-    with pytest.raises(BrokerDown):
-        with taskstatus.batch():
-            for n in range(3):
-                send_later(tracker, f"sent-{n}", sent)
-            with Lifecycle.sending():
-                tracker.lifecycle.publish(event("refused", user_id="7"))
-                Lifecycle.deliver(refused, None)
-            send_later(tracker, "never-tried", sent)
+    with pytest.raises(BrokerDown), taskstatus.batch():
+        for n in range(3):
+            send_later(tracker, f"sent-{n}", sent)
+        with Lifecycle.sending():
+            tracker.lifecycle.publish(event("refused", user_id="7"))
+            Lifecycle.deliver(refused, None)
+        send_later(tracker, "never-tried", sent)
     assert sent == ["sent-0", "sent-1", "sent-2"]
     for n in range(3):
         assert tracker.get_by_task_id(f"sent-{n}").state is State.PENDING
@@ -112,10 +110,9 @@ def test_a_failed_send_ends_its_tasks_and_the_later_ones_unsent(any_url, make_tr
 
 def test_a_block_that_raises_records_and_sends_nothing(memory_tracker: Tracker):
     sent: list[str] = []
-    with pytest.raises(RuntimeError):
-        with taskstatus.batch():
-            send_later(memory_tracker, "doomed", sent)
-            raise RuntimeError("changed my mind")
+    with pytest.raises(RuntimeError), taskstatus.batch():
+        send_later(memory_tracker, "doomed", sent)
+        raise RuntimeError("changed my mind")
     assert sent == [] and memory_tracker.find_by_task_id("doomed") is None
 
 
@@ -146,10 +143,9 @@ def test_a_task_published_again_keeps_its_first_record(sql_tracker: Tracker):
 def test_groups_and_batches_nest_and_count_their_children(any_url, make_tracker):
     tracker = make_tracker(any_url)
     sent: list[str] = []
-    with taskstatus.batch():
-        with tracker.group("Inside", user_id=7) as inside:
-            for n in range(30):
-                send_later(tracker, f"in-{n}", sent)
+    with taskstatus.batch(), tracker.group("Inside", user_id=7) as inside:
+        for n in range(30):
+            send_later(tracker, f"in-{n}", sent)
     with tracker.group("Outside", user_id=7) as outside:
         with taskstatus.batch():
             with taskstatus.batch():  # part of the outer block

@@ -80,7 +80,8 @@ class BaseStore(StoreCore):
         concurrent insert of the same task id, a store overrides it with one transaction)."""
         if any(self.get_by_task_id(status.task_id) is not None for status in statuses):
             return False
-        return all([self.insert(status) for status in statuses])
+        inserted = [self.insert(status) for status in statuses]  # each, even after a False
+        return all(inserted)
 
     def transition(
         self,

@@ -317,8 +317,7 @@ class SQLAlchemyStore(BaseStore):
                     if conn.execute(select(_c.task_id).where(_c.task_id.in_(chunk))).first():
                         return False
             raise StoreError(
-                f"cannot record {len(statuses)} tasks ({statuses[0].task_id!r}...): "
-                f"{_reason(exc)}"
+                f"cannot record {len(statuses)} tasks ({statuses[0].task_id!r}...): {_reason(exc)}"
             ) from exc
         return True
 
