@@ -25,7 +25,7 @@ at the end) and each queue:
   tracked / untracked members/s of the round, median over rounds; target >= 0.9 on SQLite and
   PostgreSQL (issue 15). After each run the broker must hold every message and the store a
   Pending status for every tracked member (none for the untracked task). One more tracked
-  run, untimed, counts the SQL statements and commits it sends.
+  run, untimed, counts the SQL statements and round trips it sends.
 * **Single publishes**: a loop of ``delay()`` (``apply_async`` to the private queue) /
   ``send()`` / ``enqueue()`` calls, each timed on its own, S per variant per round in two runs
   of S / 2, A B B A. Reported: p50 and p99 of each variant's latencies (pooled over rounds),
@@ -60,6 +60,7 @@ from typing import Any
 
 import redis
 from _support import (
+    Counts,
     StatementCounter,
     add_common_arguments,
     bench_tracker,
@@ -271,8 +272,8 @@ class BulkResult:
     members: int
     #: Seconds of each variant's runs, per round.
     seconds: list[dict[str, float]] = field(default_factory=list)
-    statements: int = 0
-    commits: int = 0
+    #: What one tracked publish sent to the database (an extra, untimed run).
+    counts: Counts = field(default_factory=Counts)
 
     def rate(self, variant: str) -> float:
         """Median over rounds of members/s (two runs per round)."""
@@ -292,6 +293,9 @@ class SingleResult:
     rates: list[dict[str, float]] = field(default_factory=list)
     #: Seconds per publish spent at the end of the batch() blocks, per round.
     ends: list[dict[str, float]] = field(default_factory=list)
+    #: What a run of tracked publishes sent to the database (an extra, untimed run).
+    counts: Counts = field(default_factory=Counts)
+    counted: int = 1
 
     @property
     def ratios(self) -> list[float]:
@@ -330,29 +334,36 @@ class Run:
                 f"{pending} Pending of {recorded} statuses of {expected} expected"
             )
 
-    def bulk(self, bulk: Bulk, variant: str, n: int) -> float:
-        """Publish n members once: seconds taken by the publishing call."""
+    def bulk(
+        self, bulk: Bulk, variant: str, n: int, counter: StatementCounter | None = None
+    ) -> float:
+        """Publish n members once: seconds taken by the publishing call (which ``counter``
+        counts the SQL of, if given)."""
         owner = next(_owners)
         send = bulk.prepare(variant == "tracked", self.names[variant], owner, n)
-        began = time.perf_counter()
-        send()
-        seconds = time.perf_counter() - began
+        with counter or _nothing():
+            began = time.perf_counter()
+            send()
+            seconds = time.perf_counter() - began
         self.check(variant, owner, bulk.messages(n), bulk.statuses(n))
         return seconds
 
-    def singles(self, variant: str, count: int, batched: bool) -> tuple[list[float], float]:
+    def singles(
+        self, variant: str, count: int, batched: bool, counter: StatementCounter | None = None
+    ) -> tuple[list[float], float]:
         """``count`` single publishes: each one's latency, and the whole loop's seconds
         (with ``batched``, inside one ``taskstatus.batch()`` block, its end included)."""
         owner = next(_owners)
         send = self.queue.single(variant == "tracked", self.names[variant], owner)
         latencies = []
-        began = time.perf_counter()
-        with taskstatus.batch() if batched else _nothing():
-            for i in range(count):
-                start = time.perf_counter()
-                send(i)
-                latencies.append(time.perf_counter() - start)
-        total = time.perf_counter() - began
+        with counter or _nothing():
+            began = time.perf_counter()
+            with taskstatus.batch() if batched else _nothing():
+                for i in range(count):
+                    start = time.perf_counter()
+                    send(i)
+                    latencies.append(time.perf_counter() - start)
+            total = time.perf_counter() - began
         self.check(variant, owner, count, count)
         return latencies, total
 
@@ -362,14 +373,15 @@ class Run:
 
 
 @contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+def _nothing() -> Iterator[object]:
+    yield None
 
 
 def measure(
     queue: Publisher, backend: str, tracker: Tracker, n: int, singles: int, rounds: int
 ) -> QueueResult:
     run = Run(queue, tracker)
+    engine = tracker.store.engine  # type: ignore[attr-defined]
     result = QueueResult(queue.name, backend, [], [])
     try:
         for variant in VARIANTS:  # warm-up: connections, queue declarations, caches
@@ -391,11 +403,9 @@ def measure(
                     + f", ratio {done.ratios[-1]:.3f}",
                     flush=True,
                 )
-            engine = tracker.store.engine  # type: ignore[attr-defined]
-            with StatementCounter(engine) as counter:
-                run.bulk(bulk, "tracked", members)
-            done.statements = counter.counts.statements
-            done.commits = counter.counts.commits
+            counter = StatementCounter(engine)
+            run.bulk(bulk, "tracked", members, counter)
+            done.counts = counter.counts
             result.bulks.append(done)
         halves = (singles // 2, singles - singles // 2)
         for mode, batched in (("single", False), ("in batch()", True)):
@@ -416,6 +426,9 @@ def measure(
                     + f", ratio {single.ratios[-1]:.3f}",
                     flush=True,
                 )
+            counter = StatementCounter(engine)
+            run.singles("tracked", halves[0], batched, counter)
+            single.counts, single.counted = counter.counts, halves[0]
             result.singles.append(single)
     finally:
         run.drop()
@@ -461,15 +474,15 @@ def report(results: list[QueueResult], rounds: int) -> bool:
                     f"{(1 / tracked - 1 / untracked) * 1e6:,.1f}",
                     f"{ratio:.3f}",
                     f"{min(b.ratios):.3f}..{max(b.ratios):.3f}" if len(b.ratios) > 1 else "-",
-                    f"{b.statements} / {b.commits}",
+                    f"{b.counts.statements:,} / {b.counts.round_trips:,}",
                     f">= {target:g}" if target is not None else "",
                     verdict(met) if target is not None else "",
                 ]
             )
     print_table(
         f"Bulk publish, publishing call only, median of {rounds} round(s) of A B B A; extra = "
-        "1/tracked - 1/untracked members/s; SQL = statements / commits of one tracked publish "
-        "(counted in an extra, untimed run)",
+        "1/tracked - 1/untracked members/s; SQL = statements / round trips (BEGIN and COMMIT "
+        "included) of one tracked publish, counted in an extra, untimed run",
         [
             "publish",
             "store",
@@ -504,13 +517,15 @@ def report(results: list[QueueResult], rounds: int) -> bool:
                     f"{statistics.median(x['untracked'] for x in s.rates):,.0f}",
                     f"{statistics.median(x['tracked'] for x in s.rates):,.0f}",
                     f"{statistics.median(s.ratios):.3f}",
+                    f"{s.counts.round_trips / s.counted:.2f}",
                 ]
             )
     print_table(
         "Single publishes, latency of each call in us (p50 / p99, all rounds pooled); extra = "
         "tracked - untracked at the same percentile; block end = us per publish spent leaving "
         "the batch() block (untracked / tracked); publishes/s and ratio: median over rounds, "
-        "block ends included (informative, no target)",
+        "block ends included (informative, no target); round trips to the database per tracked "
+        "publish, counted in an extra, untimed run",
         [
             "queue",
             "mode",
@@ -522,6 +537,7 @@ def report(results: list[QueueResult], rounds: int) -> bool:
             "untracked publishes/s",
             "tracked publishes/s",
             "ratio",
+            "round trips/publish",
         ],
         single_rows,
     )
