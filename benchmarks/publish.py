@@ -55,7 +55,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -76,7 +75,6 @@ from _support import (
 import taskstatus
 from taskstatus import State, Tracker
 
-HERE = Path(__file__).resolve().parent
 QUEUES = ("celery", "dramatiq", "rq")
 VARIANTS = ("untracked", "tracked")
 #: Minimum tracked / untracked members/s of a bulk publish (issue 15; none for MySQL/MariaDB).
