@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import taskstatus
 from taskstatus import Settings, Tracker
 
 PG_URL = os.environ.get("TASKSTATUS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -204,6 +206,22 @@ def machine() -> str:
     """CPU count and load average: the numbers are only as steady as the machine."""
     one, five, _ = os.getloadavg()
     return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) / {five:.2f} (5 min)"
+
+
+def source_revision() -> str:
+    """Which taskstatus was measured: its git commit, marked when the tree has local changes."""
+    root = Path(taskstatus.__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return f"taskstatus {taskstatus.__version__}"
+    return f"taskstatus {taskstatus.__version__} at {out.stdout.strip()}"
 
 
 # -- output --------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ from _support import (
     print_table,
     run_main,
     server_version,
+    source_revision,
     verdict,
 )
 
@@ -643,22 +644,6 @@ def report_profile(r: StoreResult) -> None:
         ["side", "store method", "calls/task", "us/call"],
         calls,
     )
-
-
-def source_revision() -> str:
-    """Which taskstatus was measured: its git commit, marked when the tree has local changes."""
-    root = Path(taskstatus.__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return f"taskstatus {taskstatus.__version__}"
-    return f"taskstatus {taskstatus.__version__} at {out.stdout.strip()}"
 
 
 def main() -> None:

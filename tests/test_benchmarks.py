@@ -24,10 +24,11 @@ pytestmark = pytest.mark.timeout(240)
         "celery_overhead.py",
         "dramatiq_overhead.py",
         "rq_overhead.py",
+        "publish.py",
     ],
 )
 def test_benchmark_quick_run(script):
-    if script.endswith("_overhead.py"):
+    if script.endswith("_overhead.py") or script == "publish.py":
         require_server("Redis", "redis://127.0.0.1:6379/0")
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--backends", "sqlite"],
