@@ -82,7 +82,8 @@ from ..store import (
 )
 from . import migrate
 from .base import BaseStore
-from .tables import UTCDateTime, artifacts, attempts, statuses
+from .bulk import BulkInsert
+from .tables import DatabaseNow, UTCDateTime, artifacts, attempts, statuses
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -140,6 +141,7 @@ class SQLAlchemyStore(BaseStore):
         self._transitions: dict[Transition, Update] = {}
         self._task_transitions: dict[tuple[Transition, str, _Stamps], Update] = {}
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
+        self._bulk: BulkInsert | None = None
         self._lock = threading.RLock()
         self._opened = False
         self._listener: _Listener | None = None
@@ -305,11 +307,16 @@ class SQLAlchemyStore(BaseStore):
         if not statuses:
             return True
         try:
-            # One transaction; the driver sends each chunk as one multi-row INSERT (or one
-            # pipelined executemany).
+            # One transaction, one multi-row INSERT per chunk.
+            bulk = self._bulk_insert()
             with self._begin() as conn:
-                for chunk in _chunks(list(statuses), _INSERT_CHUNK):
-                    conn.execute(_INSERT_STATUS, [_status_values(status) for status in chunk])
+                for chunk in _chunks(
+                    [_status_values(status) for status in statuses], _INSERT_CHUNK
+                ):
+                    if bulk is None:
+                        conn.execute(_INSERT_STATUS, chunk)
+                    else:
+                        conn.exec_driver_sql(bulk.statement(len(chunk)), bulk.parameters(chunk))
         except sa_exc.IntegrityError as exc:
             task_ids = [status.task_id for status in statuses]
             with self._begin() as conn:
@@ -320,6 +327,18 @@ class SQLAlchemyStore(BaseStore):
                 f"cannot record {len(statuses)} tasks ({statuses[0].task_id!r}...): {_reason(exc)}"
             ) from exc
         return True
+
+    def _bulk_insert(self) -> BulkInsert | None:
+        """The multi-row INSERT of statuses for this database's driver (None: a driver of
+        another parameter style, which takes SQLAlchemy's executemany)."""
+        if self._bulk is None and BulkInsert.supports(self.engine.dialect):
+            self._bulk = BulkInsert(
+                statuses,
+                _STATUS_FIELDS,
+                {"changed": DatabaseNow(), "version": literal_column("1")},
+                self.engine.dialect,
+            )
+        return self._bulk
 
     def update(
         self,
