@@ -111,6 +111,7 @@ _IN_CHUNK = 500  # bound parameters per IN (...) list
 #: long SQLite's database stays free between two of them (see taskstatus.backends.pacing).
 _PURGE_BUDGET = 0.04
 _SQLITE_PURGE_GAP = 0.03
+_SQLITE_PURGE_CACHE_KIB = 128 * 1024
 
 
 def normalize_url(url: str) -> URL:
@@ -248,10 +249,15 @@ class SQLAlchemyStore(BaseStore):
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A transaction, for work of several statements."""
+        with self._errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The database's errors as the store's (the store opened first)."""
         self.open()
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except sa_exc.OperationalError as exc:
             raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
         except sa_exc.IntegrityError:
@@ -581,39 +587,58 @@ class SQLAlchemyStore(BaseStore):
         gap = _SQLITE_PURGE_GAP if self.dialect == "sqlite" else 0.0
         pace = BatchPace(batch_size, _PURGE_BUDGET, gap)
         after: tuple[datetime, int] | None = None
-        while True:
-            params: dict[str, Any] = {"p_before": before, "p_limit": pace.size}
-            if after is not None:
-                params.update(p_from=after[0], p_id=after[1])
-            roots = self._run(_PURGE_ROOTS[after is not None], params, lambda r: r.all())
-            if not roots:
-                return
-            after = (roots[-1].created, roots[-1].id)
-            with self._begin() as conn:
-                # On SQLite these reads take no lock: the database is locked from the first
-                # DELETE to the commit only, and that is what the pace bounds.
-                levels = self._purge_levels(conn, sql, roots)
-                doomed = [i for level in levels for i in level]
-                files = [
-                    _artifact(row._mapping)
-                    for chunk in _chunks(doomed, sql.chunk)
-                    for row in conn.execute(sql.files, {"p_ids": chunk})
-                ]
-                pace.wait()
-                started = time.monotonic()
-                for chunk in _chunks(doomed, sql.chunk):
-                    conn.execute(sql.artifacts, {"p_ids": chunk})
-                    conn.execute(sql.attempts, {"p_ids": chunk})
-                # Children first, so no statement depends on the foreign key's cascade.
-                for level in reversed(levels):
-                    for chunk in _chunks(level, sql.chunk):
-                        conn.execute(sql.statuses, {"p_ids": chunk})
-            # Committed: only now may the files go (the tracker removes them).
-            pace.done(len(roots), time.monotonic() - started)
-            yield len(doomed), files
+        with self._errors(), self.engine.connect() as conn, self._purge_cache(conn):
+            while True:
+                params: dict[str, Any] = {"p_before": before, "p_limit": pace.size}
+                if after is not None:
+                    params.update(p_from=after[0], p_id=after[1])
+                with conn.begin():
+                    # On SQLite these reads take no lock: the database is locked from the
+                    # first DELETE to the commit only, and that is what the pace bounds.
+                    roots = conn.execute(_PURGE_ROOTS[after is not None], params).all()
+                    if not roots:
+                        return
+                    after = (roots[-1].created, roots[-1].id)
+                    levels = self._purge_levels(conn, sql, roots)
+                    doomed = [i for level in levels for i in level]
+                    files = [
+                        _artifact(row._mapping)
+                        for chunk in _chunks(doomed, sql.chunk)
+                        for row in conn.execute(sql.files, {"p_ids": chunk})
+                    ]
+                    pace.wait()
+                    started = time.monotonic()
+                    for chunk in _chunks(doomed, sql.chunk):
+                        conn.execute(sql.artifacts, {"p_ids": chunk})
+                        conn.execute(sql.attempts, {"p_ids": chunk})
+                    # Children first, so no statement depends on the foreign key's cascade.
+                    for level in reversed(levels):
+                        for chunk in _chunks(level, sql.chunk):
+                            conn.execute(sql.statuses, {"p_ids": chunk})
+                # Committed: only now may the files go (the tracker removes them).
+                pace.done(len(roots), time.monotonic() - started)
+                yield len(doomed), files
+
+    @contextmanager
+    def _purge_cache(self, conn: Connection) -> Iterator[None]:
+        """SQLite: a larger page cache on the purge's connection while it purges. Each
+        deleted row changes a page of each index on a random key (uuid, task_id, owner);
+        with the default 2 MB cache most of those pages are read from the file again and
+        again, and the purge's transactions, which lock the database, last several times
+        longer. Back to the connection's own size afterwards (the memory is freed)."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_PURGE_CACHE_KIB}")
+        conn.commit()  # nothing to commit: ends SQLAlchemy's own view of a transaction
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"PRAGMA cache_size={int(size or 0)}")
 
     def _purge_levels(
-        self, conn: Connection, sql: _PurgeSQL, roots: Sequence[Row[Any]]
+        self, conn: Connection, sql: _PurgeSQL, roots: Sequence[Any]
     ) -> list[list[int]]:
         """The ids of the trees of ``roots`` that may go (no unfinished status in them), top
         level first; one indexed query per level, so a single one when no root has children."""
