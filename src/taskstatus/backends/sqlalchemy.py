@@ -625,17 +625,18 @@ class SQLAlchemyStore(BaseStore):
         deleted row changes a page of each index on a random key (uuid, task_id, owner);
         with the default 2 MB cache most of those pages are read from the file again and
         again, and the purge's transactions, which lock the database, last several times
-        longer. Back to the connection's own size afterwards (the memory is freed)."""
+        longer. Back to the connection's own size afterwards, which frees the memory."""
         if self.dialect != "sqlite":
             yield
             return
-        size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        size = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or 0)
         conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_PURGE_CACHE_KIB}")
         conn.commit()  # nothing to commit: ends SQLAlchemy's own view of a transaction
         try:
             yield
         finally:
-            conn.exec_driver_sql(f"PRAGMA cache_size={int(size or 0)}")
+            conn.rollback()  # what a failed batch left
+            conn.exec_driver_sql(f"PRAGMA cache_size={size}")
 
     def _purge_levels(
         self, conn: Connection, sql: _PurgeSQL, roots: Sequence[Any]
@@ -666,14 +667,16 @@ class SQLAlchemyStore(BaseStore):
         """``root`` (if it exists) and all its descendants."""
         c = statuses.c
         found = list(conn.execute(select(c.uuid).where(c.uuid == root)).scalars())
+        seen = set(found)
         level = found
         # Walk down level by level: portable, and each level is one indexed query.
         while level:
             kids: list[UUID] = []
             for chunk in _chunks(level):
                 kids += conn.execute(select(c.uuid).where(c.parent_uuid.in_(chunk))).scalars()
-            level = [u for u in kids if u not in found]
-            found += level
+            level = [u for u in kids if u not in seen]
+            seen.update(level)
+            found = found + level
         return found
 
     def _file_artifacts(self, conn: Connection, uuids: Sequence[UUID]) -> list[Artifact]:
