@@ -22,8 +22,12 @@ Baseline for the ratios: the same lookup as one raw ``text()`` statement through
 engine and pool, autocommitted (no BEGIN/COMMIT: the least a lookup needs), timed in the same
 run, alternating with the library call; the SQL each sends is counted in a separate pass.
 Then ``tracker.purge(older_than=...)`` with the cut chosen so that half of the rows
-(~500,000 finished ones) go, timed with rows/s; its baseline is a plain batched
-``DELETE ... WHERE id IN (...)`` (same batch size) over the next ~50,000 finished rows.
+(~500,000 finished ones) go, timed in statuses/s (targets: >= 25,000/s on SQLite, >= 50,000/s
+on PostgreSQL). Meanwhile a worker process publishes, starts and succeeds tasks of its own
+through the library, one write at a time: the worst and p99 latency of its writes that
+overlapped the purge (target: worst <= 100 ms) and its "database is locked" errors (target: 0).
+Its baseline is a plain batched ``DELETE ... WHERE id IN (...)`` (same batch size) over the
+next ~50,000 finished rows, without the writer.
 
 ``--quick``: 50,000 rows / 500 owners, 500 picks. ``--backends`` also takes ``mysql``.
 
@@ -40,7 +44,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,7 +61,7 @@ from _support import (
     verdict,
 )
 
-from taskstatus import State, Tracker
+from taskstatus import Settings, State, TaskEvent, Tracker
 from taskstatus.backends.tables import UTCDateTime, artifacts, statuses
 
 CHUNK = 10_000
@@ -445,6 +449,21 @@ def measure_lookups(tracker: Tracker, plan: Plan, picks: int, seed: int) -> list
 
 
 # -- purge ---------------------------------------------------------------------------------------
+#: Purge targets: statuses/s (none given for MySQL/MariaDB), and a worker writing meanwhile.
+PURGE_RATE_TARGETS = {"sqlite": 25_000, "postgresql": 50_000}
+WORST_WRITE_TARGET_MS = 100.0
+
+
+@dataclass
+class Writes:
+    """What a worker writing during the purge saw: each write's latency, its errors."""
+
+    latencies: list[float] = field(default_factory=list)
+    locked: int = 0
+    failed: int = 0
+    first_error: str = ""
+
+
 @dataclass
 class PurgeResult:
     deleted: int
@@ -452,19 +471,88 @@ class PurgeResult:
     seconds: float
     statements: int
     round_trips: int
+    writes: Writes
     baseline_deleted: int
     baseline_expected: int
     baseline_seconds: float
+
+
+def _write_during(url: str, channel: Any, stop: Any) -> None:
+    """Worker process: publish, start and succeed tasks of its own through the library, one
+    write at a time (no write-behind batching), until told to stop; send what each write took
+    (wall-clock start, seconds) and its errors ("database is locked" counted apart)."""
+    tracker = Tracker(Settings(url=url, write_interval=0))
+    timed: list[tuple[float, float]] = []
+    writes = Writes()
+
+    def write(call: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        at, started = time.time(), time.perf_counter()
+        try:
+            return True, call(*args)
+        except Exception as exc:
+            writes.first_error = writes.first_error or repr(exc)
+            if "locked" in str(exc).lower():
+                writes.locked += 1
+            else:
+                writes.failed += 1
+            return False, None
+        finally:
+            timed.append((at, time.perf_counter() - started))
+
+    try:
+        tracker.open()
+        lifecycle = tracker.lifecycle
+        n = 0
+        while not stop.is_set():
+            n += 1
+            event = TaskEvent(
+                task_id=f"writer-{n}", queue="bench", task_class="benchmarks.query.writer"
+            )
+            if write(lifecycle.publish, replace(event, name="writer", user_id="1"))[0]:
+                started, live = write(lifecycle.start, event)
+                if started:
+                    write(lifecycle.end, live)
+            if n == 20:
+                channel.put(("ready", None))
+            time.sleep(0.002)  # a worker also runs its tasks between writes
+        channel.put(("writes", (timed, writes)))
+    except BaseException as exc:
+        channel.put(("error", repr(exc)))
+    finally:
+        tracker.close()
 
 
 def measure_purge(tracker: Tracker, plan: Plan) -> PurgeResult:
     engine: sa.Engine = tracker.store.engine  # type: ignore[attr-defined]
     assert plan.purge_before is not None
     assert plan.baseline_before is not None
-    with StatementCounter(engine) as counter:
-        started = time.perf_counter()
-        deleted = tracker.purge(older_than=datetime.now(timezone.utc) - plan.purge_before)
-        seconds = time.perf_counter() - started
+    context = multiprocessing.get_context("spawn")
+    channel, stop = context.Queue(), context.Event()
+    writer = context.Process(
+        target=_write_during, args=(tracker.settings.url, channel, stop), name="bench-writer"
+    )
+    writer.start()
+    try:
+        kind, value = channel.get(timeout=120)
+        if kind != "ready":
+            raise RuntimeError(f"the writer process failed: {value}")
+        with StatementCounter(engine) as counter:
+            began, started = time.time(), time.perf_counter()
+            deleted = tracker.purge(older_than=datetime.now(timezone.utc) - plan.purge_before)
+            seconds = time.perf_counter() - started
+            ended = time.time()
+        stop.set()
+        kind, value = channel.get(timeout=120)
+        if kind != "writes":
+            raise RuntimeError(f"the writer process failed: {value}")
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+        if writer.is_alive():
+            writer.terminate()
+    timed, writes = value
+    # The writes that overlapped the purge: started during it, or still waiting when it began.
+    writes.latencies = [took for at, took in timed if at <= ended and at + took >= began]
     started = time.perf_counter()
     baseline = _raw_purge(engine, plan.baseline_before, tracker.settings.purge_batch_size)
     baseline_seconds = time.perf_counter() - started
@@ -474,6 +562,7 @@ def measure_purge(tracker: Tracker, plan: Plan) -> PurgeResult:
         seconds,
         counter.counts.statements,
         counter.counts.round_trips,
+        writes,
         baseline,
         plan.baseline_expected,
         baseline_seconds,
@@ -598,37 +687,79 @@ def report(results: list[BackendResult], rows: int) -> bool:
     )
     purge_rows = []
     for r in results:
-        p = r.purge
+        p, w = r.purge, r.purge.writes
         rate = p.deleted / p.seconds
         raw_rate = p.baseline_deleted / p.baseline_seconds if p.baseline_seconds else 0.0
+        worst = max(w.latencies, default=0.0) * 1e3
+        p99 = percentile(w.latencies, 99) * 1e3 if w.latencies else 0.0
+        target = PURGE_RATE_TARGETS.get(r.backend)
+        rate_met = target is None or rate >= target
+        writes_met = bool(w.latencies) and worst <= WORST_WRITE_TARGET_MS
+        errors_met = w.locked == 0 and w.failed == 0
         purge_rows.append(
             [
                 r.backend,
                 f"{p.deleted:,} ({p.expected:,})",
                 f"{p.seconds:.2f}",
                 f"{rate:,.0f}",
+                "-" if target is None else f">= {target:,}",
                 p.statements,
                 p.round_trips,
-                f"{p.baseline_deleted:,} ({p.baseline_expected:,})",
-                f"{p.baseline_seconds:.2f}",
                 f"{raw_rate:,.0f}",
-                f"{raw_rate / rate:.2f}" if rate else "-",
+                len(w.latencies),
+                f"{p99:.1f}",
+                f"{worst:.1f}",
+                f"{w.locked} / {w.failed}",
+                verdict(rate_met and writes_met and errors_met and p.deleted == p.expected),
+            ]
+        )
+        if target is not None:
+            checks.append(
+                [f"{r.backend}: purge", f"{rate:,.0f} statuses/s", f">= {target:,}/s", rate_met]
+            )
+        checks.append(
+            [
+                f"{r.backend}: worst write during purge",
+                f"{worst:.1f} ms ({len(w.latencies)} writes)",
+                f"<= {WORST_WRITE_TARGET_MS:g} ms",
+                writes_met,
+            ]
+        )
+        checks.append(
+            [
+                f"{r.backend}: writer errors during purge",
+                f"{w.locked} locked, {w.failed} other"
+                + (f" ({w.first_error})" if w.first_error else ""),
+                "0",
+                errors_met,
+            ]
+        )
+        checks.append(
+            [
+                f"{r.backend}: purge deleted",
+                f"{p.deleted:,}",
+                f"{p.expected:,}",
+                p.deleted == p.expected,
             ]
         )
     print_table(
-        "purge(older_than=...) (no target; raw = batched DELETE by id, same batch size, "
-        "over the next band of finished rows; ratio = library s/row / raw s/row)",
+        "purge(older_than=...) while a worker process writes (publish, start, succeed of its own "
+        "tasks, one write at a time); raw = batched DELETE by id over the next band of finished "
+        "rows, no writer; writes = the writer's writes that overlapped the purge",
         [
             "backend",
             "deleted (expected)",
             "seconds",
-            "rows/s",
+            "statuses/s",
+            "target",
             "statements",
             "all SQL",
-            "raw deleted (expected)",
-            "raw s",
             "raw rows/s",
-            "ratio",
+            "writes",
+            "write p99 ms",
+            "worst ms",
+            "locked / other errors",
+            "result",
         ],
         purge_rows,
     )

@@ -16,16 +16,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
+    BigInteger,
     ColumnClause,
     ColumnElement,
     Connection,
     CursorResult,
+    Delete,
     Engine,
     Executable,
     Row,
@@ -33,7 +36,9 @@ from sqlalchemy import (
     String,
     Table,
     Update,
+    Uuid,
     and_,
+    any_,
     bindparam,
     case,
     column,
@@ -48,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
@@ -83,6 +89,7 @@ from ..store import (
 from . import migrate
 from .base import BaseStore
 from .bulk import BulkInsert
+from .pacing import BatchPace
 from .tables import DatabaseNow, UTCDateTime, artifacts, attempts, statuses
 
 __all__ = ["SQLAlchemyStore"]
@@ -102,6 +109,11 @@ _TERMINAL = [s.value for s in TERMINAL_STATES]
 T = TypeVar("T")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _INSERT_CHUNK = 500  # rows per multi-row INSERT (SQLite: ~20 parameters a row, 32,766 at most)
+#: Seconds a purge transaction should last (SQLite: how long it locks the database), and how
+#: long SQLite's database stays free between two of them (see taskstatus.backends.pacing).
+_PURGE_BUDGET = 0.04
+_SQLITE_PURGE_GAP = 0.03
+_SQLITE_PURGE_CACHE_KIB = 128 * 1024
 
 
 def normalize_url(url: str) -> URL:
@@ -121,7 +133,7 @@ def normalize_url(url: str) -> URL:
     return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -240,10 +252,15 @@ class SQLAlchemyStore(BaseStore):
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A transaction, for work of several statements."""
+        with self._errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The database's errors as the store's (the store opened first)."""
         self.open()
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except sa_exc.OperationalError as exc:
             raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
         except sa_exc.IntegrityError:
@@ -310,18 +327,16 @@ class SQLAlchemyStore(BaseStore):
             # One transaction, one multi-row INSERT per chunk.
             bulk = self._bulk_insert()
             with self._begin() as conn:
-                for chunk in _chunks(
-                    [_status_values(status) for status in statuses], _INSERT_CHUNK
-                ):
+                rows = [_status_values(status) for status in statuses]
+                for chunk in _chunks(rows, _INSERT_CHUNK):
                     if bulk is None:
-                        conn.execute(_INSERT_STATUS, chunk)
+                        conn.execute(_INSERT_STATUS, list(chunk))
                     else:
                         conn.exec_driver_sql(bulk.statement(len(chunk)), bulk.parameters(chunk))
         except sa_exc.IntegrityError as exc:
-            task_ids = [status.task_id for status in statuses]
             with self._begin() as conn:
-                for chunk in _chunks(task_ids):
-                    if conn.execute(select(_c.task_id).where(_c.task_id.in_(chunk))).first():
+                for ids in _chunks([status.task_id for status in statuses]):
+                    if conn.execute(select(_c.task_id).where(_c.task_id.in_(ids))).first():
                         return False
             raise StoreError(
                 f"cannot record {len(statuses)} tasks ({statuses[0].task_id!r}...): {_reason(exc)}"
@@ -597,62 +612,110 @@ class SQLAlchemyStore(BaseStore):
 
     def delete(self, uuid: UUID) -> list[Artifact]:
         with self._begin() as conn:
-            tree = list(self._subtree(conn, [uuid]))
+            tree = self._subtree(conn, uuid)
             files = self._file_artifacts(conn, tree)
             self._delete_tree(conn, tree)
         return files
 
     def purge(self, before: datetime, batch_size: int) -> Iterator[tuple[int, list[Artifact]]]:
-        c = statuses.c
-        last_id = 0
-        while True:
-            with self._begin() as conn:
-                rows = conn.execute(
-                    select(c.id, c.uuid)
-                    .where(
-                        c.parent_uuid.is_(None),
-                        c.state.in_(_TERMINAL),
-                        c.created < before,
-                        c.id > last_id,
-                    )
-                    .order_by(c.id)
-                    .limit(batch_size)
-                ).all()
-                if not rows:
-                    return
-                last_id = rows[-1].id
-                tree = self._subtree(conn, [r.uuid for r in rows], with_state=True)
-                busy_roots = {root for root, state in tree.values() if state not in _TERMINAL}
-                doomed = [u for u, (root, _) in tree.items() if root not in busy_roots]
-                files = self._file_artifacts(conn, doomed)
-                self._delete_tree(conn, doomed)
-            yield len(doomed), files
+        # Batches in (created, id) order, the order of the index on (parent_uuid, created):
+        # each batch reads on from where the last one stopped, nothing to sort. The deletes
+        # name rows by their integer ids, not by uuid: no per-row type processing.
+        sql = _PURGE_SQL[self.dialect == "postgresql"]
+        gap = _SQLITE_PURGE_GAP if self.dialect == "sqlite" else 0.0
+        pace = BatchPace(batch_size, _PURGE_BUDGET, gap)
+        after: tuple[datetime, int] | None = None
+        with self._errors(), self.engine.connect() as conn, self._purge_cache(conn):
+            while True:
+                params: dict[str, Any] = {"p_before": before, "p_limit": pace.size}
+                if after is not None:
+                    params.update(p_from=after[0], p_id=after[1])
+                with conn.begin():
+                    # On SQLite these reads take no lock: the database is locked from the
+                    # first DELETE to the commit only, and that is what the pace bounds.
+                    roots = conn.execute(_PURGE_ROOTS[after is not None], params).all()
+                    if not roots:
+                        return
+                    after = (roots[-1].created, roots[-1].id)
+                    levels = self._purge_levels(conn, sql, roots)
+                    doomed = [i for level in levels for i in level]
+                    files = [
+                        _artifact(row._mapping)
+                        for chunk in _chunks(doomed, sql.chunk)
+                        for row in conn.execute(sql.files, {"p_ids": chunk})
+                    ]
+                    pace.wait()
+                    started = time.monotonic()
+                    for chunk in _chunks(doomed, sql.chunk):
+                        conn.execute(sql.artifacts, {"p_ids": chunk})
+                        conn.execute(sql.attempts, {"p_ids": chunk})
+                    # Children first, so no statement depends on the foreign key's cascade.
+                    for level in reversed(levels):
+                        for chunk in _chunks(level, sql.chunk):
+                            conn.execute(sql.statuses, {"p_ids": chunk})
+                # Committed: only now may the files go (the tracker removes them).
+                pace.done(len(roots), time.monotonic() - started)
+                yield len(doomed), files
 
-    def _subtree(
-        self, conn: Connection, roots: Sequence[UUID], *, with_state: bool = False
-    ) -> dict[UUID, Any]:
-        """uuid -> root uuid (and state) for ``roots`` and all their descendants."""
+    @contextmanager
+    def _purge_cache(self, conn: Connection) -> Iterator[None]:
+        """SQLite: a larger page cache on the purge's connection while it purges. Each
+        deleted row changes a page of each index on a random key (uuid, task_id, owner);
+        with the default 2 MB cache most of those pages are read from the file again and
+        again, and the purge's transactions, which lock the database, last several times
+        longer. Back to the connection's own size afterwards, which frees the memory."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        size = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or 0)
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_PURGE_CACHE_KIB}")
+        conn.commit()  # nothing to commit: ends SQLAlchemy's own view of a transaction
+        try:
+            yield
+        finally:
+            conn.rollback()  # what a failed batch left
+            conn.exec_driver_sql(f"PRAGMA cache_size={size}")
+
+    def _purge_levels(
+        self, conn: Connection, sql: _PurgeSQL, roots: Sequence[Any]
+    ) -> list[list[int]]:
+        """The ids of the trees of ``roots`` that may go (no unfinished status in them), top
+        level first; one indexed query per level, so a single one when no root has children."""
+        root_of = {r.uuid: r.id for r in roots}  # uuid -> id of its tree's root
+        top = {r.id: r.id for r in roots}  # id -> id of its tree's root
+        levels = [list(top)]
+        busy: set[int] = set()
+        level = list(root_of)
+        while level:
+            found = []
+            for chunk in _chunks(level, sql.chunk):
+                for kid in conn.execute(sql.children, {"p_uuids": chunk}):
+                    if kid.uuid in root_of:
+                        continue
+                    root = root_of[kid.uuid] = root_of[kid.parent_uuid]
+                    top[kid.id] = root
+                    found.append(kid)
+                    if kid.state not in _TERMINAL:
+                        busy.add(root)
+            levels.append([kid.id for kid in found])
+            level = [kid.uuid for kid in found]
+        return [kept for lv in levels if (kept := [i for i in lv if top[i] not in busy])]
+
+    def _subtree(self, conn: Connection, root: UUID) -> list[UUID]:
+        """``root`` (if it exists) and all its descendants."""
         c = statuses.c
-        found: dict[UUID, Any] = {}
-        level: list[tuple[UUID, UUID]] = []
-        for chunk in _chunks(list(roots)):
-            for top in conn.execute(select(c.uuid, c.state).where(c.uuid.in_(chunk))):
-                found[top.uuid] = (top.uuid, top.state)
-                level.append((top.uuid, top.uuid))
+        found = list(conn.execute(select(c.uuid).where(c.uuid == root)).scalars())
+        seen = set(found)
+        level = found
         # Walk down level by level: portable, and each level is one indexed query.
         while level:
-            root_of = dict(level)
-            level = []
-            for chunk in _chunks(list(root_of)):
-                query = select(c.uuid, c.parent_uuid, c.state).where(c.parent_uuid.in_(chunk))
-                for row in conn.execute(query):
-                    if row.uuid not in found:
-                        root = root_of[row.parent_uuid]
-                        found[row.uuid] = (root, row.state)
-                        level.append((row.uuid, root))
-        if with_state:
-            return found
-        return {u: root for u, (root, _) in found.items()}
+            kids: list[UUID] = []
+            for chunk in _chunks(level):
+                kids += conn.execute(select(c.uuid).where(c.parent_uuid.in_(chunk))).scalars()
+            level = [u for u in kids if u not in seen]
+            seen.update(level)
+            found = found + level
+        return found
 
     def _file_artifacts(self, conn: Connection, uuids: Sequence[UUID]) -> list[Artifact]:
         result: list[Artifact] = []
@@ -1131,6 +1194,63 @@ _CANCELED_UNSTARTED = select(_c.task_id).where(
     _c.is_container.is_(False),
 )
 
+
+# -- purge: top-level finished statuses, a batch at a time in (created, id) order -----------
+_purge_roots = (
+    select(_c.id, _c.created, _c.uuid)
+    .where(
+        _c.parent_uuid.is_(None),
+        # Not by the (state, created) index, which would then need a sort of every match.
+        _Unindexed(_c.state).in_([literal_column(f"'{state}'") for state in _TERMINAL]),
+        _c.created < bindparam("p_before", type_=UTCDateTime()),
+    )
+    .order_by(_c.created, _c.id)
+    .limit(bindparam("p_limit"))
+)
+_FROM = bindparam("p_from", type_=UTCDateTime())
+#: The first batch, and the next ones: after the last (created, id) of the one before.
+_PURGE_ROOTS = (
+    _purge_roots,
+    _purge_roots.where(_c.created >= _FROM, or_(_c.created > _FROM, _c.id > bindparam("p_id"))),
+)
+
+
+@dataclass(frozen=True)
+class _PurgeSQL:
+    """The statements of a purge batch, which name rows by lists of keys: bound as one array
+    on PostgreSQL (one parameter, one plan), else as IN lists of at most ``chunk`` items."""
+
+    chunk: int
+    children: Select[Any]
+    files: Select[Any]
+    artifacts: Delete
+    attempts: Delete
+    statuses: Delete
+
+    @classmethod
+    def build(cls, arrays: bool) -> _PurgeSQL:
+        def among(column: ColumnElement[Any], name: str, item: Any) -> ColumnElement[bool]:
+            if arrays:
+                return column == any_(bindparam(name, type_=postgresql.ARRAY(item)))
+            return column.in_(bindparam(name, expanding=True))
+
+        by_id = among(_c.id, "p_ids", BigInteger())
+        uuids = select(_c.uuid).where(by_id)
+        return cls(
+            chunk=2**31 if arrays else _IN_CHUNK,
+            children=select(_c.id, _c.uuid, _c.state, _c.parent_uuid).where(
+                among(_c.parent_uuid, "p_uuids", Uuid())
+            ),
+            files=select(artifacts).where(
+                artifacts.c.status_uuid.in_(uuids), artifacts.c.file.is_not(None)
+            ),
+            artifacts=artifacts.delete().where(artifacts.c.status_uuid.in_(uuids)),
+            attempts=attempts.delete().where(attempts.c.status_uuid.in_(uuids)),
+            statuses=statuses.delete().where(by_id),
+        )
+
+
+_PURGE_SQL = {arrays: _PurgeSQL.build(arrays) for arrays in (False, True)}
 
 _ATTEMPT_FIELDS = ("number", "started_at", "retried_at", "message")
 #: The attempt a retry ended, read from the row the retry has just written: the retry
