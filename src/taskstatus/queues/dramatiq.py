@@ -218,8 +218,14 @@ def _patch_compositions() -> None:
             middleware = _middleware_for(self.broker)
             if middleware is None:
                 return run_group(self, delay=delay)
-            with _publishing_many(), middleware.group_scope(self):
-                return run_group(self, delay=delay)
+            with _publishing_many():
+                # A member's records written early (a pipeline's, at its seal) end unsent
+                # if a later member raises; the group's are written at its seal.
+                with Lifecycle.sending(), middleware.group_scope(self) as container:
+                    result = run_group(self, delay=delay)
+                if container is not None:
+                    middleware.lifecycle.seal(container)
+                return result
 
         @functools.wraps(run_pipeline)
         def pipeline_run(self: dramatiq_pipeline, *, delay: int | None = None) -> Any:
@@ -400,12 +406,14 @@ class TaskstatusMiddleware(Installed, Middleware):
             self.lifecycle.publish(self._event(step["message_id"], tracked[0], info, parent))
 
     @contextlib.contextmanager
-    def group_scope(self, group: dramatiq_group) -> Iterator[None]:
-        """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container; every
-        tracked member's owner is checked before the first member is enqueued."""
+    def group_scope(self, group: dramatiq_group) -> Iterator[str | None]:
+        """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container, whose
+        task id the block gets (None: no tracked member), and which the caller seals once
+        they are enqueued; every tracked member's owner is checked before the first member
+        is enqueued."""
         owners = [owner for owner in self._owners(group) if owner is not None]
         if not owners:
-            yield
+            yield None
             return
         lifecycle = self.lifecycle
         outer = _group_scope.get()
@@ -421,12 +429,9 @@ class TaskstatusMiddleware(Installed, Middleware):
         )
         token = _group_scope.set((container, owners[0]))
         try:
-            yield
+            yield container
         finally:
             _group_scope.reset(token)
-        # Its records are written now, with their container's (the batch of ``group.run``);
-        # if the run raised, nothing was.
-        lifecycle.seal(container)
 
     def _owners(self, group: dramatiq_group) -> Iterator[str | None]:
         for child in group.children:
