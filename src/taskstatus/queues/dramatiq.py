@@ -409,10 +409,11 @@ class TaskstatusMiddleware(Installed, Middleware):
     def group_scope(self, group: dramatiq_group) -> Iterator[str | None]:
         """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container, whose
         task id the block gets (None: no tracked member), and which the caller seals once
-        they are enqueued; every tracked member's owner is checked before the first member
-        is enqueued."""
-        owners = [owner for owner in self._owners(group) if owner is not None]
-        if not owners:
+        they are enqueued. The container takes the first tracked member's owner; the others
+        are checked as each member is recorded, which (in the batch of ``group.run``) is
+        before any is enqueued."""
+        owner = next((owner for owner in self._owners(group) if owner is not None), None)
+        if owner is None:
             yield None
             return
         lifecycle = self.lifecycle
@@ -423,17 +424,18 @@ class TaskstatusMiddleware(Installed, Middleware):
             queue=QUEUE,
             kind="dramatiq.group",
             name=getattr(group, "taskstatus_name", None),
-            user_id=owners[0],
+            user_id=owner,
             parent_task_id=outer[0] if outer is not None else None,
             sealed=False,
         )
-        token = _group_scope.set((container, owners[0]))
+        token = _group_scope.set((container, owner))
         try:
             yield container
         finally:
             _group_scope.reset(token)
 
     def _owners(self, group: dramatiq_group) -> Iterator[str | None]:
+        """The owner of each member of ``group`` (None: untracked), in order."""
         for child in group.children:
             if isinstance(child, dramatiq_group):
                 yield from self._owners(child)
