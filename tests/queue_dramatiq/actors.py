@@ -191,4 +191,3 @@ def bind(target: dramatiq.Broker, queue: str = QUEUE) -> None:
         actor.broker = target
         actor.queue_name = queue
         target.declare_actor(actor)
-
