@@ -159,3 +159,18 @@ def test_groups_and_batches_nest_and_count_their_children(any_url, make_tracker)
         tracker.lifecycle.end(tracker.lifecycle.start(event(f"in-{n}")))
     done = tracker.get(inside.uuid)
     assert (done.state, done.completed_steps, done.total_steps) == (State.SUCCEEDED, 30, 30)
+
+
+def test_write_collected_writes_the_records_and_keeps_the_sends_held(sql_tracker: Tracker):
+    inserts = insert_statements(sql_tracker)
+    sent: list[str] = []
+    with taskstatus.batch():
+        for n in range(3):
+            send_later(sql_tracker, f"early-{n}", sent)
+        Lifecycle.write_collected()  # what a send the adapter cannot hold comes after
+        assert sql_tracker.count(queue="test") == 3 and sent == []
+        send_later(sql_tracker, "late", sent)
+    assert inserts == [3, 1]
+    assert sent == ["early-0", "early-1", "early-2", "late"]
+    Lifecycle.write_collected()  # outside a block: nothing to write
+    assert inserts == [3, 1]

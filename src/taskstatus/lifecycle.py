@@ -223,6 +223,15 @@ class Lifecycle:
         batch.recorded = []
         return held
 
+    @staticmethod
+    def write_collected() -> None:
+        """Inside a :meth:`batch` block, write the records it has collected so far now (the
+        sends it holds stay held): before a send the adapter cannot hold, such as RQ's
+        writes into a Redis pipeline its caller executes. Outside a block, nothing."""
+        batch = _batch.get()
+        if batch is not None and batch.collected:
+            batch.write()
+
     def _write_pending(self, task_id: str) -> None:
         """Inside a :meth:`batch` block, write its records now if ``task_id`` is among them:
         what is about to be read or changed must exist (its messages stay held)."""

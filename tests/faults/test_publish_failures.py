@@ -278,6 +278,43 @@ def test_dramatiq_store_outage(own_postgres, own_redis, tmp_path, uid):
         )
 
 
+def test_dramatiq_many_during_a_store_outage_send_nothing(own_postgres, own_redis, tmp_path, uid):
+    """A group, a pipeline and a batch of sends raise (NotRecorded, as send() does, from
+    group.run() and pipeline.run()) and enqueue nothing; once the store is back, they work."""
+    import dramatiq
+
+    from taskstatus.queues.dramatiq import NotRecorded
+    from tests.queue_dramatiq import actors
+
+    def sends() -> None:
+        with taskstatus.batch():
+            for _ in range(5):
+                actors.count.send(uid, 1)
+
+    publishers: list[tuple[type[Exception], Callable[[], object]]] = [
+        (NotRecorded, lambda: dramatiq.group(actors.count.message(uid, 1) for _ in range(5)).run()),
+        (
+            NotRecorded,
+            lambda: dramatiq.pipeline(actors.count.message(uid, 1) for _ in range(5)).run(),
+        ),
+        (StoreUnavailable, sends),
+    ]
+    with dramatiq_cell(own_redis.url, "sqlite", tmp_path) as cell:
+        taskstatus.configure(url=own_postgres.url)
+        waiting = dramatiq_waiting(own_redis.url, cell.queue)  # type: ignore[attr-defined]
+        own_postgres.stop()
+        for error, publish in publishers:
+            with pytest.raises(error):
+                publish()
+        assert waiting() == 0
+        own_postgres.start()
+        poll(_try(lambda: str(sends())), lambda done: done is not None, "a batch to work")
+        for _, publish in publishers[:2]:
+            publish()
+        assert waiting() == 5 + 5 + 1
+        assert len(taskstatus.statuses(user_id=uid, limit=None)) == 5 + 6 + 6
+
+
 # -- RQ ----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def rq_cell(redis_url: str, store: str, tmp: Path) -> Iterator[object]:
@@ -333,6 +370,33 @@ def test_rq_store_outage(own_postgres, own_redis, tmp_path, uid):
         through_store_outage(
             own_postgres, lambda: queue.enqueue(jobs.count, uid, 1).id, lambda: queue.count
         )
+
+
+def test_rq_many_during_a_store_outage_save_nothing(own_postgres, own_redis, tmp_path, uid):
+    from tests.queue_rq import jobs
+
+    with rq_cell(own_redis.url, "sqlite", tmp_path) as cell:
+        queue = cell.queue  # type: ignore[attr-defined]
+        taskstatus.configure(url=own_postgres.url)
+
+        def enqueue_many() -> list[object]:
+            return queue.enqueue_many([queue.prepare_data(jobs.count, (uid, 1))] * 5)
+
+        def enqueues() -> None:
+            with taskstatus.batch():
+                for _ in range(5):
+                    queue.enqueue(jobs.count, uid, 1)
+
+        own_postgres.stop()
+        for publish in (enqueue_many, enqueues):
+            with pytest.raises(StoreUnavailable):
+                publish()
+        assert queue.count == 0
+        own_postgres.start()
+        poll(_try(lambda: str(enqueue_many())), lambda done: done is not None, "a publish to work")
+        enqueues()
+        assert queue.count == 10
+        assert len(taskstatus.statuses(user_id=uid, limit=None)) == 10
 
 
 # -- store outage, every queue -----------------------------------------------------------------

@@ -151,6 +151,17 @@ def quiet_stage(user_id, marker, stage, seconds=5.0):
     time.sleep(seconds)
 
 
+@taskstatus.track()
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def census(user_id, fail=False):
+    """Notes how many statuses its owner has as it runs (every one published with it, if
+    they were all recorded before the first message left); fails when asked."""
+    seen = taskstatus.get_tracker().count(user_id=user_id)
+    taskstatus.current().add_artifact(name="seen", text=str(seen))
+    if fail:
+        raise ValueError("census refused")
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def untracked(x):
     return x * 2
@@ -167,6 +178,7 @@ ACTORS = [
     too_slow,
     interruptible,
     quiet_stage,
+    census,
     untracked,
 ]
 

@@ -110,3 +110,13 @@ def counted(user_id, folder, seconds=0.0):
     (Path(folder) / uuid.uuid4().hex).touch()
     time.sleep(seconds)
     return "counted"
+
+
+@taskstatus.track()
+def census(user_id, fail=False):
+    """Notes how many statuses its owner has as it runs (every one published with it, if
+    they were all recorded before the first job was saved); fails when asked."""
+    seen = taskstatus.get_tracker().count(user_id=user_id)
+    taskstatus.current().add_artifact(name="seen", text=str(seen))
+    if fail:
+        raise ValueError("census refused")

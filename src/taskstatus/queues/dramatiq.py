@@ -4,14 +4,19 @@
 middleware, so that when a message has been processed, Retries has already decided whether it
 will run again: a failure it retries is Retrying, only the last one is Failed.
 
-* **Publish** (``before_enqueue``, in the sender): the status is recorded before the message is
-  enqueued; a missing owner raises ``TypeError`` from ``send()``, a store that cannot record it
-  :class:`NotRecorded`, and nothing is enqueued; what was recorded for a message the broker
-  then refuses ends Failed (``install`` wraps the broker's ``enqueue``). The message id is the
-  task id. A pipeline records all its steps when its first message is
-  enqueued (they travel in ``pipe_target``) under a ``dramatiq.pipeline`` container; a group
-  run with ``group.run()`` gets a ``dramatiq.group`` container (Dramatiq's groups leave no mark
-  on their messages, so ``install`` wraps ``group.run``).
+* **Publish** (in the sender): ``install`` wraps the broker's ``enqueue``, which records the
+  status before it enqueues the message (``before_enqueue`` does it for a broker enqueued
+  through another way); a missing owner raises ``TypeError`` from ``send()``, a store that
+  cannot record it :class:`NotRecorded`, and nothing is enqueued; what was recorded for a
+  message the broker then refuses ends Failed. The message id is the task id. A pipeline
+  records all its steps when its first message is enqueued (they travel in ``pipe_target``)
+  under a ``dramatiq.pipeline`` container; a group run with ``group.run()`` gets a
+  ``dramatiq.group`` container (Dramatiq's groups leave no mark on their messages, so
+  ``install`` wraps ``group.run``).
+* **Publishing many** (``group.run()``, ``pipeline.run()``, ``send()`` inside
+  ``taskstatus.batch()``): the statuses are recorded together, with one multi-row INSERT, and
+  only then are the messages enqueued (see :meth:`Lifecycle.batch`); ``send()`` there returns
+  the message it was given, enqueued when the block ends.
 * **Run** (worker threads): ``before_process_message`` starts the status — or skips a message
   whose status was canceled, without running it — and ``after_process_message`` ends it.
   ``TaskCanceledException`` raised by the actor skips the message (no retry, no dead letter).
@@ -96,6 +101,10 @@ class NotRecorded(MiddlewareError, StoreUnavailable):
     ``MiddlewareError`` (Dramatiq would only log any other exception and enqueue)."""
 
 
+#: The id of the message being enqueued by the wrapped ``broker.enqueue``, which recorded it.
+_recorded: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "taskstatus_dramatiq_recorded", default=None
+)
 #: The ``dramatiq.group`` container of the ``group.run()`` in progress.
 _group_scope: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "taskstatus_dramatiq_group", default=None
@@ -127,8 +136,8 @@ def install(
     middleware = TaskstatusMiddleware(tracker)
     has_retries = any(isinstance(m, Retries) for m in broker.middleware)
     broker.add_middleware(middleware, before=Retries if has_retries else None)
-    _guard_enqueue(broker)
-    _patch_group()
+    _guard_enqueue(broker, middleware)
+    _patch_compositions()
     _patch_acks()
     return middleware
 
@@ -153,36 +162,82 @@ def _middleware_for(broker: Broker) -> TaskstatusMiddleware | None:
     return None
 
 
-def _guard_enqueue(broker: Broker) -> None:
-    """Wrap this broker's ``enqueue``, which records a message (``before_enqueue``) then
-    sends it: what it recorded for a message the broker then refuses ends at once."""
+def _guard_enqueue(broker: Broker, middleware: TaskstatusMiddleware) -> None:
+    """Wrap this broker's ``enqueue``: it records the message, then sends it (held, inside a
+    :meth:`Lifecycle.batch` block, until the block's records are written); what it recorded
+    for a message the broker then refuses ends at once."""
     original = broker.enqueue
 
     @functools.wraps(original)
     def enqueue(message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         with Lifecycle.sending():
-            return original(message, delay=delay)
+            middleware.publish(broker, message)
+            send = functools.partial(_enqueue_recorded, original, message, delay)
+            # Held: the broker would return a copy of it (with its own broker options).
+            return Lifecycle.deliver(send, message)
 
     broker.enqueue = enqueue  # type: ignore[method-assign]
 
 
-def _patch_group() -> None:
-    """Wrap ``group.run`` once per process: its messages join one container."""
+def _enqueue_recorded(
+    enqueue: Callable[..., Message[Any]], message: Message[Any], delay: int | None
+) -> Message[Any]:
+    """Enqueue a message recorded already: ``before_enqueue`` leaves it be."""
+    token = _recorded.set(message.message_id)
+    try:
+        return enqueue(message, delay=delay)
+    finally:
+        _recorded.reset(token)
+
+
+@contextlib.contextmanager
+def _publishing_many() -> Iterator[None]:
+    """A group's or pipeline's run: its records in one write, then its messages; a store
+    that cannot write them raises :class:`NotRecorded`, as ``send()`` does."""
+    try:
+        with Lifecycle.batch():
+            yield
+    except StoreUnavailable as exc:
+        if isinstance(exc, NotRecorded):
+            raise
+        raise NotRecorded(str(exc)) from exc
+
+
+def _patch_compositions() -> None:
+    """Wrap ``group.run`` and ``pipeline.run`` once per process: each records its messages
+    with one write before the first is enqueued, and a group's messages join one
+    container."""
     with _patch_lock:
         if getattr(dramatiq_group.run, "taskstatus_patched", False):
             return
-        original: Callable[..., Any] = dramatiq_group.run
+        run_group: Callable[..., Any] = dramatiq_group.run
+        run_pipeline: Callable[..., Any] = dramatiq_pipeline.run
 
-        @functools.wraps(original)
-        def run(self: dramatiq_group, *, delay: int | None = None) -> Any:
+        @functools.wraps(run_group)
+        def group_run(self: dramatiq_group, *, delay: int | None = None) -> Any:
             middleware = _middleware_for(self.broker)
             if middleware is None:
-                return original(self, delay=delay)
-            with middleware.group_scope(self):
-                return original(self, delay=delay)
+                return run_group(self, delay=delay)
+            with _publishing_many():
+                # A member's records written early (a pipeline's, at its seal) end unsent
+                # if a later member raises; the group's are written at its seal.
+                with Lifecycle.sending(), middleware.group_scope(self) as container:
+                    result = run_group(self, delay=delay)
+                if container is not None:
+                    middleware.lifecycle.seal(container)
+                return result
 
-        run.taskstatus_patched = True  # type: ignore[attr-defined]
-        dramatiq_group.run = run  # type: ignore[method-assign]
+        @functools.wraps(run_pipeline)
+        def pipeline_run(self: dramatiq_pipeline, *, delay: int | None = None) -> Any:
+            if _middleware_for(self.broker) is None:
+                return run_pipeline(self, delay=delay)
+            with _publishing_many():
+                return run_pipeline(self, delay=delay)
+
+        group_run.taskstatus_patched = True  # type: ignore[attr-defined]
+        pipeline_run.taskstatus_patched = True  # type: ignore[attr-defined]
+        dramatiq_group.run = group_run  # type: ignore[method-assign]
+        dramatiq_pipeline.run = pipeline_run  # type: ignore[method-assign]
 
 
 def _patch_acks() -> None:
@@ -239,6 +294,11 @@ class TaskstatusMiddleware(Installed, Middleware):
 
     # -- publish (sender) --------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        if _recorded.get() != message.message_id:  # a broker whose enqueue is not wrapped
+            self.publish(broker, message)
+
+    def publish(self, broker: Broker, message: Message[Any]) -> None:
+        """Record a message about to be enqueued (collected, inside a batch block)."""
         options = message.options
         if options.get(PARENT_OPTION):
             # The next step of a pipeline, recorded with it, sent by the worker that ran the
@@ -346,12 +406,15 @@ class TaskstatusMiddleware(Installed, Middleware):
             self.lifecycle.publish(self._event(step["message_id"], tracked[0], info, parent))
 
     @contextlib.contextmanager
-    def group_scope(self, group: dramatiq_group) -> Iterator[None]:
-        """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container; every
-        tracked member's owner is checked before the first member is enqueued."""
-        owners = [owner for owner in self._owners(group) if owner is not None]
-        if not owners:
-            yield
+    def group_scope(self, group: dramatiq_group) -> Iterator[str | None]:
+        """Messages enqueued by ``group.run()`` join one ``dramatiq.group`` container, whose
+        task id the block gets (None: no tracked member), and which the caller seals once
+        they are enqueued. The container takes the first tracked member's owner; the others
+        are checked as each member is recorded, which (in the batch of ``group.run``) is
+        before any is enqueued."""
+        owner = next((owner for owner in self._owners(group) if owner is not None), None)
+        if owner is None:
+            yield None
             return
         lifecycle = self.lifecycle
         outer = _group_scope.get()
@@ -361,18 +424,18 @@ class TaskstatusMiddleware(Installed, Middleware):
             queue=QUEUE,
             kind="dramatiq.group",
             name=getattr(group, "taskstatus_name", None),
-            user_id=owners[0],
+            user_id=owner,
             parent_task_id=outer[0] if outer is not None else None,
             sealed=False,
         )
-        token = _group_scope.set((container, owners[0]))
+        token = _group_scope.set((container, owner))
         try:
-            yield
+            yield container
         finally:
             _group_scope.reset(token)
-            lifecycle.seal(container)
 
     def _owners(self, group: dramatiq_group) -> Iterator[str | None]:
+        """The owner of each member of ``group`` (None: untracked), in order."""
         for child in group.children:
             if isinstance(child, dramatiq_group):
                 yield from self._owners(child)

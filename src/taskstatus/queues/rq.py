@@ -4,8 +4,13 @@
   ``enqueue_call``, ``enqueue_at``/``enqueue_in``, ``enqueue_many``, dependents — builds its
   job with ``Queue.create_job`` before saving it. ``install`` wraps that method: the status is
   recorded (and a missing owner raises ``TypeError``) before the job is saved. The job id is
-  the task id. ``enqueue_call``, ``enqueue_at`` and ``enqueue_many`` (which save what they
-  created) are wrapped too: a job recorded there that Redis then refuses ends Failed.
+  the task id. The methods that save what was created are wrapped too: a job recorded there
+  that Redis then refuses ends Failed.
+* **Enqueuing many**: ``enqueue_many`` (and ``Group.enqueue_many``) records its jobs with one
+  multi-row INSERT before the Redis pipeline that saves them executes. Inside
+  ``taskstatus.batch()``, ``enqueue()``/``enqueue_at()`` return the job at once and save it
+  once the block's records are written; a job saved into a pipeline of the caller's is
+  recorded before that pipeline executes.
 * **Run** (``rq worker -w taskstatus.queues.rq.Worker``, or ``SimpleWorker``; both install
   the adapter themselves): their job class :class:`TrackedJob` records the run around
   ``Job.perform``; starts and successes are written in batches. The forking ``Worker`` hands
@@ -119,13 +124,12 @@ def _patch_create_job() -> None:
     Queue.create_job = create_job  # type: ignore[method-assign]
     # Every way to enqueue goes through one of these, which save the jobs they created: a
     # job recorded there that Redis then refuses ends at once.
-    for cls, name in (
-        (Queue, "enqueue_call"),
-        (Queue, "enqueue_at"),
-        (Queue, "enqueue_many"),
-        (Group, "enqueue_many"),
-    ):
-        setattr(cls, name, _sending(getattr(cls, name)))
+    Queue.enqueue_call = _sending(Queue.enqueue_call)  # type: ignore[method-assign]
+    Queue.enqueue_at = _sending(Queue.enqueue_at)  # type: ignore[method-assign]
+    Group.enqueue_many = _sending(Group.enqueue_many)  # type: ignore[method-assign]
+    Queue.enqueue_job = _holding(Queue.enqueue_job, 0)  # type: ignore[method-assign]
+    Queue.schedule_job = _holding(Queue.schedule_job, 1)  # type: ignore[method-assign]
+    Queue.enqueue_many = _enqueuing_many(Queue.enqueue_many)  # type: ignore[method-assign]
 
 
 def _sending(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,6 +141,67 @@ def _sending(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(*args, **kwargs)
 
     return sending
+
+
+def _holding(method: Callable[..., Job], pipeline_at: int) -> Callable[..., Job]:
+    """Wrap a Queue method that saves one job it is given (``enqueue_job``,
+    ``schedule_job``; its pipeline is the ``pipeline_at``-th argument after the job): inside
+    a :meth:`Lifecycle.batch` block it runs once the block's records are written, and
+    returns the job at once; a job saved into the caller's pipeline is recorded before that
+    pipeline executes."""
+
+    @functools.wraps(method)
+    def save(self: Queue, job: Job, *args: Any, **kwargs: Any) -> Job:
+        pipeline = kwargs.get("pipeline", args[pipeline_at] if len(args) > pipeline_at else None)
+        with Lifecycle.sending():
+            if pipeline is not None:
+                _records_first(pipeline)
+                return method(self, job, *args, **kwargs)
+            return Lifecycle.deliver(functools.partial(method, self, job, *args, **kwargs), job)
+
+    return save
+
+
+def _enqueuing_many(method: Callable[..., list[Job]]) -> Callable[..., list[Job]]:
+    """Wrap ``Queue.enqueue_many``: the jobs it creates are recorded with one write (see
+    :meth:`Lifecycle.batch`) before the Redis pipeline that saves them executes."""
+
+    @functools.wraps(method)
+    def enqueue_many(
+        self: Queue, job_datas: Any, pipeline: Any = None, *args: Any, **kwargs: Any
+    ) -> list[Job]:
+        # Without a pipeline of the caller's, RQ would execute its own as it goes: it gets
+        # one from here, which it leaves to execute once the records are written.
+        pipe = pipeline if pipeline is not None else self.connection.pipeline()
+        _records_first(pipe)  # RQ executes it early to enqueue jobs with dependencies
+        try:
+            with Lifecycle.batch(), Lifecycle.sending():
+                jobs = method(self, job_datas, pipe, *args, **kwargs)
+                if pipeline is None:
+                    Lifecycle.deliver(pipe.execute, None)
+        except BaseException:
+            if pipeline is None:
+                pipe.reset()
+            raise
+        return jobs
+
+    return enqueue_many
+
+
+def _records_first(pipeline: Any) -> None:
+    """Make a Redis pipeline write the records an open :meth:`Lifecycle.batch` block has
+    collected before it executes: the jobs it saves may run as soon as it has."""
+    execute = pipeline.execute
+    if getattr(execute, "taskstatus_records_first", False):
+        return
+
+    @functools.wraps(execute)
+    def execute_after_records(*args: Any, **kwargs: Any) -> Any:
+        Lifecycle.write_collected()
+        return execute(*args, **kwargs)
+
+    execute_after_records.taskstatus_records_first = True  # type: ignore[attr-defined]
+    pipeline.execute = execute_after_records
 
 
 def _spec(job: Job) -> tuple[Callable[..., Any], TrackSpec] | None:
