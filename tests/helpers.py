@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
+
+import sqlalchemy as sa
 
 from taskstatus import TaskEvent, TaskStatus, Tracker
 
@@ -46,3 +50,23 @@ def event(task_id: str, **fields: Any) -> TaskEvent:
 
 def state(tracker: Tracker, task_id: str) -> str:
     return tracker.get_by_task_id(task_id).state.value
+
+
+@contextlib.contextmanager
+def sql_statements(engine: sa.Engine) -> Iterator[dict[str, list[int]]]:
+    """What the engine sends in the block: ``insert``, the rows each INSERT of statuses wrote
+    (a multi-row statement or an executemany is one entry); ``select``, one entry a SELECT."""
+    seen: dict[str, list[int]] = {"insert": [], "select": []}
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        text = statement.lstrip().upper()
+        if text.startswith("INSERT INTO TASKSTATUS_STATUS"):
+            seen["insert"].append(cursor.rowcount)
+        elif text.startswith("SELECT"):
+            seen["select"].append(1)
+
+    sa.event.listen(engine, "after_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", note)

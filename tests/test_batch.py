@@ -13,7 +13,7 @@ import taskstatus
 from taskstatus import State, StoreError, Tracker
 from taskstatus.lifecycle import Lifecycle
 
-from .helpers import event
+from .helpers import event, sql_statements
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,20 +29,7 @@ def send_later(tracker: Tracker, task_id: str, sent: list[str], **fields: object
         Lifecycle.deliver(lambda: sent.append(task_id), None)
 
 
-def insert_statements(tracker: Tracker) -> list[bool]:
-    """The INSERTs of statuses the tracker's store sends from now on (True: an executemany)."""
-    counts: list[bool] = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO TASKSTATUS_STATUS"):
-            counts.append(executemany)
-
-    sa.event.listen(tracker.store.engine, "before_cursor_execute", seen)  # type: ignore[attr-defined]
-    return counts
-
-
 def test_records_go_in_chunked_multi_row_inserts_before_any_message(sql_tracker: Tracker):
-    inserts = insert_statements(sql_tracker)
     sent: list[str] = []
     seen_when_sending: list[int] = []
 
@@ -50,7 +37,7 @@ def test_records_go_in_chunked_multi_row_inserts_before_any_message(sql_tracker:
         # The first message leaves only once every record of the block is stored.
         seen_when_sending.append(sql_tracker.count(queue="test"))
 
-    with taskstatus.batch():
+    with sql_statements(sql_tracker.store.engine) as seen, taskstatus.batch():  # type: ignore[attr-defined]
         with Lifecycle.sending():
             sql_tracker.lifecycle.publish(event("first", user_id="7"))
             Lifecycle.deliver(first_send, None)
@@ -59,7 +46,7 @@ def test_records_go_in_chunked_multi_row_inserts_before_any_message(sql_tracker:
         assert sent == [] and sql_tracker.count(queue="test") == 0  # held, not written
     assert seen_when_sending == [1200]
     assert sent == [f"task-{n}" for n in range(1, 1200)]  # in order
-    assert inserts == [False] * 3  # 500 + 500 + 200 rows, each chunk one statement
+    assert seen["insert"] == [500, 500, 200]  # each chunk one statement
     statuses = sql_tracker.statuses(queue="test", limit=None)
     assert len(statuses) == 1200 and {s.state for s in statuses} == {State.PENDING}
 
@@ -162,15 +149,16 @@ def test_groups_and_batches_nest_and_count_their_children(any_url, make_tracker)
 
 
 def test_write_collected_writes_the_records_and_keeps_the_sends_held(sql_tracker: Tracker):
-    inserts = insert_statements(sql_tracker)
     sent: list[str] = []
-    with taskstatus.batch():
+    engine = sql_tracker.store.engine  # type: ignore[attr-defined]
+    with sql_statements(engine) as seen, taskstatus.batch():
         for n in range(3):
             send_later(sql_tracker, f"early-{n}", sent)
         Lifecycle.write_collected()  # what a send the adapter cannot hold comes after
         assert sql_tracker.count(queue="test") == 3 and sent == []
         send_later(sql_tracker, "late", sent)
-    assert inserts == [3, 1]
+    assert seen["insert"] == [3, 1]
     assert sent == ["early-0", "early-1", "early-2", "late"]
-    Lifecycle.write_collected()  # outside a block: nothing to write
-    assert inserts == [3, 1]
+    with sql_statements(engine) as seen:
+        Lifecycle.write_collected()  # outside a block: nothing to write
+    assert seen["insert"] == []

@@ -239,10 +239,11 @@ class Recorder:
         self._create(event)
 
     def publish_many(self, events: Sequence[TaskEvent]) -> None:
-        """Record the tasks of ``events`` (a container before its children) with one write;
-        should one of them exist already (published again), one by one, the first record of
-        each standing."""
+        """Record the tasks of ``events`` (a container before its children; each checked
+        when it was collected) with one write; should one of them exist already (published
+        again), one by one, the first record of each standing."""
         self.drain()
+        now = self.clock()  # published together: one time, ordered by their rows
         new: dict[str, TaskStatus] = {}
         for event in events:
             if event.task_id in new:
@@ -251,7 +252,7 @@ class Recorder:
             if event.parent_task_id:
                 in_batch = new.get(event.parent_task_id)
                 parent = _key_of(in_batch) if in_batch is not None else self._parent(event)
-            new[event.task_id] = self._new_status(event, parent)
+            new[event.task_id] = self._new_status(event, parent, event.total_steps, now)
         if self.store.insert_many(list(new.values())):
             for status in new.values():
                 self._remember(_key_of(status))
@@ -273,7 +274,7 @@ class Recorder:
 
     def _create(self, event: TaskEvent) -> TaskKey:
         parent = self._parent(event) if event.parent_task_id else None
-        status = self._new_status(event, parent)
+        status = self._new_status(event, parent, _check_publish(event), self.clock())
         if self.store.insert(status):
             return self._remember(_key_of(status))
         # Re-published (a retry, a redelivery): the first record stands.
@@ -281,10 +282,10 @@ class Recorder:
         assert key is not None
         return key
 
-    def _new_status(self, event: TaskEvent, parent: TaskKey | None) -> TaskStatus:
-        """The Pending status ``event`` publishes (its arguments checked)."""
-        total = _check_publish(event)
-        now = self.clock()
+    def _new_status(
+        self, event: TaskEvent, parent: TaskKey | None, total: int, now: datetime
+    ) -> TaskStatus:
+        """The Pending status ``event`` publishes (``total``: its checked total steps)."""
         return TaskStatus(
             uuid=uuid_module.uuid4(),
             task_id=event.task_id,

@@ -4,8 +4,7 @@ the first message leaves; a store that refuses the records leaves the broker unt
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dramatiq
 import pytest
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 
 import taskstatus
 from taskstatus import State, StoreError
+from tests.helpers import sql_statements
 from tests.queue_dramatiq import actors
 from tests.queue_dramatiq.conftest import Cell
 from tests.waiting import poll, settled
@@ -121,23 +121,6 @@ def test_a_store_that_refuses_the_records_sends_nothing(
 
 
 # -- statements ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def statements(engine: sa.Engine) -> Iterator[dict[str, list[int]]]:
-    """The status INSERTs (their row counts) and the SELECTs the engine sends in the block."""
-    seen: dict[str, list[int]] = {"insert": [], "select": []}
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        text = statement.lstrip().upper()
-        if text.startswith("INSERT INTO TASKSTATUS_STATUS"):
-            seen["insert"].append(len(parameters) if executemany else 1)
-        elif text.startswith("SELECT"):
-            seen["select"].append(1)
-
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
 
 
 def send_many(uid: int, n: int) -> None:
@@ -174,11 +157,11 @@ def test_many_members_cost_one_chunked_insert_and_no_select_each(
     cell = make_cell("redis", "sqlite")  # no worker: only the publish writes
     engine = taskstatus.get_tracker().store.engine  # type: ignore[attr-defined]
     publish(uid, 2)  # the store's first statements (schema checks) come before
-    with statements(engine) as few:
+    with sql_statements(engine) as few:
         publish(uid, 10)
     assert sent_messages(cell) > 0
     cell.broker.flush(cell.queue)
-    with statements(engine) as many:
+    with sql_statements(engine) as many:
         publish(uid, size)
     assert many["insert"] == inserts
     assert len(many["select"]) == len(few["select"])  # none per member

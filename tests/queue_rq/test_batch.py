@@ -4,8 +4,7 @@ writes that let a worker take the first job; a store that refuses the records sa
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from rq.job import Job
 
 import taskstatus
 from taskstatus import State, StoreError
+from tests.helpers import sql_statements
 from tests.queue_rq import jobs
 from tests.queue_rq.conftest import Cell
 
@@ -126,23 +126,6 @@ def test_a_store_that_refuses_the_records_saves_no_job(
 
 
 # -- statements ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def statements(engine: sa.Engine) -> Iterator[dict[str, list[int]]]:
-    """The status INSERTs (their row counts) and the SELECTs the engine sends in the block."""
-    seen: dict[str, list[int]] = {"insert": [], "select": []}
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        text = statement.lstrip().upper()
-        if text.startswith("INSERT INTO TASKSTATUS_STATUS"):
-            seen["insert"].append(len(parameters) if executemany else 1)
-        elif text.startswith("SELECT"):
-            seen["select"].append(1)
-
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
 
 
 @pytest.mark.parametrize("publish", PUBLISHERS, ids=PUBLISHER_IDS)
@@ -152,9 +135,9 @@ def test_many_jobs_cost_one_chunked_insert_and_no_select_each(
     engine = taskstatus.get_tracker().store.engine  # type: ignore[attr-defined]
     queue = rq_cell.queue
     publish(queue, uid, 2)  # the store's first statements (schema checks) come before
-    with statements(engine) as few:
+    with sql_statements(engine) as few:
         publish(queue, uid, 10)
-    with statements(engine) as many:
+    with sql_statements(engine) as many:
         publish(queue, uid, 1200)
     assert many["insert"] == [500, 500, 200]
     assert len(many["select"]) == len(few["select"])  # none per job
