@@ -11,6 +11,7 @@ VALUES list of the rows.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -63,14 +64,13 @@ class BulkInsert:
             return self._head
         return self._head + ", ".join([self._row] * rows)
 
-    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
-        """The values of ``rows``, encoded, in the order of the statement's placeholders."""
+    def parameters(self, columns: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
+        """The values of the rows given column by column (in the order of ``fields``),
+        encoded, in the order of the statement's placeholders."""
+        encoded = [
+            column if encode is None else [None if v is None else encode(v) for v in column]
+            for column, (_, encode) in zip(columns, self._encoders, strict=True)
+        ]
         if self._arrays:
-            return tuple(
-                [_encoded(encode, row[name]) for row in rows] for name, encode in self._encoders
-            )
-        return tuple(_encoded(encode, row[name]) for row in rows for name, encode in self._encoders)
-
-
-def _encoded(encode: Callable[[Any], Any] | None, value: Any) -> Any:
-    return value if encode is None or value is None else encode(value)
+            return tuple(encoded)
+        return tuple(itertools.chain.from_iterable(zip(*encoded, strict=True)))

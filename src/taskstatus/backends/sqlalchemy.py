@@ -327,12 +327,12 @@ class SQLAlchemyStore(BaseStore):
             # One transaction, one multi-row INSERT per chunk.
             bulk = self._bulk_insert()
             with self._begin() as conn:
-                rows = [_status_values(status) for status in statuses]
-                for chunk in _chunks(rows, _INSERT_CHUNK):
+                for chunk in _chunks(statuses, _INSERT_CHUNK):
                     if bulk is None:
-                        conn.execute(_INSERT_STATUS, list(chunk))
+                        conn.execute(_INSERT_STATUS, [_status_values(status) for status in chunk])
                     else:
-                        conn.exec_driver_sql(bulk.statement(len(chunk)), bulk.parameters(chunk))
+                        parameters = bulk.parameters(_status_columns(chunk))
+                        conn.exec_driver_sql(bulk.statement(len(chunk)), parameters)
         except sa_exc.IntegrityError as exc:
             with self._begin() as conn:
                 for ids in _chunks([status.task_id for status in statuses]):
@@ -1100,6 +1100,14 @@ def _status_values(status: TaskStatus) -> dict[str, Any]:
     values = {name: getattr(status, name) for name in _STATUS_FIELDS}
     values["state"] = status.state.value
     return values
+
+
+def _status_columns(chunk: Sequence[TaskStatus]) -> list[list[Any]]:
+    """The values of :data:`_STATUS_FIELDS` of ``chunk``, column by column."""
+    return [
+        [s.state.value for s in chunk] if name == "state" else [getattr(s, name) for s in chunk]
+        for name in _STATUS_FIELDS
+    ]
 
 
 def _status(row: Mapping[Any, Any]) -> TaskStatus:
