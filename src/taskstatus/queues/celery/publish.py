@@ -12,6 +12,7 @@ from celery import Celery, Task
 from .._install import Installed
 from .canvas import NAME_HEADER, NAME_KWARG, Canvas, eager_chain, group_in_flight
 from .compat import spec_of
+from .maps import MAPS, describe_map
 from .retry import record_retry
 from .run import Runner
 from .tasks import deferred_again, signature_target, task_event
@@ -48,7 +49,13 @@ class Publisher:
         spec = spec_of(task) if task is not None else None
         canvas = self.canvas
         tracked_steps = [s for s in steps if canvas.is_tracked_sig(s)]
-        if spec is None and not tracked_steps and chord_body is None and scope is None:
+        if (
+            spec is None
+            and name not in MAPS
+            and not tracked_steps
+            and chord_body is None
+            and scope is None
+        ):
             return True  # untracked and no tracked canvas around it: untouched
         if task is not None:
             self.runner.instrument(task)
@@ -86,6 +93,10 @@ class Publisher:
                 if lifecycle.find(task_id) is not None:
                     return True
                 raise
+        elif name in MAPS:
+            mapped = describe_map(self.app, name, kwargs, scope.owner if scope else None)
+            if mapped is not None:
+                task, info = mapped
         name_hint = (
             (extra_headers or {}).get(NAME_HEADER)
             or headers.get(NAME_HEADER)
