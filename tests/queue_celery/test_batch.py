@@ -143,6 +143,13 @@ def test_delay_in_a_batch_sends_once_every_task_is_recorded(one_cell: Cell, uid:
     assert len(done.children()) == MEMBERS + 1
 
 
+def test_a_retry_leaves_at_once_from_inside_a_batch(one_cell: Cell, uid: int) -> None:
+    result = tasks.retry_in_batch.delay(uid)
+    assert result.get(timeout=TIMEOUT) == 1
+    status = settled(uid)
+    assert (status.state, status.attempts) == (S, 2)
+
+
 @pytest.mark.parametrize("kind", ["group", "chord", "chunks"])
 def test_a_store_that_refuses_the_records_sends_nothing(
     make_cell: Callable[[str, str], Cell], uid: int, kind: str
