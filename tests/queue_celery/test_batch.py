@@ -114,6 +114,22 @@ def test_chunks_are_one_tracked_task_each(one_cell: Cell, uid: int) -> None:
     assert (root.completed_steps, root.total_steps) == (2 * MEMBERS, 2 * MEMBERS)
 
 
+def test_a_chord_inside_a_group_is_sent_with_the_group(one_cell: Cell, uid: int) -> None:
+    header = [tasks.census.s(uid, i) for i in range(5)]
+    with recorded_at_first_send(uid) as seen:
+        result = group(
+            chord(header, tasks.total.s(user_id=uid)), tasks.add.s(1, 2, user_id=uid)
+        ).apply_async()
+    assert seen == [1 + 3 + 5 + 1]  # the group, the chord's containers and body, the tasks
+    assert result.get(timeout=TIMEOUT) == [25, 3]
+    root = settled(uid)
+    assert (root.task_class, root.state) == ("celery.group", S)
+    assert sorted(child.task_class for child in root.children()) == [
+        "celery.chord",
+        "tests.queue_celery.app.add",
+    ]
+
+
 def test_a_failing_member_fails_its_group_and_the_others_are_counted(
     one_cell: Cell, uid: int
 ) -> None:

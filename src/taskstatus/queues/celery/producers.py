@@ -40,6 +40,12 @@ def lending(app: Celery, producer: Any) -> Iterator[Any]:
     """Around a group's publish (and the batch it opens): the group's producer, ``producer``
     if given, else one from the app's pool, held until the block ends; the messages held
     meanwhile go out with it while it is held."""
+    outer = _lease.get()
+    if outer is not None and (producer is None or producer is outer.producer):
+        # A group inside a group's publish (a chord in a group): the outer one holds its
+        # producer longer, until its batch is sent.
+        yield outer.producer
+        return
     with app.producer_or_acquire(producer) as held:
         lease = Lease(held)
         token = _lease.set(lease)

@@ -65,16 +65,16 @@ class Publisher:
         if headers.get("retries"):
             record_retry(lifecycle, task_id, name)
             return False
-        # A message that carries the rest of its chain (or a chord header member sent
-        # without its group's publish) may be a step recorded when its canvas was published:
-        # recorded again, it would get a chain of its own. A member of a group being
-        # published (a chord header's too) is new: no canvas records members ahead, and a
-        # member recorded again anyway keeps its first record. So no read per member.
+        # A message that carries the rest of its chain, or names a group or chord outside
+        # a group's publish (a chord's body, sent by the worker that ran its header), may be
+        # a step recorded when its canvas was published: recorded again, it would get a
+        # container of its own. A member of a group being published (a chord header's too)
+        # is new: no canvas records members ahead, and a member recorded again anyway keeps
+        # its first record. So no read per member.
         # Reading (find) or recording (publish) writes what this worker queued first: the
         # next step of a chain may run, and end its chain, before the next batch.
-        if (steps or (chord_body is not None and scope is None)) and (
-            lifecycle.find(task_id) is not None
-        ):
+        elsewhere = scope is None and (chord_body is not None or headers.get("group"))
+        if (steps or elsewhere) and lifecycle.find(task_id) is not None:
             lifecycle.sends(task_id)  # a step recorded when its canvas was published
             return True
         info = None
