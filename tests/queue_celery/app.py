@@ -275,3 +275,22 @@ def retry_at_once(self, user_id, marker, run_for=2.0):
     open(marker, "w").close()
     time.sleep(run_for)
     return self.request.retries
+
+
+@taskstatus.track()
+@app.task(bind=True)
+def census(self, user_id, index=0):
+    """Returns how many members its group had recorded (any state) when this one started."""
+    parent = taskstatus.get_by_task_id(self.request.id).parent_uuid
+    return len(taskstatus.get(parent).children()) if parent is not None else 0
+
+
+@taskstatus.track()
+@app.task(bind=True, max_retries=1)
+def retry_in_batch(self, user_id):
+    """Retries once from inside a ``taskstatus.batch()`` block, which the retry leaves by
+    raising."""
+    if not self.request.retries:
+        with taskstatus.batch():
+            raise self.retry(countdown=0)
+    return self.request.retries

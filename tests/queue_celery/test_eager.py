@@ -153,3 +153,40 @@ def test_only_the_attempt_sent_again_for_the_store_goes_unrecorded():
     assert deferred_again({"retries": 1, **mark})
     assert not deferred_again({"retries": 2, **mark})
     assert not deferred_again({"retries": 0})
+
+
+def test_tasks_in_a_batch_are_recorded_before_they_run_here(eager: None, uid: int) -> None:
+    from celery import group
+
+    with taskstatus.batch():
+        assert tasks.count.delay(uid, 2).get() == 2
+        assert group(tasks.add.s(i, i, user_id=uid) for i in range(3)).apply_async().get() == [
+            0,
+            2,
+            4,
+        ]
+    statuses = taskstatus.statuses(user_id=uid, limit=None)
+    assert [s.state for s in statuses] == [State.SUCCEEDED] * 5
+
+
+def test_chunks_are_one_tracked_task_each(eager: None, uid: int) -> None:
+    result = tasks.count.chunks([(uid, 2), (uid, 3), (uid, 4)], 2).apply_async()
+    assert result.get() == [[2, 3], [4]]
+    root = only_root(uid)
+    chunks = root.children()
+    assert sorted((c.name, c.completed_steps, c.total_steps, c.state) for c in chunks) == [
+        ("Count to 2 (and 1 more)", 5, 5, State.SUCCEEDED),
+        ("Count to 4", 4, 4, State.SUCCEEDED),
+    ]
+
+
+def test_a_chunk_item_without_its_owner_sends_nothing(eager: None, uid: int) -> None:
+    with pytest.raises(TypeError, match="user_id"):
+        tasks.add.chunks([(1, 1, uid), (2, 2)], 1).apply_async()
+    assert taskstatus.statuses(limit=None) == []
+
+
+def test_a_tracked_task_called_as_a_function_runs_untracked(eager: None, uid: int) -> None:
+    sent = tasks.add.delay(1, 2, user_id=uid)  # its run is instrumented by now
+    assert tasks.add(3, 4, user_id=uid) == 7
+    assert [s.task_id for s in taskstatus.statuses(limit=None)] == [sent.id]

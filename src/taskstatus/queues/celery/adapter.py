@@ -15,6 +15,7 @@ from ...lifecycle import Lifecycle
 from ...tracker import Tracker
 from .._install import Installed
 from .canvas import Canvas
+from .producers import HELD, HeldSend
 from .publish import Publisher
 from .run import Runner
 from .signals import WorkerSignals
@@ -52,8 +53,14 @@ class CeleryAdapter(Installed):
         def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
             # What is recorded for a message that the broker then refuses ends at once.
             with Lifecycle.sending():
-                self.publisher.before_send(name, message, options.get("headers"))
-                return original_send(producer, name, message, **options)
+                if not self.publisher.before_send(name, message, options.get("headers")):
+                    return original_send(producer, name, message, **options)
+                send = HeldSend(self.app, original_send, producer, name, message, options)
+                sent = Lifecycle.deliver(send, HELD)
+                if sent is HELD:  # inside a batch: sent once its records are written
+                    send.hold()
+                    return None
+                return sent
 
         amqp.send_task_message = send_task_message
         self.signals.connect()

@@ -18,6 +18,7 @@ from ...lifecycle import Lifecycle
 from ...tracking import PublishInfo
 from .._install import Installed
 from .compat import spec_of
+from .maps import MAPS, describe_map
 from .tasks import QUEUE, signature_target, task_event
 
 #: Message header naming a canvas's container (``apply_async(headers={...: "Nightly"})``).
@@ -232,6 +233,8 @@ class Canvas:
                 self.check_owners(member, partial_args)
         elif tasks:  # a chain: its first task; the later steps may take the chain's owner
             self.check_owners(tasks[0], partial_args)
+        elif getattr(sig, "task", None) in MAPS:  # a chunk: every item
+            describe_map(self.app, sig.task, sig.kwargs, None)
         elif getattr(sig, "task", None) in self.app.tasks and not isinstance(sig, celery_chord):
             task = self.app.tasks[sig.task]
             spec = spec_of(task)

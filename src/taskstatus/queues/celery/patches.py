@@ -16,8 +16,10 @@ from celery.canvas import Signature
 from celery.canvas import _chain as celery_chain
 from celery.canvas import group as celery_group
 
+from ...lifecycle import Lifecycle
 from .adapter import adapter_for
 from .canvas import eager_chain
+from .producers import lending
 from .retry import retrying
 
 _patch_lock = threading.Lock()
@@ -53,8 +55,9 @@ def _patch_build_tracer() -> None:
 
 
 def _patch_group_apply_async() -> None:
-    """Only ``group.apply_async`` knows when a group has sent all its members, so that its
-    container may end."""
+    """Only ``group.apply_async`` (which also sends a chord's header and ``chunks``) knows
+    when a group has sent all its members, so that its container may end. Its members are
+    recorded with one write, in a batch, before the first of them is sent."""
     original_apply = celery_group.apply_async
 
     @functools.wraps(original_apply)
@@ -66,8 +69,21 @@ def _patch_group_apply_async() -> None:
         if recorded is None:
             # Every member's owner before the first member is sent: all or nothing.
             adapter.canvas.check_owners(self, tuple(args[0]) if args and args[0] else ())
-        with adapter.canvas.group_scope(kwargs.get("headers"), recorded):
-            return original_apply(self, *args, **kwargs)
+        scope = adapter.canvas.group_scope(kwargs.get("headers"), recorded)
+        if self.app.conf.task_always_eager:  # each member runs here, once recorded
+            with scope:
+                return original_apply(self, *args, **kwargs)
+        # The container is sealed (scope) once the batch is written; the members go out
+        # with the group's producer, held until they are sent.
+        positional = len(args) > 3  # (args, kwargs, add_to_parent, producer, ...)
+        given = args[3] if positional else kwargs.pop("producer", None)
+        with lending(self.app, given) as producer:
+            if positional:
+                args = (*args[:3], producer, *args[4:])
+            else:
+                kwargs["producer"] = producer
+            with scope, Lifecycle.batch():
+                return original_apply(self, *args, **kwargs)
 
     celery_group.apply_async = apply_async
 

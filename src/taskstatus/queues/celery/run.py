@@ -5,6 +5,7 @@ ran it."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -18,9 +19,10 @@ from celery.exceptions import Ignore, Reject, Retry
 from ... import messages
 from ...exceptions import TaskCanceledException
 from ...lifecycle import Lifecycle
-from ...tracking import LiveStatus, TrackSpec
+from ...tracking import LiveStatus, PublishInfo, TrackSpec
 from .._install import Installed
 from .compat import spec_of
+from .maps import MAPS, describe_map
 from .tasks import DEFERRED_HEADER, QUEUE, signature_target
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,24 @@ class Runner:
         self.installed = installed
 
     def instrument(self, task: Task) -> None:
-        """Wrap a tracked task's ``run`` (once) so its runs are recorded."""
+        """Wrap a tracked task's ``run`` (once) so its runs are recorded; a map's too, which
+        is tracked when the task it maps is."""
         if getattr(task, "_taskstatus_instrumented", False):
             return
         spec = spec_of(task)
-        if spec is None:
+        if spec is None and task.name not in MAPS:
             return
         original = task.run
         runner = self
 
         @functools.wraps(original)
         def run(*args: Any, **kwargs: Any) -> Any:
+            if task.request.id is None:
+                # Called as a function (an item of a map, a call in another task's body):
+                # no message, no status of its own; it reports to the run it is part of.
+                return original(*args, **kwargs)
+            if spec is None:
+                return runner.run_map(task, original, args, kwargs)
             return runner.run(task, spec, original, args, kwargs)
 
         task.run = run
@@ -65,14 +74,40 @@ class Runner:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        request = task.request
         # Checked when the task was published (or applied eagerly); the status exists.
         info = spec.describe(
             signature_target(task), args, kwargs, task_name=task.name, partial=True
         )
+        return self._run(task, info, task.name, original, args, kwargs)
+
+    def run_map(
+        self,
+        task: Task,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A map's run, tracked if the task it maps is."""
+        called = inspect.signature(original).bind(*args, **kwargs).arguments
+        mapped = describe_map(task.app, task.name, called, None, partial=True)
+        if mapped is None:
+            return original(*args, **kwargs)
+        mapped_task, info = mapped
+        return self._run(task, info, mapped_task.name, original, args, kwargs)
+
+    def _run(
+        self,
+        task: Task,
+        info: PublishInfo,
+        task_class: str,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        request = task.request
         lifecycle = self.installed.lifecycle
         event = info.event(
-            request.id, queue=QUEUE, task_class=task.name, attempt=(request.retries or 0) + 1
+            request.id, queue=QUEUE, task_class=task_class, attempt=(request.retries or 0) + 1
         )
         try:
             live = lifecycle.start(event)
