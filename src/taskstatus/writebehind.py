@@ -47,6 +47,12 @@ _failures = FailureLog(log, "writing queued task events")
 CLOCK_MARGIN = timedelta(seconds=5)
 #: Longest pause between two attempts to write a batch the store refused.
 MAX_BACKOFF = 5.0
+#: Shortest time from one write to the next that acknowledgements wait for (at most
+#: ``interval``): those that come meanwhile join the next write. A worker that ends a message
+#: every millisecond then commits a batch every few, not one per message, each of which would
+#: cost it (and the database, often on the same machine) a transaction; an acknowledgement
+#: after a quiet spell is still written at once.
+ACK_SPACING = 0.005
 
 #: The kinds of queued event and of batched write (not the transitions of the same names in
 #: :mod:`taskstatus.models`, which the recorder maps them to).
@@ -110,6 +116,10 @@ class WriteBehind:
         self._later: dict[object, tuple[float, Callable[[], object]]] = {}
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
+        #: Monotonic time of the end of the thread's last write, and of its last write of
+        #: everything queued (not only what acknowledgements wait for).
+        self._wrote_at = float("-inf")
+        self._wrote_all_at = float("-inf")
 
     # -- the hot path -----------------------------------------------------------------------
     def start(self, event: TaskEvent, at: datetime, *, check_canceled: bool = True) -> None:
@@ -144,19 +154,24 @@ class WriteBehind:
     def cancel_call(self, handle: object) -> bool:
         """Cancel a :meth:`call_later`: True if it had not run, and now never will; False if
         it ran (this waits for it to finish)."""
-        with self._busy, self._lock:
-            return self._later.pop(handle, None) is not None
+        with self._lock:
+            if self._later.pop(handle, None) is not None:
+                return True  # a write in progress goes on: this caller need not wait for it
+        with self._busy:  # taken by the thread: it runs now, or has run
+            return False
 
     def succeed(self, event: TaskEvent, at: datetime) -> None:
         """Queue the success of a task at ``at``."""
         self._put(BATCHED_SUCCESS, event, at)
 
     def after_write(self, callback: Callable[[], object]) -> None:
-        """Call ``callback`` on the writer thread once everything queued so far is stored.
+        """Call ``callback`` on the writer thread once the outcomes queued so far are stored
+        (with the starts of their tasks; the starts of tasks still running wait for the
+        thread's next round, as usual).
 
         A queue adapter acknowledges a message this way: its worker thread goes on with the
-        next message instead of waiting for the write, and the thread writes at once, for
-        every acknowledgement waiting (a group commit)."""
+        next message instead of waiting for the write, and the thread writes soon (see
+        :data:`ACK_SPACING`), for every acknowledgement waiting (a group commit)."""
         with self._lock:
             self._after.append(callback)
             self._ensure_thread()
@@ -258,7 +273,10 @@ class WriteBehind:
     def _round(self) -> bool:
         """One pass of the thread: write what is queued (at once when callbacks wait), then
         run those callbacks; False when told to stop."""
-        self._urgent.wait(self.interval + self._backoff)
+        if self._urgent.wait(self.interval + self._backoff):
+            spacing = self._wrote_at + min(ACK_SPACING, self.interval) - time.monotonic()
+            if spacing > 0:
+                self._wake.wait(spacing)  # let more acknowledgements join this write
         self._urgent.clear()
         if self._wake.is_set():
             return False
@@ -269,12 +287,19 @@ class WriteBehind:
         if not self._queue and not waiting:
             return True
         stopped = False
+        # Between two rounds of an interval, only what acknowledgements wait for: a running
+        # task's start then often joins its success, one write instead of two.
+        now = time.monotonic()
+        ended_only = bool(waiting) and now < self._wrote_all_at + self.interval
         try:
             with self._busy:
                 # Stopped meanwhile: stop() wrote the queue, and the store is closing.
                 stopped = self._wake.is_set()
                 if not stopped:
-                    self._write_queued()
+                    self._write_queued(ended_only=ended_only)
+                    self._wrote_at = time.monotonic()
+                    if not ended_only:
+                        self._wrote_all_at = now
             self._backoff = 0.0
             _failures.succeeded()
         except Exception:
