@@ -47,12 +47,6 @@ _failures = FailureLog(log, "writing queued task events")
 CLOCK_MARGIN = timedelta(seconds=5)
 #: Longest pause between two attempts to write a batch the store refused.
 MAX_BACKOFF = 5.0
-#: Shortest time from one write to the next that acknowledgements wait for (at most
-#: ``interval``): those that come meanwhile join the next write. A worker that ends a message
-#: every millisecond then commits a batch every few, not one per message, each of which would
-#: cost it (and the database, often on the same machine) a transaction; an acknowledgement
-#: after a quiet spell is still written at once.
-ACK_SPACING = 0.005
 
 #: The kinds of queued event and of batched write (not the transitions of the same names in
 #: :mod:`taskstatus.models`, which the recorder maps them to).
@@ -116,9 +110,8 @@ class WriteBehind:
         self._later: dict[object, tuple[float, Callable[[], object]]] = {}
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
-        #: Monotonic time of the end of the thread's last write, and of its last write of
-        #: everything queued (not only what acknowledgements wait for).
-        self._wrote_at = float("-inf")
+        #: Monotonic time of the thread's last write of everything queued (not only what
+        #: acknowledgements wait for).
         self._wrote_all_at = float("-inf")
 
     # -- the hot path -----------------------------------------------------------------------
@@ -170,8 +163,9 @@ class WriteBehind:
         thread's next round, as usual).
 
         A queue adapter acknowledges a message this way: its worker thread goes on with the
-        next message instead of waiting for the write, and the thread writes soon (see
-        :data:`ACK_SPACING`), for every acknowledgement waiting (a group commit)."""
+        next message instead of waiting for the write, and the thread writes at once, for
+        every acknowledgement waiting (a group commit). At once matters: a queue that
+        prefetches a bounded number of messages (Dramatiq) takes no more while they wait."""
         with self._lock:
             self._after.append(callback)
             self._ensure_thread()
@@ -273,10 +267,7 @@ class WriteBehind:
     def _round(self) -> bool:
         """One pass of the thread: write what is queued (at once when callbacks wait), then
         run those callbacks; False when told to stop."""
-        if self._urgent.wait(self.interval + self._backoff):
-            spacing = self._wrote_at + min(ACK_SPACING, self.interval) - time.monotonic()
-            if spacing > 0:
-                self._wake.wait(spacing)  # let more acknowledgements join this write
+        self._urgent.wait(self.interval + self._backoff)
         self._urgent.clear()
         if self._wake.is_set():
             return False
@@ -297,7 +288,6 @@ class WriteBehind:
                 stopped = self._wake.is_set()
                 if not stopped:
                     self._write_queued(ended_only=ended_only)
-                    self._wrote_at = time.monotonic()
                     if not ended_only:
                         self._wrote_all_at = now
             self._backoff = 0.0
