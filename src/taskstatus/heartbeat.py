@@ -191,8 +191,9 @@ class Heartbeat:
     def _loop(self) -> None:
         # The first beat waits an interval: starting a task already stamped it.
         next_beat: float | None = None
-        #: The count of watched statuses at the thread's last look.
-        seen = 0
+        #: The count of watched statuses at the thread's last look, and the latest deadline
+        #: among them then.
+        seen, watched_until = 0, float("-inf")
         while True:
             beat, reap_lost = self._beat(), self._reap_lost()
             if beat is None or reap_lost is None:
@@ -218,12 +219,12 @@ class Heartbeat:
                 latest = self._latest_deadline
             look_again = self._write_pending(live)
             if changes != seen:
-                # Statuses were watched since the last look, and may have ended already: look
-                # again when the latest one's interval ends all the same, so that the next
-                # ones, due later, find the thread awake by then and need not wake it each.
-                seen = changes
-                if latest > time.monotonic():
-                    look_again = min(look_again, latest)
+                seen, watched_until = changes, latest
+            if watched_until > time.monotonic():
+                # Statuses were watched, and may have ended already: look again when the
+                # latest one's interval ends all the same, so that the next ones, due later,
+                # find the thread due by then and need not wake it each.
+                look_again = min(look_again, watched_until)
             del beat, reap_lost
             beating = self._beating() or self._parent is not None
             wake_at = min(next_beat if beating else float("inf"), look_again)
