@@ -3,12 +3,13 @@
 Two actors that differ only in tracking, each on a queue of its own. Environment:
 
 * ``TASKSTATUS_BENCH_REDIS``: the broker (default ``redis://127.0.0.1:6379/0``).
-* ``TS_BENCH_QUEUE``: suffix of this run's two queue names.
+* ``TS_BENCH_QUEUE``: suffix of this run's two queue names; with ``TS_BENCH_MIXED`` set, both
+  actors share one queue (a paired run).
 * ``TS_BENCH_STORE``, ``TS_BENCH_ARTIFACTS``: the taskstatus store (worker only).
 * ``TS_BENCH_SKIP`` / ``TS_BENCH_EXPECTED``: warm-up messages to leave out of the timings,
   then how many to time; ``TS_BENCH_TIMINGS``: JSON file written once the last one has ended,
-  with the ``time.perf_counter()`` of each timed message's start and end, taken by a
-  middleware that costs the same for both actors.
+  with the ``time.perf_counter()`` of each timed message's start and end and its actor,
+  taken by a middleware that costs the same for both actors.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import taskstatus
 from taskstatus.queues.dramatiq import install
 
 SUFFIX = os.environ.get("TS_BENCH_QUEUE", "bench")
+MIXED = f"mixed-{SUFFIX}" if os.environ.get("TS_BENCH_MIXED") else None
 broker = RedisBroker(url=os.environ.get("TASKSTATUS_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
 dramatiq.set_broker(broker)
 if os.environ.get("TS_BENCH_STORE"):
@@ -35,13 +37,13 @@ if os.environ.get("TS_BENCH_STORE"):
 install(broker)
 
 
-@dramatiq.actor(queue_name=f"untracked-{SUFFIX}", max_retries=0)
+@dramatiq.actor(queue_name=MIXED or f"untracked-{SUFFIX}", max_retries=0)
 def noop(user_id: int, i: int) -> None:
     return None
 
 
 @taskstatus.track()
-@dramatiq.actor(queue_name=f"tracked-{SUFFIX}", max_retries=0)
+@dramatiq.actor(queue_name=MIXED or f"tracked-{SUFFIX}", max_retries=0)
 def tracked_noop(user_id: int, i: int) -> None:
     return None
 
@@ -56,11 +58,13 @@ class Timings(dramatiq.Middleware):  # type: ignore[misc]
         self.seen = 0
         self.starts: list[float] = []
         self.ends: list[float] = []
+        self.actors: list[str] = []
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         self.seen += 1
         if self.seen > self.skip:
             self.starts.append(time.perf_counter())
+            self.actors.append(message.actor_name)
 
     def after_process_message(self, broker: Any, message: Any, **_: Any) -> None:
         if self.seen <= self.skip or not self.path:
@@ -69,7 +73,7 @@ class Timings(dramatiq.Middleware):  # type: ignore[misc]
         if len(self.ends) == self.expected:
             partial = f"{self.path}.partial"
             with open(partial, "w", encoding="utf-8") as f:
-                json.dump({"starts": self.starts, "ends": self.ends}, f)
+                json.dump({"starts": self.starts, "ends": self.ends, "actors": self.actors}, f)
             os.replace(partial, self.path)
 
 

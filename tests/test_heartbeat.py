@@ -183,3 +183,31 @@ def test_after_an_outage_the_reaper_judges_only_stamps_due_before_it():
     assert all(before < down_at - timedelta(seconds=lost_after) for before in quarantined)
     # Then stamps are judged as usual again: lost_after before each round.
     assert after[-1][1] > datetime.now(timezone.utc) - timedelta(seconds=lost_after + 0.5)
+
+
+def test_short_tasks_in_a_row_do_not_wake_the_thread_each(make_tracker, monkeypatch):
+    """Each task's progress deadline used to wake the thread from its sleep until the next
+    beat as soon as the task before had ended: a thread switch per task."""
+    tracker = make_tracker(
+        "memory://", progress_interval=30, heartbeat_interval=600, lost_after=1200
+    )
+    heartbeat = tracker.heartbeat
+    looks: list[int] = []
+    real = heartbeat._write_pending
+
+    def counted(live):
+        looks.append(len(live))
+        return real(live)
+
+    monkeypatch.setattr(heartbeat, "_write_pending", counted)
+    lifecycle = tracker.lifecycle
+    for i in range(6):
+        _publish(tracker, f"short-{i}")
+    lifecycle.end(lifecycle.start(event("short-0")))
+    # The thread looked (the task may have ended by then) and sleeps until it is due again.
+    _wait_for(lambda: looks and heartbeat._wake_at < float("inf"))
+    seen = len(looks)
+    for i in range(1, 6):
+        lifecycle.end(lifecycle.start(event(f"short-{i}")))
+    time.sleep(0.3)  # time enough for the thread to look again, had it been woken
+    assert len(looks) == seen

@@ -101,6 +101,8 @@ class Heartbeat:
         #: The live statuses whose pending progress the thread writes; changes counted.
         self._live: set[LiveStatus] = set()
         self._live_changes = 0
+        #: The latest deadline of a status watched so far (see _loop).
+        self._latest_deadline = float("-inf")
         self._lock = threading.Lock()
         #: Set to stop the thread, or to have it look at the live statuses again.
         self._wake = threading.Event()
@@ -161,6 +163,7 @@ class Heartbeat:
         with self._lock:
             self._live.add(live)
             self._live_changes += 1
+            self._latest_deadline = max(self._latest_deadline, live.deadline)
             self._ensure_thread()
             early = live.deadline < self._wake_at
         if early:  # most tasks start after the next wake-up: no thread switch per task
@@ -188,6 +191,9 @@ class Heartbeat:
     def _loop(self) -> None:
         # The first beat waits an interval: starting a task already stamped it.
         next_beat: float | None = None
+        #: The count of watched statuses at the thread's last look, and the latest deadline
+        #: among them then.
+        seen, watched_until = 0, float("-inf")
         while True:
             beat, reap_lost = self._beat(), self._reap_lost()
             if beat is None or reap_lost is None:
@@ -210,7 +216,15 @@ class Heartbeat:
                 _beat_failures.failed("taskstatus heartbeat failed; retrying")
             with self._lock:
                 live, changes = list(self._live), self._live_changes
+                latest = self._latest_deadline
             look_again = self._write_pending(live)
+            if changes != seen:
+                seen, watched_until = changes, latest
+            if watched_until > time.monotonic():
+                # Statuses were watched, and may have ended already: look again when the
+                # latest one's interval ends all the same, so that the next ones, due later,
+                # find the thread due by then and need not wake it each.
+                look_again = min(look_again, watched_until)
             del beat, reap_lost
             beating = self._beating() or self._parent is not None
             wake_at = min(next_beat if beating else float("inf"), look_again)

@@ -440,9 +440,10 @@ class Lifecycle:
         return self._recorder.writer is not None
 
     def after_write(self, callback: Callable[[], object]) -> bool:
-        """Call ``callback`` on the writer thread once what is queued so far is stored (how
-        an adapter acknowledges a message whose success is queued). False, and nothing is
-        called, when writes are not batched."""
+        """Call ``callback`` on the writer thread once the outcomes queued so far are stored
+        (how an adapter acknowledges a message whose success is queued): the writer thread
+        writes at once, for every acknowledgement waiting. False, and nothing is called,
+        when writes are not batched."""
         writer = self._recorder.writer
         if writer is None:
             return False

@@ -110,6 +110,9 @@ class WriteBehind:
         self._later: dict[object, tuple[float, Callable[[], object]]] = {}
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
+        #: Monotonic time of the thread's last write of everything queued (not only what
+        #: acknowledgements wait for).
+        self._wrote_all_at = float("-inf")
 
     # -- the hot path -----------------------------------------------------------------------
     def start(self, event: TaskEvent, at: datetime, *, check_canceled: bool = True) -> None:
@@ -144,19 +147,25 @@ class WriteBehind:
     def cancel_call(self, handle: object) -> bool:
         """Cancel a :meth:`call_later`: True if it had not run, and now never will; False if
         it ran (this waits for it to finish)."""
-        with self._busy, self._lock:
-            return self._later.pop(handle, None) is not None
+        with self._lock:
+            if self._later.pop(handle, None) is not None:
+                return True  # a write in progress goes on: this caller need not wait for it
+        with self._busy:  # taken by the thread: it runs now, or has run
+            return False
 
     def succeed(self, event: TaskEvent, at: datetime) -> None:
         """Queue the success of a task at ``at``."""
         self._put(BATCHED_SUCCESS, event, at)
 
     def after_write(self, callback: Callable[[], object]) -> None:
-        """Call ``callback`` on the writer thread once everything queued so far is stored.
+        """Call ``callback`` on the writer thread once the outcomes queued so far are stored
+        (with the starts of their tasks; the starts of tasks still running wait for the
+        thread's next round, as usual).
 
         A queue adapter acknowledges a message this way: its worker thread goes on with the
         next message instead of waiting for the write, and the thread writes at once, for
-        every acknowledgement waiting (a group commit)."""
+        every acknowledgement waiting (a group commit). At once matters: a queue that
+        prefetches a bounded number of messages (Dramatiq) takes no more while they wait."""
         with self._lock:
             self._after.append(callback)
             self._ensure_thread()
@@ -269,12 +278,18 @@ class WriteBehind:
         if not self._queue and not waiting:
             return True
         stopped = False
+        # Between two rounds of an interval, only what acknowledgements wait for: a running
+        # task's start then often joins its success, one write instead of two.
+        now = time.monotonic()
+        ended_only = bool(waiting) and now < self._wrote_all_at + self.interval
         try:
             with self._busy:
                 # Stopped meanwhile: stop() wrote the queue, and the store is closing.
                 stopped = self._wake.is_set()
                 if not stopped:
-                    self._write_queued()
+                    self._write_queued(ended_only=ended_only)
+                    if not ended_only:
+                        self._wrote_all_at = now
             self._backoff = 0.0
             _failures.succeeded()
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,6 +44,10 @@ metadata = MetaData(
 )
 
 
+#: UTCDateTime's implementation type, by dialect.
+_impls: weakref.WeakKeyDictionary[Dialect, Any] = weakref.WeakKeyDictionary()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps stored as naive UTC (microsecond precision everywhere), read back aware."""
 
@@ -50,9 +55,14 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(DateTime())
+        # Made once per dialect: SQLAlchemy asks again for every bound parameter it renders
+        # (a batched write has hundreds), and each answer would be a new adapted type.
+        impl = _impls.get(dialect)
+        if impl is None:
+            mysql_like = dialect.name in ("mysql", "mariadb")
+            impl = dialect.type_descriptor(mysql.DATETIME(fsp=6) if mysql_like else DateTime())
+            _impls[dialect] = impl
+        return impl
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is not None:
