@@ -15,6 +15,7 @@ from celery.signals import before_task_publish
 
 import taskstatus
 from taskstatus import State, StoreError
+from tests.helpers import sql_statements
 from tests.queue_celery import app as tasks
 
 from .conftest import TIMEOUT, Cell, settled
@@ -54,23 +55,6 @@ def recorded_at_first_send(uid: int) -> Iterator[list[int]]:
         yield seen
     finally:
         before_task_publish.disconnect(count)
-
-
-def table_statements(cell: Cell) -> tuple[list[int], list[str]]:
-    """Row counts of the INSERTs into the status table, and the SELECTs of it, that the
-    test process sends from now on."""
-    inserts: list[int] = []
-    selects: list[str] = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        text = " ".join(statement.split()).upper()
-        if text.startswith("INSERT INTO TASKSTATUS_STATUS"):
-            inserts.append(len(parameters) if executemany else 1)
-        elif text.startswith("SELECT") and "FROM TASKSTATUS_STATUS" in text:
-            selects.append(text)
-
-    sa.event.listen(taskstatus.get_tracker().store.engine, "before_cursor_execute", seen)  # type: ignore[attr-defined]
-    return inserts, selects
 
 
 def test_a_group_records_every_member_before_its_first_message(cell: Cell, uid: int) -> None:
@@ -187,16 +171,17 @@ def test_many_members_take_chunked_inserts_and_no_read_each(
 ) -> None:
     cell = make_cell("redis", "sqlite")  # no worker
     members = 1200
-    inserts, selects = table_statements(cell)
-    if kind == "batch":
-        with taskstatus.batch():
-            for i in range(members):
-                tasks.add.delay(i, i, user_id=uid)
-        rows = members
-    else:
-        canvas(kind, uid, members).apply_async()
-        rows = members + EXTRA[kind]
-    assert inserts == [500] * (rows // 500) + [rows % 500]
-    assert len(selects) <= 3, selects  # none per member
+    engine = taskstatus.get_tracker().store.engine  # type: ignore[attr-defined]
+    with sql_statements(engine) as seen:
+        if kind == "batch":
+            with taskstatus.batch():
+                for i in range(members):
+                    tasks.add.delay(i, i, user_id=uid)
+            rows = members
+        else:
+            canvas(kind, uid, members).apply_async()
+            rows = members + EXTRA[kind]
+    assert seen["insert"] == [500] * (rows // 500) + [rows % 500]
+    assert len(seen["select"]) <= 3, seen["select"]  # none per member
     assert cell.queue_length(cell.queue) == members
     assert len(taskstatus.statuses(user_id=uid, limit=None)) == rows
