@@ -264,6 +264,28 @@ def overhead_rounds(
     return cells, met
 
 
+#: The paired ratio (both kinds of task in one worker) every worker benchmark aims at (issue 15).
+PAIRED_TARGET = 0.95
+
+
+def paired_cells(pairs: Sequence[tuple[float, float]]) -> tuple[list[str], bool]:
+    """Table cells of the (untracked, tracked per second) pairs measured in one worker, as
+    :func:`overhead_rounds` gives them, and whether their median ratio meets
+    :data:`PAIRED_TARGET`."""
+    ratios = [t / u for u, t in pairs]
+    ratio = statistics.median(ratios)
+    met = ratio >= PAIRED_TARGET
+    cells = [
+        f"{statistics.median(u for u, _ in pairs):,.0f}",
+        f"{statistics.median(t for _, t in pairs):,.0f}",
+        f"{ratio:.3f}",
+        f"{min(ratios):.3f}..{max(ratios):.3f}",
+        f">= {PAIRED_TARGET}",
+        verdict(met),
+    ]
+    return cells, met
+
+
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -35,7 +35,6 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,9 +49,9 @@ from _support import (
     bench_tracker,
     machine,
     overhead_rounds,
+    paired_cells,
     print_table,
     run_main,
-    verdict,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +59,6 @@ WARMUP = 20
 STOP_SECONDS = 10.0
 #: Messages of one actor in a row in the paired (mixed) run, and the paired ratio's target.
 BLOCK = 200
-PAIRED_TARGET = 0.95
 
 
 def drain(
@@ -210,22 +208,10 @@ def main() -> None:
             return separate
 
         cells, met = overhead_rounds(backend, backend, rounds, "msgs", run)
-        ratios = [t / u for u, t in pairs]
-        paired_ratio = statistics.median(ratios)
-        paired_met = paired_ratio >= PAIRED_TARGET
+        paired, paired_met = paired_cells(pairs)
         all_met &= met and paired_met
         rows.append([backend, *cells])
-        rows.append(
-            [
-                f"{backend}, paired",
-                f"{statistics.median(u for u, _ in pairs):,.0f}",
-                f"{statistics.median(t for _, t in pairs):,.0f}",
-                f"{paired_ratio:.3f}",
-                f"{min(ratios):.3f}..{max(ratios):.3f}",
-                f">= {PAIRED_TARGET}",
-                verdict(paired_met),
-            ]
-        )
+        rows.append([f"{backend}, paired", *paired])
     print_table(
         "Worker throughput, one dramatiq worker process over Redis (median of rounds)",
         ["store", "untracked msgs/s", "tracked msgs/s", "ratio", "range", "target", "result"],

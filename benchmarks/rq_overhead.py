@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,9 +45,9 @@ from _support import (
     bench_tracker,
     machine,
     overhead_rounds,
+    paired_cells,
     print_table,
     run_main,
-    verdict,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +57,6 @@ WORKERS = {"simple": "taskstatus.queues.rq.SimpleWorker", "fork": "taskstatus.qu
 COUNTS = {"simple": 1000, "fork": 200}
 #: Jobs of one function in a row in the paired (mixed) run, and the paired ratio's target.
 BLOCK = 20
-PAIRED_TARGET = 0.95
 
 
 def drain(queue_name: str, worker: str, store: str, tmp: Path) -> None:
@@ -200,24 +198,10 @@ def main() -> None:
                 return separate
 
             cells, met = overhead_rounds(f"{worker} / {backend}", backend, rounds, "jobs", run)
-            ratios = [t / u for u, t in pairs]
-            paired_ratio = statistics.median(ratios)
-            paired_met = paired_ratio >= PAIRED_TARGET
+            paired, paired_met = paired_cells(pairs)
             all_met &= met and paired_met
             rows.append([worker, backend, n, *cells])
-            rows.append(
-                [
-                    worker,
-                    f"{backend}, paired",
-                    n,
-                    f"{statistics.median(u for u, _ in pairs):,.0f}",
-                    f"{statistics.median(t for _, t in pairs):,.0f}",
-                    f"{paired_ratio:.3f}",
-                    f"{min(ratios):.3f}..{max(ratios):.3f}",
-                    f">= {PAIRED_TARGET}",
-                    verdict(paired_met),
-                ]
-            )
+            rows.append([worker, f"{backend}, paired", n, *paired])
     print_table(
         "Worker throughput, one rq worker over Redis (median of rounds)",
         [
