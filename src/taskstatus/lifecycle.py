@@ -66,7 +66,7 @@ class _Batch:
     """An open :meth:`Lifecycle.batch` block: the records it holds back (by recorder), and
     the sends it holds, each with the tasks whose message it sends."""
 
-    collected: dict[Recorder, list[TaskEvent]]
+    collected: dict[Recorder, dict[str, TaskEvent]]
     sends: list[tuple[Callable[[], object], list[tuple[Lifecycle, str]]]] = dataclasses.field(
         default_factory=list
     )
@@ -79,7 +79,7 @@ class _Batch:
         written: list[Recorder] = []
         try:
             for recorder, events in self.collected.items():
-                recorder.publish_many(events)
+                recorder.publish_many(list(events.values()))
                 written.append(recorder)
         except Exception as exc:
             # Another store's records did not make it: nothing of the block is sent.
@@ -91,9 +91,7 @@ class _Batch:
 
     def pending(self, task_id: str) -> bool:
         """Whether ``task_id`` is among the records not written yet."""
-        return any(
-            event.task_id == task_id for events in self.collected.values() for event in events
-        )
+        return any(task_id in events for events in self.collected.values())
 
 
 #: The innermost open :meth:`Lifecycle.batch` block.

@@ -44,18 +44,19 @@ ERROR_ARTIFACT = "Error"
 GROUP_FAILED = "A task in this group failed."
 
 
-#: The events published inside an open :func:`collecting` block, by recorder: written
-#: together when the block's owner calls :meth:`Recorder.publish_many`.
-_collected: contextvars.ContextVar[dict[Recorder, list[TaskEvent]] | None] = contextvars.ContextVar(
-    "taskstatus_collected", default=None
+#: The events published inside an open :func:`collecting` block, by recorder and task id (of
+#: a task published twice, the first): written together when the block's owner calls
+#: :meth:`Recorder.publish_many`.
+_collected: contextvars.ContextVar[dict[Recorder, dict[str, TaskEvent]] | None] = (
+    contextvars.ContextVar("taskstatus_collected", default=None)
 )
 
 
 @contextlib.contextmanager
-def collecting() -> Iterator[dict[Recorder, list[TaskEvent]]]:
+def collecting() -> Iterator[dict[Recorder, dict[str, TaskEvent]]]:
     """Hold the tasks published in this block (on this thread or task) instead of recording
     each at once; the caller writes what the block yields, by recorder."""
-    collected: dict[Recorder, list[TaskEvent]] = {}
+    collected: dict[Recorder, dict[str, TaskEvent]] = {}
     token = _collected.set(collected)
     try:
         yield collected
@@ -231,7 +232,7 @@ class Recorder:
         collected = _collected.get()
         if collected is not None:
             _check_publish(event)  # bad input raises where it was given
-            collected.setdefault(self, []).append(event)
+            collected.setdefault(self, {}).setdefault(event.task_id, event)
             return
         # What this process recorded comes first: a task published from a task (the next step
         # of a chain) may run, and end its container, before the next batch.
