@@ -118,6 +118,11 @@ _SQLITE_PURGE_CACHE_KIB = 128 * 1024
 #: than a second statement for those of them in a container, as acknowledgements make many
 #: small batches.
 _RETURNED_ROWS = 32
+#: Tries of a statement (or a purge batch) that a deadlock with another writer undid.
+_DEADLOCK_ATTEMPTS = 5
+#: What the drivers report for a deadlock: MySQL/MariaDB error codes, PostgreSQL SQLSTATEs.
+_MYSQL_DEADLOCKS = frozenset({1213})
+_POSTGRESQL_DEADLOCKS = frozenset({"40P01"})
 
 
 def normalize_url(url: str) -> URL:
@@ -281,13 +286,16 @@ class SQLAlchemyStore(BaseStore):
         """One statement on its own, autocommitted (no BEGIN/COMMIT round trips); ``use``
         reads the result while the connection is still this thread's."""
         self.open()
-        for attempt in (1, 2):
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
                 with self._autocommit.connect() as conn:
                     return use(conn.execute(stmt, params))
             except sa_exc.DBAPIError as exc:
                 if exc.connection_invalidated and attempt == 1:
                     continue  # the server dropped a pooled connection: once more, fresh
+                if _deadlocked(exc) and attempt < _DEADLOCK_ATTEMPTS:
+                    time.sleep(0.005 * attempt)  # the statement was undone: run it again
+                    continue
                 if isinstance(exc, sa_exc.OperationalError):
                     raise StoreUnavailable(f"database error at {self.url}: {_reason(exc)}") from exc
                 if isinstance(exc, sa_exc.IntegrityError):
@@ -642,32 +650,53 @@ class SQLAlchemyStore(BaseStore):
                 params: dict[str, Any] = {"p_before": before, "p_limit": pace.size}
                 if after is not None:
                     params.update(p_from=after[0], p_id=after[1])
-                with conn.begin():
-                    # On SQLite these reads take no lock: the database is locked from the
-                    # first DELETE to the commit only, and that is what the pace bounds.
-                    roots = conn.execute(_PURGE_ROOTS[after is not None], params).all()
-                    if not roots:
-                        return
-                    after = (roots[-1].created, roots[-1].id)
-                    levels = self._purge_levels(conn, sql, roots)
-                    doomed = [i for level in levels for i in level]
-                    files = [
-                        _artifact(row._mapping)
-                        for chunk in _chunks(doomed, sql.chunk)
-                        for row in conn.execute(sql.files, {"p_ids": chunk})
-                    ]
-                    pace.wait()
-                    started = time.monotonic()
-                    for chunk in _chunks(doomed, sql.chunk):
-                        conn.execute(sql.artifacts, {"p_ids": chunk})
-                        conn.execute(sql.attempts, {"p_ids": chunk})
-                    # Children first, so no statement depends on the foreign key's cascade.
-                    for level in reversed(levels):
-                        for chunk in _chunks(level, sql.chunk):
-                            conn.execute(sql.statuses, {"p_ids": chunk})
+                for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+                    try:
+                        batch = self._purge_batch(conn, sql, pace, params)
+                    except sa_exc.DBAPIError as exc:
+                        # A worker's write and this batch locked each other: the database
+                        # undid the batch; do it again.
+                        if not _deadlocked(exc) or attempt == _DEADLOCK_ATTEMPTS:
+                            raise
+                        time.sleep(0.005 * attempt)
+                    else:
+                        break
+                if batch is None:
+                    return
+                roots, doomed, files, started = batch
+                after = (roots[-1].created, roots[-1].id)
                 # Committed: only now may the files go (the tracker removes them).
                 pace.done(len(roots), time.monotonic() - started)
                 yield len(doomed), files
+
+    def _purge_batch(
+        self, conn: Connection, sql: _PurgeSQL, pace: BatchPace, params: dict[str, Any]
+    ) -> tuple[Sequence[Any], list[int], list[Artifact], float] | None:
+        """One batch of :meth:`purge`, in one transaction: its roots, the ids it deleted, its
+        file artifacts and when its deletes started; None once nothing is left."""
+        with conn.begin():
+            # On SQLite these reads take no lock: the database is locked from the first
+            # DELETE to the commit only, and that is what the pace bounds.
+            roots = conn.execute(_PURGE_ROOTS["p_from" in params], params).all()
+            if not roots:
+                return None
+            levels = self._purge_levels(conn, sql, roots)
+            doomed = [i for level in levels for i in level]
+            files = [
+                _artifact(row._mapping)
+                for chunk in _chunks(doomed, sql.chunk)
+                for row in conn.execute(sql.files, {"p_ids": chunk})
+            ]
+            pace.wait()
+            started = time.monotonic()
+            for chunk in _chunks(doomed, sql.chunk):
+                conn.execute(sql.artifacts, {"p_ids": chunk})
+                conn.execute(sql.attempts, {"p_ids": chunk})
+            # Children first, so no statement depends on the foreign key's cascade.
+            for level in reversed(levels):
+                for chunk in _chunks(level, sql.chunk):
+                    conn.execute(sql.statuses, {"p_ids": chunk})
+        return roots, doomed, files, started
 
     @contextmanager
     def _purge_cache(self, conn: Connection) -> Iterator[None]:
@@ -1112,6 +1141,15 @@ def _status_values(status: TaskStatus) -> dict[str, Any]:
     values = {name: getattr(status, name) for name in _STATUS_FIELDS}
     values["state"] = status.state.value
     return values
+
+
+def _deadlocked(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the database undid the statement to break a deadlock (trying again is safe)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _POSTGRESQL_DEADLOCKS:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _MYSQL_DEADLOCKS
 
 
 def _status_columns(chunk: Sequence[TaskStatus]) -> list[list[Any]]:
