@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from ...lifecycle import Lifecycle
 from .._install import Installed
 from .canvas import NAME_HEADER, NAME_KWARG, Canvas, eager_chain, group_in_flight
 from .compat import spec_of
@@ -135,4 +136,4 @@ class Publisher:
         body = (tuple(args or ()), dict(kwargs or {}), embed)
         self.before_send(task.name, (headers, {}, body, None), options.get("headers"))
         # The task runs next, here: inside a batch, what it collected is written first.
-        self.installed.lifecycle.find(headers["id"])
+        Lifecycle.write_collected()
