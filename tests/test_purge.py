@@ -8,7 +8,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from taskstatus import State, Tracker
+import pytest
+
+from taskstatus import State, StoreError, Tracker
 
 from .helpers import event, publish
 
@@ -122,3 +124,51 @@ def test_a_worker_writing_during_a_purge_sees_no_error(sql_url, make_tracker):
     assert errors == []
     for task_id in written:
         assert worker.get_by_task_id(task_id).state is State.SUCCEEDED
+
+
+#: A trigger that refuses to delete the status named "poison": a batch that fails mid-purge.
+_POISON = {
+    "postgresql": [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF OLD.task_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN OLD; END $$",
+        "CREATE TRIGGER refuse_poison BEFORE DELETE ON taskstatus_status "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ],
+    "mysql": [
+        "CREATE TRIGGER refuse_poison BEFORE DELETE ON taskstatus_status FOR EACH ROW "
+        "BEGIN IF OLD.task_id = 'poison' THEN "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison'; END IF; END",
+    ],
+}
+
+
+@pytest.mark.parametrize("backend", sorted(_POISON))
+def test_a_failed_batch_raises_after_the_others_are_committed_and_their_files_gone(
+    backend, make_url, make_tracker
+):
+    """A database server purges on several connections at once: when one batch fails, the
+    batches that committed meanwhile still have their files removed, and the error names
+    no SQL. Whatever is left in the database keeps its files."""
+    tracker = make_tracker(make_url(backend), purge_batch_size=4)
+    storage = Path(tracker.settings.artifact_storage or "")
+    names = [f"old{i}" for i in range(40)]
+    names.insert(21, "poison")
+    for name in names:
+        publish(tracker, name)
+        tracker.get_by_task_id(name).add_artifact(file=b"f", filename=f"{name}.bin")
+        finish(tracker, name)
+    time.sleep(0.01)
+    cut = datetime.now(timezone.utc)
+    engine = tracker.store.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        for statement in _POISON[backend]:
+            conn.exec_driver_sql(statement)
+
+    with pytest.raises(StoreError) as raised:
+        tracker.purge(older_than=datetime.now(timezone.utc) - cut)
+
+    assert "DELETE" not in str(raised.value)
+    left = sorted(s.task_id for s in tracker.statuses(limit=None))
+    assert "poison" in left
+    assert len(left) < len(names)  # batches before the poisoned one went
+    assert stored_files(storage) == sorted(f"{name}.bin" for name in left)
