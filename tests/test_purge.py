@@ -3,6 +3,8 @@ time, with their artifacts, histories and files, and leaves a worker writing mea
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -172,3 +174,37 @@ def test_a_failed_batch_raises_after_the_others_are_committed_and_their_files_go
     assert "poison" in left
     assert len(left) < len(names)  # batches before the poisoned one went
     assert stored_files(storage) == sorted(f"{name}.bin" for name in left)
+
+
+def test_sqlite_purge_leaves_the_log_checkpointed_and_the_connection_as_it_was(
+    make_url, make_tracker, tmp_path
+):
+    """The purge checkpoints SQLite's log between its batches itself, with the automatic
+    checkpoint and the small page cache of its connection back once it is done."""
+    tracker = make_tracker(make_url("sqlite"), purge_batch_size=10)
+    for i in range(60):
+        publish(tracker, f"old{i}")
+        finish(tracker, f"old{i}")
+    time.sleep(0.01)
+    cut = datetime.now(timezone.utc)
+    engine = tracker.store.engine  # type: ignore[attr-defined]
+
+    def pragmas() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return (
+                conn.exec_driver_sql("PRAGMA cache_size").scalar(),
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar(),
+            )
+
+    engine.dispose()  # one pooled connection from here on: the one the purge takes
+    before = pragmas()
+
+    assert tracker.purge(older_than=datetime.now(timezone.utc) - cut) == 60
+
+    assert pragmas() == before
+    # The database file alone (the log left aside, as the pool still holds it open) already
+    # has the purge's deletes: a log this small never reaches the automatic checkpoint.
+    copy = tmp_path / "file-only.db"
+    shutil.copyfile(engine.url.database, copy)
+    with sqlite3.connect(copy) as alone:
+        assert alone.execute("SELECT count(*) FROM taskstatus_status").fetchone() == (0,)

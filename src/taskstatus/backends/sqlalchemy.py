@@ -650,7 +650,7 @@ class SQLAlchemyStore(BaseStore):
         pace = BatchPace(batch_size, _PURGE_BUDGET, _SQLITE_PURGE_GAP if sqlite else 0.0)
         with self._errors(), self.engine.connect() as conn:
             if sqlite:
-                with self._purge_cache(conn):
+                with self._sqlite_purging(conn):
                     yield from self._purge_serial(conn, sql, pace, before)
             else:
                 yield from self._purge_lanes(conn, sql, pace, before)
@@ -658,12 +658,18 @@ class SQLAlchemyStore(BaseStore):
     def _purge_serial(
         self, conn: Connection, sql: _PurgeSQL, pace: BatchPace, before: datetime
     ) -> Iterator[tuple[int, list[Artifact]]]:
-        """SQLite has one writer at a time: one batch after the other, on one connection."""
+        """SQLite has one writer at a time: one batch after the other, on one connection
+        (made ready by :meth:`_sqlite_purging`)."""
         after: tuple[datetime, int] | None = None
         while roots := self._purge_roots(conn, before, after, pace.size):
             after = (roots[-1].created, roots[-1].id)
             count, files, seconds = self._purge_batch(conn, sql, pace, roots)
             pace.done(len(roots), seconds)
+            # The pages this batch wrote to the log go to the database file now, while the
+            # database is free for the workers (a checkpoint takes no write lock), not in
+            # the next batch's commit, which would last twice as long.
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.commit()
             yield count, files
 
     def _purge_lanes(
@@ -767,23 +773,24 @@ class SQLAlchemyStore(BaseStore):
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _purge_cache(self, conn: Connection) -> Iterator[None]:
-        """SQLite: a larger page cache on the purge's connection while it purges. Each
-        deleted row changes a page of each index on a random key (uuid, task_id, owner);
-        with the default 2 MB cache most of those pages are read from the file again and
-        again, and the purge's transactions, which lock the database, last several times
-        longer. Back to the connection's own size afterwards, which frees the memory."""
-        if self.dialect != "sqlite":
-            yield
-            return
+    def _sqlite_purging(self, conn: Connection) -> Iterator[None]:
+        """SQLite: the purge's connection while it purges. A larger page cache: each deleted
+        row changes a page of each index on a random key (uuid, task_id, owner); with the
+        default 2 MB cache most of those pages are read from the file again and again, and
+        the purge's transactions, which lock the database, last several times longer. No
+        automatic checkpoint in its commits: the purge checkpoints between its batches.
+        Both back to the connection's own settings afterwards (which frees the memory)."""
         size = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or 0)
+        pages = int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() or 0)
         conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_PURGE_CACHE_KIB}")
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
         conn.commit()  # nothing to commit: ends SQLAlchemy's own view of a transaction
         try:
             yield
         finally:
             conn.rollback()  # what a failed batch left
             conn.exec_driver_sql(f"PRAGMA cache_size={size}")
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={pages}")
 
     def _purge_levels(
         self, conn: Connection, sql: _PurgeSQL, roots: Sequence[Any]
