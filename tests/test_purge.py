@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from taskstatus import State, StoreError, Tracker
+from taskstatus.backends.sqlalchemy import SQLAlchemyStore
 
 from .helpers import event, publish
 
@@ -208,3 +209,23 @@ def test_sqlite_purge_leaves_the_log_checkpointed_and_the_connection_as_it_was(
     shutil.copyfile(engine.url.database, copy)
     with sqlite3.connect(copy) as alone:
         assert alone.execute("SELECT count(*) FROM taskstatus_status").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_pool_of_one_connection_purges_too(backend, make_url, make_tracker):
+    """The purge's lanes take turns rather than wait forever for connections the pool does
+    not have."""
+    url = make_url(backend)
+    tracker = make_tracker(url)
+    for i in range(30):
+        publish(tracker, f"old{i}")
+        finish(tracker, f"old{i}")
+    time.sleep(0.01)
+    cut = datetime.now(timezone.utc)
+    store = SQLAlchemyStore(url, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        batches = list(store.purge(cut, batch_size=4))
+    finally:
+        store.close()
+    assert sum(count for count, _ in batches) == 30
+    assert tracker.statuses(limit=None) == []

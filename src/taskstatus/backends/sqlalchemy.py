@@ -10,14 +10,13 @@ until ``taskstatus db upgrade``.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -648,12 +647,12 @@ class SQLAlchemyStore(BaseStore):
         sql = _PURGE_SQL[self.dialect == "postgresql"]
         sqlite = self.dialect == "sqlite"
         pace = BatchPace(batch_size, _PURGE_BUDGET, _SQLITE_PURGE_GAP if sqlite else 0.0)
-        with self._errors(), self.engine.connect() as conn:
+        with self._errors():
             if sqlite:
-                with self._sqlite_purging(conn):
+                with self.engine.connect() as conn, self._sqlite_purging(conn):
                     yield from self._purge_serial(conn, sql, pace, before)
             else:
-                yield from self._purge_lanes(conn, sql, pace, before)
+                yield from self._purge_lanes(sql, pace, before)
 
     def _purge_serial(
         self, conn: Connection, sql: _PurgeSQL, pace: BatchPace, before: datetime
@@ -661,7 +660,12 @@ class SQLAlchemyStore(BaseStore):
         """SQLite has one writer at a time: one batch after the other, on one connection
         (made ready by :meth:`_sqlite_purging`)."""
         after: tuple[datetime, int] | None = None
-        while roots := self._purge_roots(conn, before, after, pace.size):
+        while True:
+            stmt, params = _purge_roots(before, after, pace.size)
+            with conn.begin():
+                roots = conn.execute(stmt, params).all()
+            if not roots:
+                return
             after = (roots[-1].created, roots[-1].id)
             count, files, seconds = self._purge_batch(conn, sql, pace, roots)
             pace.done(len(roots), seconds)
@@ -673,37 +677,30 @@ class SQLAlchemyStore(BaseStore):
             yield count, files
 
     def _purge_lanes(
-        self, reader: Connection, sql: _PurgeSQL, pace: BatchPace, before: datetime
+        self, sql: _PurgeSQL, pace: BatchPace, before: datetime
     ) -> Iterator[tuple[int, list[Artifact]]]:
         """A database server deletes on :data:`_PURGE_LANES` connections at once. Most of a
         deleted row's cost is the server's (its foreign keys' checks, one query each), which
         one connection spends on one server process: a second one nearly doubles the rate.
-        This connection reads the next batch's roots while the lanes delete; batches are
-        disjoint trees, so the lanes never wait for each other's rows. Each batch is yielded
-        once committed; after a failure the batches still running finish and are yielded
-        too (their files must go), then the error is raised."""
-        lanes: queue.SimpleQueue[Connection] = queue.SimpleQueue()
-        with (
-            ExitStack() as stack,
-            ThreadPoolExecutor(_PURGE_LANES, thread_name_prefix="taskstatus-purge") as pool,
-        ):
-            for _ in range(_PURGE_LANES):
-                lanes.put(stack.enter_context(self.engine.connect()))
+        The next batch's roots are read while the lanes delete; batches are disjoint trees,
+        so the lanes never wait for each other's rows. Each batch is yielded once committed;
+        after a failure the batches still running finish and are yielded too (their files
+        must go), then the error is raised. No connection is held while waiting for another:
+        a pool smaller than the lanes only makes them take turns."""
 
-            def delete(roots: Sequence[Any]) -> tuple[int, list[Artifact], float]:
-                conn = lanes.get()
-                try:
-                    return self._purge_batch(conn, sql, pace, roots)
-                finally:
-                    lanes.put(conn)
+        def delete(roots: Sequence[Any]) -> tuple[int, list[Artifact], float]:
+            with self.engine.connect() as conn:
+                return self._purge_batch(conn, sql, pace, roots)
 
-            running: dict[Future[tuple[int, list[Artifact], float]], int] = {}
-            after: tuple[datetime, int] | None = None
-            failure: BaseException | None = None
-            more = True
+        running: dict[Future[tuple[int, list[Artifact], float]], int] = {}
+        after: tuple[datetime, int] | None = None
+        failure: BaseException | None = None
+        more = True
+        with ThreadPoolExecutor(_PURGE_LANES, thread_name_prefix="taskstatus-purge") as pool:
             while True:
                 while more and failure is None and len(running) < _PURGE_LANES:
-                    roots = self._purge_roots(reader, before, after, pace.size)
+                    stmt, params = _purge_roots(before, after, pace.size)
+                    roots = self._run(stmt, params, _all_rows)
                     if not roots:
                         more = False
                         break
@@ -721,19 +718,8 @@ class SQLAlchemyStore(BaseStore):
                         continue
                     pace.done(size, seconds)
                     yield count, files
-            if failure is not None:
-                raise failure
-
-    def _purge_roots(
-        self, conn: Connection, before: datetime, after: tuple[datetime, int] | None, size: int
-    ) -> Sequence[Any]:
-        """The next ``size`` finished top-level statuses created before ``before``, after the
-        (created, id) key ``after``: a short read transaction of its own."""
-        params: dict[str, Any] = {"p_before": before, "p_limit": size}
-        if after is not None:
-            params.update(p_from=after[0], p_id=after[1])
-        with conn.begin():
-            return conn.execute(_PURGE_ROOTS[after is not None], params).all()
+        if failure is not None:
+            raise failure
 
     def _purge_batch(
         self, conn: Connection, sql: _PurgeSQL, pace: BatchPace, roots: Sequence[Any]
@@ -1193,6 +1179,10 @@ def _rowcount(result: CursorResult[Any]) -> int:
     return result.rowcount
 
 
+def _all_rows(result: CursorResult[Any]) -> Sequence[Row[Any]]:
+    return result.all()
+
+
 def _first(result: CursorResult[Any]) -> Row[Any] | None:
     return result.first()
 
@@ -1329,7 +1319,7 @@ _CANCELED_UNSTARTED = select(_c.task_id).where(
 
 
 # -- purge: top-level finished statuses, a batch at a time in (created, id) order -----------
-_purge_roots = (
+_first_roots = (
     select(_c.id, _c.created, _c.uuid)
     .where(
         _c.parent_uuid.is_(None),
@@ -1343,9 +1333,20 @@ _purge_roots = (
 _FROM = bindparam("p_from", type_=UTCDateTime())
 #: The first batch, and the next ones: after the last (created, id) of the one before.
 _PURGE_ROOTS = (
-    _purge_roots,
-    _purge_roots.where(_c.created >= _FROM, or_(_c.created > _FROM, _c.id > bindparam("p_id"))),
+    _first_roots,
+    _first_roots.where(_c.created >= _FROM, or_(_c.created > _FROM, _c.id > bindparam("p_id"))),
 )
+
+
+def _purge_roots(
+    before: datetime, after: tuple[datetime, int] | None, size: int
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The query of the next ``size`` finished top-level statuses created before ``before``,
+    after the (created, id) key ``after``, and its parameters."""
+    params: dict[str, Any] = {"p_before": before, "p_limit": size}
+    if after is not None:
+        params.update(p_from=after[0], p_id=after[1])
+    return _PURGE_ROOTS[after is not None], params
 
 
 @dataclass(frozen=True)
