@@ -732,18 +732,17 @@ class SQLAlchemyStore(BaseStore):
                 with conn.begin():
                     levels = self._purge_levels(conn, sql, roots)
                     doomed = [i for level in levels for i in level]
-                    files = [
-                        _artifact(row._mapping)
-                        for chunk in _chunks(doomed, sql.chunk)
-                        if sql.files is not None
-                        for row in conn.execute(sql.files, {"p_ids": chunk})
-                    ]
+                    files: list[Artifact] = []
+                    if sql.files is not None:  # else the DELETE below returns them
+                        for chunk in _chunks(doomed, sql.chunk):
+                            rows = conn.execute(sql.files, {"p_ids": chunk})
+                            files += [_artifact(row._mapping) for row in rows]
                     pace.wait()
                     started = time.monotonic()
                     for chunk in _chunks(doomed, sql.chunk):
                         gone = conn.execute(sql.artifacts, {"p_ids": chunk})
                         if sql.files is None:
-                            files += (_artifact(row._mapping) for row in gone)
+                            files += [_artifact(row._mapping) for row in gone]
                         conn.execute(sql.attempts, {"p_ids": chunk})
                     # Children first, so no statement depends on the foreign key's cascade.
                     for level in reversed(levels):
