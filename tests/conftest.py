@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,6 +29,27 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: Every kind of store the core tests run against.
 SQL_BACKENDS = ["sqlite", "postgresql", "mysql"]
 ALL_BACKENDS = ["memory", *SQL_BACKENDS]
+
+
+#: What a failed test's report shows beside its own output: the logs of the workers it ran.
+SHOWN_ON_FAILURE = pytest.StashKey[list[Callable[[], Iterable[tuple[str, str]]]]]()
+
+
+def show_on_failure(
+    request: pytest.FixtureRequest, sections: Callable[[], Iterable[tuple[str, str]]]
+) -> None:
+    """Add ``sections()`` (title, text) to this test's report if it fails; called then, so
+    that it sees every worker the test started, restarted ones included."""
+    request.node.stash.setdefault(SHOWN_ON_FAILURE, []).append(sections)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed:
+        for sections in item.stash.get(SHOWN_ON_FAILURE, []):
+            report.sections.extend(sections())
+    return report
 
 
 def unavailable(reason: str) -> NoReturn:

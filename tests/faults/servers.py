@@ -2,7 +2,8 @@
 ports, which the test stops and starts to play an outage. The shared servers are never touched.
 
 Each is started from scratch in a temporary folder (PostgreSQL: ``initdb`` without fsync, trust
-auth; Redis: nothing kept on disk) and removed when the test ends.
+auth; Redis: nothing kept on disk, or every write in an append-only file) and removed when the
+test ends.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class PrivateRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
         self.folder = Path(tempfile.mkdtemp(prefix="taskstatus-redis-")) if durable else None
+        self.kills: list[int] = []
 
     def start(self) -> None:
         keep = (
@@ -140,13 +142,57 @@ class PrivateRedis:
             self._process.send_signal(signal.SIGKILL)
             self._process.wait(15)
             self._process = None
+            if self.folder is not None:
+                self.kills.append(len(self.commands()))
         _wait_for_port(self.port, up=False, timeout=15)
+
+    def commands(self) -> list[list[bytes]]:
+        """Every write a ``durable`` server acknowledged, in order, from its append-only
+        files: what the broker itself did with each message (a read such as BRPOP is logged
+        as the write it made, RPOP). ``kills`` holds how many were logged at each ``stop()``."""
+        assert self.folder is not None, "only a durable server logs its writes"
+        folder = self.folder / "appendonlydir"
+        manifest = (folder / "appendonly.aof.manifest").read_text().split("\n")
+        logged: list[list[bytes]] = []
+        for entry in (line.split() for line in manifest if line):
+            if dict(zip(entry[::2], entry[1::2], strict=True))["type"] == "i":
+                logged.extend(_resp_arrays((folder / entry[1]).read_bytes()))
+        return logged
 
     def remove(self) -> None:
         if self._process is not None:
             self.stop()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _resp_arrays(data: bytes) -> Iterator[list[bytes]]:
+    """The commands of an append-only file: RESP arrays of bulk strings, one after another,
+    up to the last one written whole (a running server may be writing the next)."""
+    at = 0
+
+    def header(kind: bytes) -> int:
+        nonlocal at
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            raise EOFError
+        assert data[at : at + 1] == kind, f"expected {kind!r} at byte {at}"
+        value = int(data[at + 1 : end])
+        at = end + 2
+        return value
+
+    while at < len(data):
+        args = []
+        try:
+            for _ in range(header(b"*")):
+                size = header(b"$")
+                args.append(data[at : at + size])
+                at += size + 2
+        except EOFError:
+            return
+        if at > len(data):
+            return
+        yield args
 
 
 def require(program: str) -> None:

@@ -26,7 +26,7 @@ import pytest
 from celery.utils.nodenames import gethostname
 
 import taskstatus
-from tests.conftest import private_store, require_server
+from tests.conftest import private_store, require_server, show_on_failure
 from tests.queue_celery.app import app
 from tests.waiting import (  # noqa: F401  (re-exported for the test modules)
     TIMEOUT,
@@ -61,8 +61,6 @@ WEB_CELLS = [*CELLS, ("redis", "mysql")]
 STORE_CELLS = [("redis", s) for s in ("sqlite", "postgresql", "mysql")]
 #: How often a running task writes its progress (and looks for a cancel request).
 PROGRESS_INTERVAL = "0.1"
-
-WATCHED = pytest.StashKey[list["Cell"]]()
 
 app.conf.result_backend = BACKEND_URL
 #: Keys (``_kombu.<kind>.<queue>``) in which the Redis transport keeps a queue's bindings.
@@ -275,17 +273,9 @@ def open_cell(broker: str, store: str, tmp: Path) -> Iterator[Cell]:
 
 def _watch(request: pytest.FixtureRequest, cell: Cell) -> None:
     """Show the logs of the cell's workers in this test's report if it fails."""
-    request.node.stash.setdefault(WATCHED, []).append(cell)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item):  # type: ignore[no-untyped-def]
-    report = yield
-    if report.failed:
-        for cell in item.stash.get(WATCHED, []):
-            for worker in cell.workers:
-                report.sections.append((f"celery worker {worker.node} log", worker.tail()))
-    return report
+    show_on_failure(
+        request, lambda: [(f"celery worker {w.node} log", w.tail()) for w in cell.workers]
+    )
 
 
 @pytest.fixture(scope="session")
