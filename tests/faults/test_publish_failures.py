@@ -98,19 +98,39 @@ def show_worker_logs(request: pytest.FixtureRequest, folder: Path) -> None:
     show_on_failure(request, sections)
 
 
-def reviver(
-    procs: Callable[[], list[subprocess.Popen[bytes]]], start: Callable[[], object]
-) -> Callable[[], None]:
-    """Start a worker again once all have exited, as their supervisor would: a Redis outage
-    can stop them (an ``rq worker`` exits on a Redis error met outside its wait for a job; a
-    celery worker stops on a connection lost while it acknowledges, kombu's "Unrecoverable
-    error")."""
+def reviver(running: Callable[[], bool], start: Callable[[], object]) -> Callable[[], None]:
+    """Start a worker again once none is ``running``, as their supervisor would: a Redis
+    outage can stop them (an ``rq worker`` exits on a Redis error met outside its wait for a
+    job; a celery worker stops on a connection lost while it acknowledges, kombu's
+    "Unrecoverable error")."""
 
     def revive() -> None:
-        if all(proc.poll() is not None for proc in procs()):
+        if not running():
             start()
 
     return revive
+
+
+def alive(procs: Callable[[], list[subprocess.Popen[bytes]]]) -> Callable[[], bool]:
+    """Whether any of ``procs`` is still running."""
+    return lambda: any(proc.poll() is None for proc in procs())
+
+
+def celery_consuming(cell: object) -> Callable[[], bool]:
+    """Whether any worker of ``cell`` still runs and consumes. One that met an "Unrecoverable
+    error" has stopped consuming, but takes up to 30 s to exit: each of its pool processes
+    waits that long for it to read their last results (billiard's
+    ``GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT``); a supervisor watching its log replaces it
+    at once."""
+
+    def consuming() -> bool:
+        return any(
+            worker.proc.poll() is None
+            and "Unrecoverable error" not in worker.log.read_text(errors="replace")
+            for worker in cell.workers  # type: ignore[attr-defined]
+        )
+
+    return consuming
 
 
 def through_broker_outage(
@@ -288,7 +308,7 @@ def test_celery_broker_outage(own_durable_redis, tmp_path, uid, request):
             (kombu.exceptions.OperationalError,),
             uid,
             reviver(
-                lambda: [w.proc for w in cell.workers],  # type: ignore[attr-defined]
+                celery_consuming(cell),
                 lambda: cell.start_worker(concurrency=2),  # type: ignore[attr-defined]
             ),
             lambda: lost_in_delivery(own_durable_redis, cell.queue),  # type: ignore[attr-defined]
@@ -351,7 +371,7 @@ def test_dramatiq_broker_outage(own_durable_redis, tmp_path, uid, request):
             own_durable_redis,
             (redis.exceptions.ConnectionError,),
             uid,
-            reviver(lambda: cell.workers, cell.start_worker),  # type: ignore[attr-defined]
+            reviver(alive(lambda: cell.workers), cell.start_worker),  # type: ignore[attr-defined]
         )
 
 
@@ -447,7 +467,7 @@ def test_rq_broker_outage(own_durable_redis, tmp_path, uid, request):
             own_durable_redis,
             (redis.exceptions.ConnectionError,),
             uid,
-            reviver(lambda: cell.procs, cell.start),  # type: ignore[attr-defined]
+            reviver(alive(lambda: cell.procs), cell.start),  # type: ignore[attr-defined]
         )
 
 
