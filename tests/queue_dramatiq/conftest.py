@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import dramatiq
@@ -94,7 +94,11 @@ class Cell:
         self.broker = actors.make_broker(self.broker_url)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a ``dramatiq`` worker (``args`` and ``env`` add to its command line and
+        environment) and wait until it is ready."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {
             **os.environ,
@@ -103,9 +107,10 @@ class Cell:
             "TS_DQ_QUEUE": self.queue,
             "TS_DQ_STORE": self.store_url,
             "TS_DQ_ARTIFACTS": str(self.tmp / "artifacts"),
+            **(env or {}),
         }
         command = [str(DRAMATIQ), "tests.queue_dramatiq.actors"]
-        command += ["--processes", "2", "--threads", "2", "--queues", self.queue]
+        command += ["--processes", "2", "--threads", "2", "--queues", self.queue, *args]
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 command,

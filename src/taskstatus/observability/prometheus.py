@@ -43,7 +43,9 @@ __all__ = [
     "NO_EXCEPTION",
     "PrometheusMetrics",
     "install",
+    "mark_process_dead",
     "multiprocess_mode",
+    "serve_forever",
     "start_http_server",
     "store_collector",
 ]
@@ -371,6 +373,26 @@ def start_http_server(
         registry = prometheus_client.REGISTRY
     server, thread = prometheus_client.start_http_server(port, addr=addr, registry=registry)
     return server, thread
+
+
+#: The port (default :data:`DEFAULT_PORT`) and address (default all) of :func:`serve_forever`.
+PORT_ENV = "TASKSTATUS_METRICS_PORT"
+ADDR_ENV = "TASKSTATUS_METRICS_ADDR"
+DEFAULT_PORT = 9808
+
+
+def serve_forever() -> int:
+    """Serve ``/metrics`` until the process is stopped, on the port ``TASKSTATUS_METRICS_PORT``
+    and address ``TASKSTATUS_METRICS_ADDR``: a process of its own beside a worker's, such as
+    ``dramatiq --fork-function taskstatus.observability.prometheus:serve_forever``."""
+    given = os.environ.get(PORT_ENV, str(DEFAULT_PORT))
+    try:
+        port = int(given)
+    except ValueError:
+        raise ValueError(f"{PORT_ENV} must be a port number, got {given!r}") from None
+    _, thread = start_http_server(port, addr=os.environ.get(ADDR_ENV, "0.0.0.0"))
+    thread.join()
+    return 0
 
 
 def mark_process_dead(pid: int) -> None:
