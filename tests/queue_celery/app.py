@@ -19,6 +19,7 @@ from celery.signals import worker_init, worker_process_shutdown
 import taskstatus
 import taskstatus.queues.celery as ts_celery
 from tests.observability.switch import install_from_env
+from tests.probes import probe_from_env
 
 app = Celery(
     "taskstatus_tests",
@@ -65,6 +66,7 @@ if os.environ.get("TS_TEST_STORE"):
         plugins.append(SlowFailureNotifier())
     if os.environ.get("TS_TEST_RETRY_LOG"):
         plugins.append(RetryWatcher())
+    plugins.extend(probe_from_env())
     taskstatus.configure(
         url=os.environ["TS_TEST_STORE"],
         artifact_storage=os.environ.get("TS_TEST_ARTIFACTS"),

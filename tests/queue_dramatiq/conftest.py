@@ -95,19 +95,19 @@ class Cell:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_worker(
-        self, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+        self, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
-        """Start a ``dramatiq`` worker (``args`` and ``env`` add to its command line and
-        environment) and wait until it is ready."""
+        """Start a worker (``env`` adds environment variables, ``args`` options of the
+        ``dramatiq`` command) and wait until it is ready."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {
             **os.environ,
+            **(env or {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "TS_DQ_BROKER": self.broker_url,
             "TS_DQ_QUEUE": self.queue,
             "TS_DQ_STORE": self.store_url,
             "TS_DQ_ARTIFACTS": str(self.tmp / "artifacts"),
-            **(env or {}),
         }
         command = [str(DRAMATIQ), "tests.queue_dramatiq.actors"]
         command += ["--processes", "2", "--threads", "2", "--queues", self.queue, *args]

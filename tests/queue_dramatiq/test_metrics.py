@@ -31,7 +31,7 @@ SERVE = "taskstatus.observability.prometheus:serve_forever"
 def test_worker_metrics_after_a_known_mix(make_cell, uid, tmp_path: Path):
     cell = make_cell("redis", "sqlite")
     port = free_port()
-    cell.start_worker(["--fork-function", SERVE], worker_env(port, tmp_path / "prometheus"))
+    cell.start_worker(worker_env(port, tmp_path / "prometheus"), ["--fork-function", SERVE])
     tracker = taskstatus.get_tracker()
     marker = tmp_path / "running"
     with counting_here(tracker) as published:

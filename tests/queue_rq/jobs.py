@@ -7,6 +7,11 @@ import uuid
 from pathlib import Path
 
 import taskstatus
+import taskstatus.plugins
+from tests.probes import probe_from_env
+
+for _probe in probe_from_env():  # in a worker whose test asked for it
+    taskstatus.plugins.register_default(_probe)
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])

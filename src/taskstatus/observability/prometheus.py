@@ -195,9 +195,7 @@ class PrometheusMetrics:
         if event.is_container:
             return
         self._of(event).published.inc()
-        carrier = getattr(event, "carrier", None)
-        if carrier is not None:
-            carrier[CARRIER_KEY] = repr(time.time())
+        event.carrier[CARRIER_KEY] = repr(time.time())
 
     @hookimpl(trylast=True)
     def taskstatus_prerun(self, event: TaskEvent) -> None:
@@ -207,7 +205,7 @@ class PrometheusMetrics:
         series.started.inc()
         series.in_progress.inc()
         self._runs[event.task_id] = time.perf_counter()
-        published = getattr(event, "carrier", {}).get(CARRIER_KEY)
+        published = event.carrier.get(CARRIER_KEY)
         if published is not None and (event.attempt or 1) == 1:
             try:
                 waited = time.time() - float(published)
