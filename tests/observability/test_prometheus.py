@@ -311,3 +311,37 @@ def _try_scrape(port, headers):
         return scrape(port, headers)
     except OSError:
         return None
+
+
+def test_a_run_is_timed_and_in_progress_until_postrun(memory_tracker, metrics, registry):
+    publish(memory_tracker, "timed")
+    live = memory_tracker.lifecycle.start(event("timed"))
+    during = samples(registry)
+    assert value(during, "taskstatus_tasks_in_progress") == 1
+    assert value(during, "taskstatus_task_runtime_seconds_count") == 0
+    memory_tracker.lifecycle.end(live)
+    after = samples(registry)
+    assert value(after, "taskstatus_tasks_in_progress") == 0
+    assert value(after, "taskstatus_task_runtime_seconds_count") == 1
+    assert value(after, "taskstatus_task_runtime_seconds_sum") > 0
+
+
+def test_queue_wait_from_the_carrier_at_the_first_start_only(memory_tracker, metrics, registry):
+    carrier: dict[str, str] = {}
+    memory_tracker.lifecycle.publish(event("waited", user_id="7", carrier=carrier))
+    assert float(carrier[prometheus.PUBLISHED_AT]) > 0
+    lifecycle = memory_tracker.lifecycle
+    lifecycle.end(lifecycle.start(event("waited", carrier=carrier, attempt=1)), retrying=True)
+    lifecycle.end(lifecycle.start(event("waited", carrier=carrier, attempt=2)))
+    found = samples(registry)
+    assert value(found, "taskstatus_task_runtime_seconds_count") == 2
+    assert value(found, "taskstatus_task_queue_wait_seconds_count") == 1
+
+
+def test_a_foreign_publish_time_is_ignored(memory_tracker, metrics, registry):
+    publish(memory_tracker, "edited")
+    lifecycle = memory_tracker.lifecycle
+    lifecycle.end(lifecycle.start(event("edited", carrier={prometheus.PUBLISHED_AT: "noon"})))
+    found = samples(registry)
+    assert value(found, "taskstatus_tasks_succeeded_total") == 1
+    assert value(found, "taskstatus_task_queue_wait_seconds_count") == 0

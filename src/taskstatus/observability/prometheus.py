@@ -38,9 +38,9 @@ from ..models import State
 from ..tracker import Tracker
 
 __all__ = [
-    "CARRIER_KEY",
     "LOST_EXCEPTION",
     "NO_EXCEPTION",
+    "PUBLISHED_AT",
     "PrometheusMetrics",
     "install",
     "mark_process_dead",
@@ -52,7 +52,7 @@ __all__ = [
 
 #: The key of ``event.carrier`` under which the publisher sends the time of the publish
 #: (seconds since the epoch, as text): the worker's first start reads it for the queue wait.
-CARRIER_KEY = "taskstatus-published-at"
+PUBLISHED_AT = "taskstatus-published-at"
 #: The ``exception`` label of a failure without an exception (a fail reported after the fact).
 NO_EXCEPTION = "none"
 #: The ``exception`` label of a task whose worker was lost (:data:`messages.WORKER_LOST`),
@@ -195,7 +195,7 @@ class PrometheusMetrics:
         if event.is_container:
             return
         self._of(event).published.inc()
-        event.carrier[CARRIER_KEY] = repr(time.time())
+        event.carrier[PUBLISHED_AT] = repr(time.time())
 
     @hookimpl(trylast=True)
     def taskstatus_prerun(self, event: TaskEvent) -> None:
@@ -205,7 +205,7 @@ class PrometheusMetrics:
         series.started.inc()
         series.in_progress.inc()
         self._runs[event.task_id] = time.perf_counter()
-        published = event.carrier.get(CARRIER_KEY)
+        published = event.carrier.get(PUBLISHED_AT)
         if published is not None and (event.attempt or 1) == 1:
             try:
                 waited = time.time() - float(published)
