@@ -380,10 +380,12 @@ class _WorkerMixin:
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
-        if getattr(job, "reported", False) or _spec(job) is None:
+        tracked = _spec(job)
+        if getattr(job, "reported", False) or tracked is None:
             return result
         lifecycle = _lifecycle()
-        event = TaskEvent(task_id=job.id, queue=QUEUE)
+        # Named as its run was, so that plugins (metrics) count the end with the start.
+        event = TaskEvent(task_id=job.id, queue=QUEUE, task_class=qualified_name(tracked[0]))
         lost = RuntimeError(messages.WORKER_LOST)
         if stopped:
             lifecycle.end(event, exception=TaskCanceledException("stopped on request"))
