@@ -341,11 +341,20 @@ def _share_files_with_children() -> None:
         return
     parent = os.getpid()
 
+    child = f"{parent}-child"
+
     def identity() -> str | int:
         pid = os.getpid()
-        return pid if pid == parent else f"{parent}-child"
+        return pid if pid == parent else child
+
+    def forget_previous_child() -> None:
+        # Nothing of the children runs now: a gauge the last one left (it was killed while it
+        # ran a task) is stale. Counters and histograms carry on.
+        if os.getppid() == parent:
+            multiprocess.mark_process_dead(child)  # type: ignore[no-untyped-call]
 
     prometheus_values.ValueClass = prometheus_values.MultiProcessValue(identity)  # type: ignore[no-untyped-call]
+    os.register_at_fork(after_in_child=forget_previous_child)
 
 
 def start_http_server(
