@@ -4,7 +4,9 @@ Real workers of each queue: tests/queue_*/test_metrics.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.testclient import TestClient
 
@@ -345,3 +348,50 @@ def test_a_foreign_publish_time_is_ignored(memory_tracker, metrics, registry):
     found = samples(registry)
     assert value(found, "taskstatus_tasks_succeeded_total") == 1
     assert value(found, "taskstatus_task_queue_wait_seconds_count") == 0
+
+
+# -- the dashboard and alert rules shipped in docs/ -------------------------------------------
+def _exported_names():
+    """Every sample name the plugin and the store-wide gauges export, each series present."""
+    from taskstatus import Tracker
+    from taskstatus.settings import Settings
+
+    tracker = Tracker(Settings(url="memory://"))
+    registry = CollectorRegistry()
+    prometheus.install(registry, tracker=tracker)
+    _fill(tracker)
+    tracker.hook.taskstatus_fail(event=event("pending", message=messages.WORKER_LOST))
+    names = {name for name, _ in samples(registry)}
+    names |= {
+        name for name, _ in parse(generate_latest(prometheus.store_collector(tracker)).decode())
+    }
+    return names
+
+
+def _metric_names(text):
+    return set(re.findall(r"\btaskstatus_[a-z_]+", text))
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics():
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    exprs += [var["query"]["query"] for var in dashboard["templating"]["list"]]
+    used = set().union(*map(_metric_names, exprs))
+    assert used, "the dashboard queries no metric"
+    assert used <= _exported_names(), used - _exported_names()
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_alert_rules_use_only_exported_metrics():
+    rules = yaml.safe_load((ROOT / "docs" / "prometheus-alerts.yml").read_text())
+    alerts = {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+    assert set(alerts) == {
+        "TaskstatusHighFailureRate",
+        "TaskstatusTaskStuckInProgress",
+        "TaskstatusWorkerLost",
+    }
+    used = set().union(*map(_metric_names, alerts.values()))
+    assert "taskstatus_oldest_in_progress_age_seconds" in used
+    assert "taskstatus_tasks_lost_total" in used
+    assert used <= _exported_names(), used - _exported_names()
