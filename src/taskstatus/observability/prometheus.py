@@ -188,8 +188,8 @@ class PrometheusMetrics:
                     self._series[key] = series
         return series
 
-    # The hooks below run after the recorder's (trylast): what it refuses (a publish without an
-    # owner, the start of a canceled task) raises there and is not counted.
+    # The hooks below run after the recorder's (trylast): what it refuses (a publish it cannot
+    # record, the start of a canceled task) raises there and is not counted.
     @hookimpl(trylast=True)
     def taskstatus_publish(self, event: TaskEvent) -> None:
         if event.is_container:
