@@ -38,7 +38,11 @@ def add_metrics_route(
 
             from ..observability.prometheus import store_collector
         except ImportError as exc:
-            return PlainTextResponse(f"{exc}\n", status_code=501)
+            return PlainTextResponse(
+                f"/metrics needs the extra 'prometheus': pip install 'taskstatus[prometheus]' "
+                f"({exc})\n",
+                status_code=501,
+            )
         registry = store_collector(tracker())
         body = await run_in_threadpool(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
