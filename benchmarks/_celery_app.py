@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from _support import install_worker_plugin
 from celery import Celery, signals
 
 import taskstatus
@@ -52,6 +53,7 @@ if os.environ.get("TS_BENCH_STORE"):
         artifact_storage=os.environ.get("TS_BENCH_ARTIFACTS") or None,
     )
 ts_celery.install(app)
+install_worker_plugin()
 
 
 @app.task  # type: ignore[untyped-decorator]

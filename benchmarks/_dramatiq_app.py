@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import dramatiq
+from _support import install_worker_plugin
 from dramatiq.brokers.redis import RedisBroker
 
 import taskstatus
@@ -35,6 +36,7 @@ if os.environ.get("TS_BENCH_STORE"):
         artifact_storage=os.environ.get("TS_BENCH_ARTIFACTS") or None,
     )
 install(broker)
+install_worker_plugin()
 
 
 @dramatiq.actor(queue_name=MIXED or f"untracked-{SUFFIX}", max_retries=0)

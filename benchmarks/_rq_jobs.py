@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from _support import install_worker_plugin
+
 import taskstatus
+
+# RQ's worker imports this module to find a job's function, before it forks the work horse.
+install_worker_plugin(sequential_children=True)
 
 
 def noop(user_id: int, i: int) -> None:

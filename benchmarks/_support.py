@@ -314,3 +314,48 @@ def server_version(engine: sa.Engine) -> str:
         if engine.dialect.name == "sqlite":
             return "SQLite " + str(conn.exec_driver_sql("select sqlite_version()").scalar())
         return str(conn.exec_driver_sql("select version()").scalar()).split(" on ")[0][:60]
+
+
+# -- plugins on (``--plugin``) -------------------------------------------------------------------
+#: Plugins a worker benchmark can measure with, installed in the publishing process and in the
+#: workers: the ratio is printed without and with each.
+PLUGINS = ("prometheus",)
+#: Tells a benchmark's worker which plugin to install (read by :func:`install_worker_plugin`).
+PLUGIN_ENV = "TS_BENCH_PLUGIN"
+
+
+def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        choices=PLUGINS,
+        help="measure again with this plugin on (publisher and worker): ratios without and with",
+    )
+
+
+def plugin_passes(plugin: str | None) -> list[str | None]:
+    """The passes of a run: without plugins, then with ``plugin`` if one was asked for."""
+    return [None, plugin] if plugin else [None]
+
+
+def plugin_label(backend: str, plugin: str | None) -> str:
+    return f"{backend} + {plugin}" if plugin else backend
+
+
+def install_plugin(plugin: str | None) -> None:
+    """From now on (the last pass), ``plugin`` counts in this process and in every worker that
+    a benchmark starts."""
+    if plugin is None:
+        return
+    from taskstatus.observability import prometheus
+
+    os.environ[PLUGIN_ENV] = plugin
+    prometheus.install()
+
+
+def install_worker_plugin(*, sequential_children: bool = False) -> None:
+    """In a benchmark's worker: install the plugin the benchmark asked for (in multiprocess
+    mode when the benchmark set ``PROMETHEUS_MULTIPROC_DIR``, where the worker forks)."""
+    if os.environ.get(PLUGIN_ENV) == "prometheus":
+        from taskstatus.observability import prometheus
+
+        prometheus.install(sequential_children=sequential_children)

@@ -42,7 +42,11 @@ throughput is not comparable and is not reported. ``--cprofile DIR`` adds one mo
 whose worker dumps cProfile stats of the timed tasks to ``DIR/celery-worker-<store>.prof``.
 
     python benchmarks/celery_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
-        [--rounds R] [--profile] [--cprofile DIR]
+        [--rounds R] [--profile] [--cprofile DIR] [--plugin prometheus]
+
+``--plugin prometheus`` measures everything again with the Prometheus plugin installed in the
+publishing process and in the workers (multiprocess mode where the worker forks), and prints
+the ratios without and with it.
 
 N defaults to 2,000 (200 with ``--quick``), rounds to 5 (1 with ``--quick``). The broker is
 ``TASKSTATUS_BENCH_BROKER`` (default ``redis://127.0.0.1:6379/0``); PostgreSQL is
@@ -75,8 +79,12 @@ from _celery_app import StoreProfile, app, noop, tracked_noop
 from _support import (
     OVERHEAD_TARGETS,
     add_common_arguments,
+    add_plugin_argument,
     bench_tracker,
+    install_plugin,
     machine,
+    plugin_label,
+    plugin_passes,
     print_table,
     run_main,
     server_version,
@@ -345,6 +353,12 @@ class StoreResult:
     worker_profile: WorkerRun | None = None
     publish_profile: dict[str, Any] | None = None
     cprofile: Path | None = None
+    #: The plugin on in the publisher and the workers (``--plugin``), if any.
+    plugin: str | None = None
+
+    @property
+    def label(self) -> str:
+        return plugin_label(self.backend, self.plugin)
 
     def paired(self, variant: str, what: int) -> float:
         """Median over rounds of ``WorkerRun.paired()[what]`` for ``variant``."""
@@ -513,7 +527,7 @@ def report(results: list[StoreResult]) -> bool:
                 judged = tracked and target is not None
                 rows.append(
                     [
-                        r.backend,
+                        r.label,
                         f"{variant}, paired" if paired else variant,
                         f"{rate:,.0f}",
                         _us(1 / rate),
@@ -531,7 +545,7 @@ def report(results: list[StoreResult]) -> bool:
             tracked = variant == "tracked"
             publish_rows.append(
                 [
-                    r.backend,
+                    r.label,
                     variant,
                     f"{r.median(variant, 'publish'):,.0f}",
                     _us(1 / r.median(variant, "publish")),
@@ -655,6 +669,7 @@ def main() -> None:
     parser.add_argument(
         "--cprofile", type=Path, help="one more tracked run, its worker's cProfile stats go here"
     )
+    add_plugin_argument(parser)
     args = parser.parse_args()
     tasks = args.tasks or (200 if args.quick else 2000)
     rounds = args.rounds or (1 if args.quick else 5)
@@ -671,18 +686,24 @@ def main() -> None:
     )
     started = time.perf_counter()
     results = []
-    for backend in args.backends:
-        begun = time.perf_counter()
-        result = measure(
-            backend,
-            tasks,
-            rounds,
-            broker,
-            profile=args.profile,
-            cprofile_dir=args.cprofile,
-        )
-        print(f"  {backend}: {result.server}, measured in {time.perf_counter() - begun:.1f} s")
-        results.append(result)
+    for plugin in plugin_passes(args.plugin):
+        install_plugin(plugin)
+        for backend in args.backends:
+            begun = time.perf_counter()
+            result = measure(
+                backend,
+                tasks,
+                rounds,
+                broker,
+                profile=args.profile,
+                cprofile_dir=args.cprofile,
+            )
+            result.plugin = plugin
+            print(
+                f"  {result.label}: {result.server}, measured in "
+                f"{time.perf_counter() - begun:.1f} s"
+            )
+            results.append(result)
     all_met = report(results)
     print(
         f"\nOverall: {'all targets met' if all_met else 'some targets MISSED'} "

@@ -21,7 +21,11 @@ than two blocks a kind, as with ``--quick``, is not a fair comparison). The pair
 varies far less on a shared machine; it is judged against 0.95.
 
     python benchmarks/dramatiq_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
-        [--rounds R] [--threads T]
+        [--rounds R] [--threads T] [--plugin prometheus]
+
+``--plugin prometheus`` measures everything again with the Prometheus plugin installed in the
+publishing process and in the workers (multiprocess mode where the worker forks), and prints
+the ratios without and with it.
 
 N defaults to 2,000 (200 with ``--quick``), rounds to 3 (1 with ``--quick``), threads to 8
 (Dramatiq's default).
@@ -46,10 +50,14 @@ from typing import Any
 from _support import (
     OVERHEAD_TARGETS,
     add_common_arguments,
+    add_plugin_argument,
     bench_tracker,
+    install_plugin,
     machine,
     overhead_rounds,
     paired_cells,
+    plugin_label,
+    plugin_passes,
     print_table,
     run_main,
 )
@@ -182,6 +190,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=8, help="worker threads (default 8, as Dramatiq)"
     )
+    add_plugin_argument(parser)
     args = parser.parse_args()
     n = args.n or (200 if args.quick else 2000)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -192,26 +201,29 @@ def main() -> None:
     )
     rows = []
     all_met = True
-    for backend in backends:
-        pairs: list[tuple[float, float]] = []
+    for plugin in plugin_passes(args.plugin):
+        install_plugin(plugin)
+        for backend in backends:
+            label = plugin_label(backend, plugin)
+            pairs: list[tuple[float, float]] = []
 
-        def run(
-            r: int, backend: str = backend, pairs: list[tuple[float, float]] = pairs
-        ) -> tuple[float, float]:
-            separate, pair = one_round(backend, n, args.threads, tracked_first=bool(r % 2))
-            pairs.append(pair)
-            print(
-                f"  {backend} round {r + 1}: paired in one worker: untracked {pair[0]:,.0f} "
-                f"msgs/s, tracked {pair[1]:,.0f} msgs/s, ratio {pair[1] / pair[0]:.3f}",
-                flush=True,
-            )
-            return separate
+            def run(
+                r: int, label: str = label, backend: str = backend, pairs: list = pairs
+            ) -> tuple[float, float]:
+                separate, pair = one_round(backend, n, args.threads, tracked_first=bool(r % 2))
+                pairs.append(pair)
+                print(
+                    f"  {label} round {r + 1}: paired in one worker: untracked {pair[0]:,.0f} "
+                    f"msgs/s, tracked {pair[1]:,.0f} msgs/s, ratio {pair[1] / pair[0]:.3f}",
+                    flush=True,
+                )
+                return separate
 
-        cells, met = overhead_rounds(backend, backend, rounds, "msgs", run)
-        paired, paired_met = paired_cells(pairs)
-        all_met &= met and paired_met
-        rows.append([backend, *cells])
-        rows.append([f"{backend}, paired", *paired])
+            cells, met = overhead_rounds(label, backend, rounds, "msgs", run)
+            paired, paired_met = paired_cells(pairs)
+            all_met &= met and paired_met
+            rows.append([label, *cells])
+            rows.append([f"{label}, paired", *paired])
     print_table(
         "Worker throughput, one dramatiq worker process over Redis (median of rounds)",
         ["store", "untracked msgs/s", "tracked msgs/s", "ratio", "range", "target", "result"],

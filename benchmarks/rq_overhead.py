@@ -19,7 +19,11 @@ both meet the same load of the machine. The paired ratio varies far less on a sh
 it is judged against 0.95.
 
     python benchmarks/rq_overhead.py [--backends sqlite,postgresql] [--quick] [-n N]
-        [--rounds R] [--workers simple,fork]
+        [--rounds R] [--workers simple,fork] [--plugin prometheus]
+
+``--plugin prometheus`` measures everything again with the Prometheus plugin installed in the
+publishing process and in the workers (multiprocess mode where the worker forks), and prints
+the ratios without and with it.
 
 N defaults to 1,000 for SimpleWorker and 200 for the forking Worker (a fork per job; a tenth of
 that with ``--quick``), rounds to 5 (1 with ``--quick``). Redis is ``TASKSTATUS_BENCH_REDIS``
@@ -42,10 +46,14 @@ from typing import Any
 from _support import (
     OVERHEAD_TARGETS,
     add_common_arguments,
+    add_plugin_argument,
     bench_tracker,
+    install_plugin,
     machine,
     overhead_rounds,
     paired_cells,
+    plugin_label,
+    plugin_passes,
     print_table,
     run_main,
 )
@@ -60,8 +68,13 @@ BLOCK = 20
 
 
 def drain(queue_name: str, worker: str, store: str, tmp: Path) -> None:
+    # A plugin counts in multiprocess mode where the worker forks (docs/observability.md).
+    forked = {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus")} if worker == "fork" else {}
+    if forked:
+        (tmp / "prometheus").mkdir(exist_ok=True)
     env = {
         **os.environ,
+        **forked,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
         "TASKSTATUS_URL": store,
         "TASKSTATUS_ARTIFACT_STORAGE": str(tmp / "artifacts"),
@@ -168,6 +181,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=None, help="timed jobs per run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", default="simple,fork", help="simple,fork (default: both)")
+    add_plugin_argument(parser)
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
     backends = [b for b in args.backends if b in OVERHEAD_TARGETS]
@@ -175,13 +189,16 @@ def main() -> None:
     print(f"RQ overhead benchmark: {rounds} round(s); {machine()}")
     rows = []
     all_met = True
-    for worker in workers:
+    for plugin, worker in itertools.product(plugin_passes(args.plugin), workers):
+        install_plugin(plugin)
         n = args.n or (COUNTS[worker] // (10 if args.quick else 1))
         for backend in backends:
+            label = plugin_label(backend, plugin)
             pairs: list[tuple[float, float]] = []
 
             def run(
                 r: int,
+                label: str = label,
                 backend: str = backend,
                 worker: str = worker,
                 n: int = n,
@@ -190,18 +207,18 @@ def main() -> None:
                 separate, pair = one_round(backend, worker, n, tracked_first=bool(r % 2))
                 pairs.append(pair)
                 print(
-                    f"  {worker} / {backend} round {r + 1}: paired in one worker: untracked "
+                    f"  {worker} / {label} round {r + 1}: paired in one worker: untracked "
                     f"{pair[0]:,.0f} jobs/s, tracked {pair[1]:,.0f} jobs/s, "
                     f"ratio {pair[1] / pair[0]:.3f}",
                     flush=True,
                 )
                 return separate
 
-            cells, met = overhead_rounds(f"{worker} / {backend}", backend, rounds, "jobs", run)
+            cells, met = overhead_rounds(f"{worker} / {label}", backend, rounds, "jobs", run)
             paired, paired_met = paired_cells(pairs)
             all_met &= met and paired_met
-            rows.append([worker, backend, n, *cells])
-            rows.append([worker, f"{backend}, paired", n, *paired])
+            rows.append([worker, label, n, *cells])
+            rows.append([worker, f"{label}, paired", n, *paired])
     print_table(
         "Worker throughput, one rq worker over Redis (median of rounds)",
         [

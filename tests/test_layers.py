@@ -54,7 +54,12 @@ def test_the_copy_passes_as_it_is(tmp_path):
         (
             "queues/rq.py",
             "from ..backends import memory  # noqa",
-            "Queues and web reach storage only through the tracker",
+            "Queues, web and observability reach storage only through the tracker",
+        ),
+        (
+            "observability/prometheus.py",
+            "from ..backends import sqlalchemy  # noqa",
+            "Queues, web and observability reach storage only through the tracker",
         ),
         (
             "queues/dramatiq.py",

@@ -238,6 +238,7 @@ def test_sql_reads_match_the_base_over_its_primitives(sql_url, make_tracker):
     assert agree("changes", Position(), 100)
     assert agree("changes", Position(), 3, user_ids=["8"], root=outer.uuid)
     assert agree("last_changed")
+    assert agree("summary").oldest_in_progress is not None
     assert len(store.changes(Position(), 100)) == len(statuses)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -28,6 +28,7 @@ __all__ = [
     "StatusQuery",
     "Store",
     "StoreCore",
+    "Summary",
     "TaskKey",
     "Times",
     "per_task",
@@ -127,6 +128,18 @@ class EndedBatch:
             unchanged=[task_id for task_id in dict.fromkeys(task_ids) if task_id not in done],
             contained=[key for key in changed if key.parent_uuid is not None],
         )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The store at a glance, for monitoring (``taskstatus serve``'s ``/metrics``): nothing
+    about any owner."""
+
+    #: Statuses by state, containers included; a state without any is left out.
+    counts: Mapping[State, int]
+    #: When the current run of the task (not container) In Progress longest started; None
+    #: when no task is In Progress.
+    oldest_in_progress: datetime | None
 
 
 def per_task(task_ids: Sequence[str], times: Times) -> dict[str, datetime]:
@@ -259,6 +272,10 @@ class Store(Protocol):
         """Parent first, then its parent, up to the root."""
 
     def child_states(self, uuid: UUID) -> Counter[State]: ...
+
+    def summary(self) -> Summary:
+        """Counts by state and the start of the oldest run In Progress: read at every scrape
+        of ``/metrics``, so one cheap query (an index of ``state``), whatever the size."""
 
     def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
         """(completed, total) summed over the leaf descendants of each container, also when

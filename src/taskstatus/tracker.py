@@ -40,7 +40,7 @@ from .models import (
 from .plugins import make_plugin_manager
 from .recorder import Recorder, utcnow
 from .settings import Settings, hide_password
-from .store import ANY, AttemptStore, StatusQuery, Store
+from .store import ANY, AttemptStore, StatusQuery, Store, Summary
 from .tracking import LiveCalls
 
 if TYPE_CHECKING:
@@ -305,6 +305,12 @@ class Tracker:
         query = self.query(**filters)
         self.recorder.drain()
         return self.store.count(query)
+
+    def summary(self) -> Summary:
+        """Counts by state and the start of the oldest run In Progress, store-wide (for
+        monitoring: no owner is named)."""
+        self.recorder.drain()
+        return self.store.summary()
 
     def children(self, status: TaskStatus) -> list[TaskStatus]:
         self.recorder.drain()

@@ -2,7 +2,8 @@
 
 Configured from the environment (TS_TEST_BROKER, TS_TEST_BACKEND, TS_TEST_QUEUE, TS_TEST_STORE,
 TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER) so that each worker the
-tests start gets its own broker, queue and store.
+tests start gets its own broker, queue and store; TS_METRICS_PORT installs the Prometheus plugin
+and serves it from the worker's main process (see tests.observability.metrics).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import uuid
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_shutdown
 
 import taskstatus
 import taskstatus.queues.celery as ts_celery
+from tests.observability.switch import install_from_env
 from tests.probes import probe_from_env
 
 app = Celery(
@@ -71,6 +74,19 @@ if os.environ.get("TS_TEST_STORE"):
         plugins=plugins,
     )
 ts_celery.install(app)
+
+metrics_port = install_from_env()
+if metrics_port is not None:
+    from taskstatus.observability import prometheus
+
+    @worker_init.connect
+    def serve_metrics(**kwargs):
+        """In the main process, before the pool forks (as docs/observability.md shows)."""
+        prometheus.start_http_server(metrics_port, addr="127.0.0.1")
+
+    @worker_process_shutdown.connect
+    def forget_process(pid, **kwargs):
+        prometheus.mark_process_dead(pid)
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])

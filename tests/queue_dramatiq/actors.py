@@ -1,7 +1,9 @@
 """The Dramatiq actors of the integration tests, on a broker chosen by the environment.
 
 A real ``dramatiq tests.queue_dramatiq.actors`` worker gets its broker, queue and store from
-TS_DQ_BROKER (a ``redis://`` or ``amqp://`` URL), TS_DQ_QUEUE, TS_DQ_STORE and TS_DQ_ARTIFACTS.
+TS_DQ_BROKER (a ``redis://`` or ``amqp://`` URL), TS_DQ_QUEUE, TS_DQ_STORE and TS_DQ_ARTIFACTS;
+TS_METRICS_PORT installs the Prometheus plugin in each worker process (the worker serves it from
+a fork function: see tests.observability.metrics).
 Without TS_DQ_BROKER (the test process) the actors sit on a StubBroker; tests move them to
 the broker they need with :func:`bind`.
 """
@@ -17,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 
 import taskstatus
 from taskstatus.queues.dramatiq import install
+from tests.observability.switch import install_from_env
 from tests.probes import probe_from_env
 
 QUEUE = os.environ.get("TS_DQ_QUEUE", "taskstatus-tests")
@@ -46,6 +49,7 @@ def make_broker(url: str | None) -> dramatiq.Broker:
 
 broker = make_broker(os.environ.get("TS_DQ_BROKER"))
 dramatiq.set_broker(broker)
+install_from_env()
 
 if os.environ.get("TS_DQ_STORE"):
     taskstatus.configure(

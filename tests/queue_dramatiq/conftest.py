@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import dramatiq
@@ -94,8 +94,11 @@ class Cell:
         self.broker = actors.make_broker(self.broker_url)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start a worker (``env`` adds environment variables) and wait until it is ready."""
+    def start_worker(
+        self, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker (``env`` adds environment variables, ``args`` options of the
+        ``dramatiq`` command) and wait until it is ready."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {
             **os.environ,
@@ -107,7 +110,7 @@ class Cell:
             "TS_DQ_ARTIFACTS": str(self.tmp / "artifacts"),
         }
         command = [str(DRAMATIQ), "tests.queue_dramatiq.actors"]
-        command += ["--processes", "2", "--threads", "2", "--queues", self.queue]
+        command += ["--processes", "2", "--threads", "2", "--queues", self.queue, *args]
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 command,

@@ -33,6 +33,9 @@ REDIS_URL = f"{os.environ.get('TASKSTATUS_TEST_REDIS', 'redis://127.0.0.1:6379')
 WORKERS = {
     "fork": "taskstatus.queues.rq.Worker",
     "simple": "taskstatus.queues.rq.SimpleWorker",
+    # The same, from a module that installs the Prometheus plugin when asked to.
+    "fork+metrics": "tests.queue_rq.metrics_workers.Worker",
+    "simple+metrics": "tests.queue_rq.metrics_workers.SimpleWorker",
 }
 
 

@@ -34,6 +34,7 @@ from ..store import (
     Position,
     StatusQuery,
     StoreCore,
+    Summary,
     TaskKey,
     Times,
     per_task,
@@ -238,6 +239,16 @@ class BaseStore(StoreCore):
 
     def child_states(self, uuid: UUID) -> Counter[State]:
         return Counter(s.state for s in self.children(uuid))
+
+    def summary(self) -> Summary:
+        counts: Counter[State] = Counter()
+        oldest: datetime | None = None
+        for s in self._snapshot():
+            counts[s.state] += 1
+            started = s.attempt_started_at or s.started_at
+            if s.state is State.IN_PROGRESS and not s.is_container and started is not None:
+                oldest = started if oldest is None else min(oldest, started)
+        return Summary(counts, oldest)
 
     def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
         kids = _children(self._snapshot())

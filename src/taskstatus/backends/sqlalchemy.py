@@ -83,6 +83,7 @@ from ..store import (
     EndedBatch,
     Position,
     StatusQuery,
+    Summary,
     TaskKey,
     Times,
     per_task,
@@ -942,6 +943,15 @@ class SQLAlchemyStore(BaseStore):
         with self._begin() as conn:
             return Counter({State(state): n for state, n in conn.execute(stmt)})
 
+    def summary(self) -> Summary:
+        # Two statements on one connection: the count per state reads only the index of
+        # (state, created), the oldest start only the rows In Progress (as many as are
+        # running, found by that index).
+        with self._begin() as conn:
+            counts = {State(state): int(n) for state, n in conn.execute(_COUNT_BY_STATE)}
+            oldest = conn.execute(_OLDEST_IN_PROGRESS).scalar_one()
+        return Summary(counts, oldest)
+
     def step_sums(self, uuids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
         if not uuids:
             return {}
@@ -1430,6 +1440,11 @@ def _states(states: Iterable[State]) -> list[Any]:
     expansion of an IN list (the values are taskstatus's own, never user input)."""
     return [literal_column(f"'{state.value}'") for state in sorted(states)]
 
+
+_COUNT_BY_STATE = select(_c.state, func.count()).group_by(_c.state)
+_OLDEST_IN_PROGRESS = select(func.min(func.coalesce(_c.attempt_started_at, _c.started_at))).where(
+    _c.state == _states([State.IN_PROGRESS])[0], _c.is_container.is_(False)
+)
 
 _ACTIVE_BY_KEY = _state_by_key.in_(_states(ACTIVE_STATES))
 

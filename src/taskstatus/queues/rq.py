@@ -232,6 +232,8 @@ def _record(queue: Queue, job: Job) -> None:
     _lifecycle().publish(event)
     if event.carrier:
         job.meta[CARRIER_KEY] = event.carrier  # saved with the job, next
+    if job.retries_left:
+        job.meta[RETRIES_META] = job.retries_left
 
 
 def _cancel_dependents(job: Job) -> None:
@@ -302,7 +304,13 @@ def _run_event(job: Job, func: Callable[..., Any], spec: TrackSpec) -> TaskEvent
         partial=True,
     )
     carrier = dict(job.meta.get(CARRIER_KEY) or {})
-    return info.event(job.id, queue=QUEUE, task_class=qualified_name(func), carrier=carrier)
+    # The run's attempt, as the other queues tell it: RQ counts down the retries left after
+    # a failure, and counts up those a job asked for by returning a Retry.
+    used = int(job.meta.get(RETRIES_META, 0)) - (job.retries_left or 0)
+    attempt = 1 + max(used, 0) + (job.number_of_retries or 0)
+    return info.event(
+        job.id, queue=QUEUE, task_class=qualified_name(func), attempt=attempt, carrier=carrier
+    )
 
 
 class _Forking:
@@ -372,10 +380,12 @@ class _WorkerMixin:
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
-        if getattr(job, "reported", False) or _spec(job) is None:
+        tracked = _spec(job)
+        if getattr(job, "reported", False) or tracked is None:
             return result
         lifecycle = _lifecycle()
-        event = TaskEvent(task_id=job.id, queue=QUEUE)
+        # Named as its run was, so that plugins (metrics) count the end with the start.
+        event = TaskEvent(task_id=job.id, queue=QUEUE, task_class=qualified_name(tracked[0]))
         lost = RuntimeError(messages.WORKER_LOST)
         if stopped:
             lifecycle.end(event, exception=TaskCanceledException("stopped on request"))
@@ -388,6 +398,8 @@ class _WorkerMixin:
         return result
 
 
+#: A job's meta key: the retries it was enqueued with (RQ keeps only those left).
+RETRIES_META = "taskstatus_retries"
 #: A job's meta key: how often a worker put the job back for want of the store.
 DEFERRALS_META = "taskstatus_deferrals"
 

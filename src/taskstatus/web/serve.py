@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from ..tracker import Tracker
 from .app import create_app
+from .metrics import add_metrics_route
 from .signin import TokenAuthenticator
 
 __all__ = ["is_loopback", "run", "serve_app"]
@@ -30,9 +31,10 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_app(tracker: Tracker, token: str | None) -> FastAPI:
-    return create_app(
-        TokenAuthenticator(token), tracker=tracker, challenge='Bearer realm="taskstatus"'
-    )
+    authenticate = TokenAuthenticator(token)
+    app = create_app(authenticate, tracker=tracker, challenge='Bearer realm="taskstatus"')
+    add_metrics_route(app, authenticate, lambda: tracker)
+    return app
 
 
 def run(tracker: Tracker, host: str, port: int, token: str | None) -> None:
