@@ -1,8 +1,8 @@
 """The Celery app the integration tests run in a real ``celery worker`` process.
 
 Configured from the environment (TS_TEST_BROKER, TS_TEST_BACKEND, TS_TEST_QUEUE, TS_TEST_STORE,
-TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER) so that each worker the
-tests start gets its own broker, queue and store.
+TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER, TS_TEST_OTEL_SPANS: see
+tests/tracing.py) so that each worker the tests start gets its own broker, queue and store.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ if os.environ.get("TS_TEST_STORE"):
         plugins=plugins,
     )
 ts_celery.install(app)
+if os.environ.get("TS_TEST_OTEL_SPANS"):
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])

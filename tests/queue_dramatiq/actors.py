@@ -52,6 +52,10 @@ if os.environ.get("TS_DQ_STORE"):
         artifact_storage=os.environ.get("TS_DQ_ARTIFACTS"),
         progress_interval=0.1,
     )
+if os.environ.get("TS_TEST_OTEL_SPANS"):  # see tests/tracing.py
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])

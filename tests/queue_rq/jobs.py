@@ -1,12 +1,20 @@
-"""Functions the RQ tests enqueue; a real ``rq worker`` imports them from here."""
+"""Functions the RQ tests enqueue; a real ``rq worker`` imports them from here (a forking
+worker before it forks the work horse of the first job, so a plugin installed here, as
+TS_TEST_OTEL_SPANS does (see tests/tracing.py), sees the whole run)."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
 
 import taskstatus
+
+if os.environ.get("TS_TEST_OTEL_SPANS"):
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])
