@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import dramatiq
@@ -94,10 +94,12 @@ class Cell:
         self.broker = actors.make_broker(self.broker_url)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker (``env`` adds environment variables) and wait until it is ready."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {
             **os.environ,
+            **(env or {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "TS_DQ_BROKER": self.broker_url,
             "TS_DQ_QUEUE": self.queue,
