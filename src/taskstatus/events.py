@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["TaskEvent"]
+__all__ = ["CARRIER_KEY", "TaskEvent"]
+
+#: Where adapters put :attr:`TaskEvent.carrier` in a message: a Celery message header, a
+#: Dramatiq message option, an RQ job's meta key.
+CARRIER_KEY = "taskstatus_carrier"
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,8 @@ class TaskEvent:
     #: Publish of a container: its children run one after another (see
     #: :attr:`~taskstatus.TaskStatus.sequential`).
     sequential: bool = False
+    #: Text values carried from a task's publish to its runs: a ``taskstatus_publish``
+    #: implementation may add entries (a trace context, the publish time), which the adapter
+    #: sends with the message (at :data:`CARRIER_KEY`) and hands back in the events of each
+    #: run (prerun, progress, the outcome, postrun). Empty: nothing is added to the message.
+    carrier: dict[str, str] = field(default_factory=dict)

@@ -42,6 +42,18 @@ def taskstatus_prerun(event: TaskEvent) -> None:
 
 
 @hookspec
+def taskstatus_postrun(event: TaskEvent) -> None:
+    """The run that ``taskstatus_prerun`` announced in this process is over, whatever its
+    outcome; ``event`` is the prerun's.
+
+    Fires after the outcome's hook where this process reports the outcome, and also where it
+    does not: the message went back to the queue, or another process writes the outcome (an
+    RQ work horse hands its success to its worker). So prerun and postrun pair up in one
+    process, for what measures a run there: timers, a gauge of running tasks, a trace span.
+    """
+
+
+@hookspec
 def taskstatus_progress(event: TaskEvent) -> None:
     """The running task reported progress: completed/total steps to add, a stage or a name.
 

@@ -370,10 +370,17 @@ class Lifecycle:
             self._heartbeat.watch(live)
         return live
 
-    def release(self, live: LiveStatus, *, succeeded: bool = False) -> None:
+    def release(self, live: LiveStatus) -> None:
         """The run stopped without an outcome (its message goes back to the queue): write
-        its progress and clear ``current()``; the next delivery counts a new attempt.
-        ``succeeded``: the success is written next, which completes every step anyway."""
+        its progress and clear ``current()``; the next delivery counts a new attempt."""
+        try:
+            self._stop_run(live, succeeded=False)
+        finally:
+            self._hook.taskstatus_postrun(event=live.started_with)
+
+    def _stop_run(self, live: LiveStatus, *, succeeded: bool) -> None:
+        """Write the run's pending progress and clear ``current()``. ``succeeded``: the
+        success is written next, which completes every step anyway."""
         try:
             live.flush(final=True, succeeding=succeeded)
         finally:
@@ -397,11 +404,23 @@ class Lifecycle:
         the user-facing text if given; pending progress is written first. ``task`` is the
         live handle from :meth:`start`, or an event where the run could not report itself
         (a worker that died, a job stopped from outside)."""
-        if isinstance(task, LiveStatus):
-            self.release(task, succeeded=exception is None and not retrying)
-            event = task._event()
-        else:
-            event = task
+        if not isinstance(task, LiveStatus):
+            self._report_end(task, exception, retrying, message, traceback)
+            return
+        try:
+            self._stop_run(task, succeeded=exception is None and not retrying)
+            self._report_end(task._event(), exception, retrying, message, traceback)
+        finally:
+            self._hook.taskstatus_postrun(event=task.started_with)
+
+    def _report_end(
+        self,
+        event: TaskEvent,
+        exception: BaseException | None,
+        retrying: bool,
+        message: str | None,
+        traceback: str | None,
+    ) -> None:
         if exception is None and not retrying:
             self._hook.taskstatus_succeed(event=event)
             return
@@ -515,14 +534,18 @@ class Lifecycle:
             self.end(live)
             return
         ended = self._recorder.clock()
-        self.release(live, succeeded=True)
-        if handoff.orphaned():
-            # Its start (if still deferred) first, unless the worker wrote it before it died.
-            self._hook.taskstatus_succeed(event=dataclasses.replace(handoff.event, at=ended))
-            self._store(f"task {handoff.task_id}", ended_only=False)
-            return
-        unstarted = self._recorder.withdraw_start()
-        handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
+        try:
+            self._stop_run(live, succeeded=True)
+            if handoff.orphaned():
+                # Its start (if still deferred) first, unless the worker wrote it before it
+                # died.
+                self._hook.taskstatus_succeed(event=dataclasses.replace(handoff.event, at=ended))
+                self._store(f"task {handoff.task_id}", ended_only=False)
+                return
+            unstarted = self._recorder.withdraw_start()
+            handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
+        finally:
+            self._hook.taskstatus_postrun(event=live.started_with)
 
     def finish_hand_off(self, handoff: HandOff) -> None:
         """In the worker, once the child has ended: write the success it handed back. Any

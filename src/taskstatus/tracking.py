@@ -59,8 +59,10 @@ class PublishInfo:
         parent_task_id: str | None = None,
         redeliver_on_loss: bool = False,
         attempt: int = 1,
+        carrier: dict[str, str] | None = None,
     ) -> TaskEvent:
-        """The publish (or start) event of this call."""
+        """The publish (or start) event of this call (``carrier``: what its message
+        carried, for a start)."""
         return TaskEvent(
             task_id=task_id,
             queue=queue,
@@ -72,6 +74,7 @@ class PublishInfo:
             total_steps=self.total_steps,
             redeliver_on_loss=redeliver_on_loss,
             attempt=attempt,
+            carrier={} if carrier is None else carrier,
         )
 
 
@@ -332,6 +335,8 @@ class LiveStatus:
         """``interval``: seconds between progress writes (0: each call writes at once)."""
         self._calls = calls
         self._uuid: UUID | None = None
+        #: The event the run started with (``taskstatus_postrun`` gets it).
+        self.started_with = event
         self.task_id = event.task_id
         self.queue = event.queue
         self.task_class = event.task_class
@@ -484,8 +489,14 @@ class LiveStatus:
             _progress_failures.succeeded()
 
     def _event(self, **fields: Any) -> TaskEvent:
+        started = self.started_with
         return TaskEvent(
-            task_id=self.task_id, queue=self.queue, task_class=self.task_class, **fields
+            task_id=self.task_id,
+            queue=self.queue,
+            task_class=self.task_class,
+            attempt=started.attempt,
+            carrier=started.carrier,
+            **fields,
         )
 
     @property

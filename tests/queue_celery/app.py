@@ -16,6 +16,7 @@ from celery import Celery
 
 import taskstatus
 import taskstatus.queues.celery as ts_celery
+from tests.probes import probe_from_env
 
 app = Celery(
     "taskstatus_tests",
@@ -62,6 +63,7 @@ if os.environ.get("TS_TEST_STORE"):
         plugins.append(SlowFailureNotifier())
     if os.environ.get("TS_TEST_RETRY_LOG"):
         plugins.append(RetryWatcher())
+    plugins.extend(probe_from_env())
     taskstatus.configure(
         url=os.environ["TS_TEST_STORE"],
         artifact_storage=os.environ.get("TS_TEST_ARTIFACTS"),

@@ -17,6 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 
 import taskstatus
 from taskstatus.queues.dramatiq import install
+from tests.probes import probe_from_env
 
 QUEUE = os.environ.get("TS_DQ_QUEUE", "taskstatus-tests")
 #: Retries come fast in tests.
@@ -51,6 +52,7 @@ if os.environ.get("TS_DQ_STORE"):
         url=os.environ["TS_DQ_STORE"],
         artifact_storage=os.environ.get("TS_DQ_ARTIFACTS"),
         progress_interval=0.1,
+        plugins=probe_from_env(),
     )
 if os.environ.get("TS_TEST_OTEL_SPANS"):  # see tests/tracing.py
     from tests.tracing import install_from_env

@@ -10,6 +10,11 @@ import uuid
 from pathlib import Path
 
 import taskstatus
+import taskstatus.plugins
+from tests.probes import probe_from_env
+
+for _probe in probe_from_env():  # in a worker whose test asked for it
+    taskstatus.plugins.register_default(_probe)
 
 if os.environ.get("TS_TEST_OTEL_SPANS"):
     from tests.tracing import install_from_env

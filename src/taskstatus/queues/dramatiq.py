@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import messages
-from ..events import TaskEvent
+from ..events import CARRIER_KEY, TaskEvent
 from ..exceptions import StoreUnavailable, TaskCanceledException
 from ..failurelog import FailureLog
 from ..lifecycle import Lifecycle
@@ -344,7 +344,10 @@ class TaskstatusMiddleware(Installed, Middleware):
             )
             parent = container
         if tracked is not None and info is not None:
-            lifecycle.publish(self._event(message.message_id, tracked[0], info, parent))
+            event = self._event(message.message_id, tracked[0], info, parent)
+            lifecycle.publish(event)
+            if event.carrier:
+                options[CARRIER_KEY] = event.carrier
         if container is not None:
             for step in steps:
                 self._record_step(broker, step, container, owner)
@@ -378,6 +381,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         info: PublishInfo,
         parent: str | None,
         attempt: int = 1,
+        carrier: dict[str, str] | None = None,
     ) -> TaskEvent:
         # Dramatiq acknowledges late: the message of a worker that died comes back.
         return info.event(
@@ -387,6 +391,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             parent_task_id=parent,
             redeliver_on_loss=True,
             attempt=attempt,
+            carrier=carrier,
         )
 
     def _record_step(
@@ -403,7 +408,10 @@ class TaskstatusMiddleware(Installed, Middleware):
             tracked, step.get("args"), step.get("kwargs"), strict=False, owner=owner
         )
         if info is not None:
-            self.lifecycle.publish(self._event(step["message_id"], tracked[0], info, parent))
+            event = self._event(step["message_id"], tracked[0], info, parent)
+            self.lifecycle.publish(event)
+            if event.carrier:
+                step_options[CARRIER_KEY] = event.carrier
 
     @contextlib.contextmanager
     def group_scope(self, group: dramatiq_group) -> Iterator[str | None]:
@@ -455,7 +463,8 @@ class TaskstatusMiddleware(Installed, Middleware):
         info = self._describe(tracked, message.args, message.kwargs, strict=False)
         assert info is not None
         attempt = int(message.options.get("retries") or 0) + 1
-        event = self._event(message.message_id, actor, info, None, attempt)
+        carrier = dict(message.options.get(CARRIER_KEY) or {})
+        event = self._event(message.message_id, actor, info, None, attempt, carrier)
         lifecycle = self.lifecycle
         try:
             live = lifecycle.start(event)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import get_tracker, messages
-from ..events import TaskEvent
+from ..events import CARRIER_KEY, TaskEvent
 from ..exceptions import ConfigurationError, TaskCanceledException
 from ..handoff import HandOff
 from ..hookspecs import hookimpl
@@ -222,15 +222,16 @@ def _record(queue: Queue, job: Job) -> None:
         func, tuple(job.args or ()), dict(job.kwargs or {}), task_name=qualified_name(func)
     )
     _redis.connection = queue.connection
-    _lifecycle().publish(
-        info.event(
-            job.id,
-            queue=QUEUE,
-            task_class=qualified_name(func),
-            # RQ's maintenance retries an abandoned job only when it has retries left.
-            redeliver_on_loss=bool(job.retries_left),
-        )
+    event = info.event(
+        job.id,
+        queue=QUEUE,
+        task_class=qualified_name(func),
+        # RQ's maintenance retries an abandoned job only when it has retries left.
+        redeliver_on_loss=bool(job.retries_left),
     )
+    _lifecycle().publish(event)
+    if event.carrier:
+        job.meta[CARRIER_KEY] = event.carrier  # saved with the job, next
 
 
 def _cancel_dependents(job: Job) -> None:
@@ -247,6 +248,10 @@ def _cancel_dependents(job: Job) -> None:
 
 class TrackedJob(Job):
     """A job that records its run; the job class of :class:`Worker` and :class:`SimpleWorker`."""
+
+    #: The run reported how it ended (so the worker's failure handling, which RQ calls
+    #: next in the same process, has nothing to add).
+    reported = False
 
     def perform(self) -> Any:
         handoff = _forking.handoff
@@ -276,6 +281,7 @@ class TrackedJob(Job):
         except BaseException as exc:
             retrying = bool(self.retries_left)
             message = messages.TIMED_OUT if isinstance(exc, JobTimeoutException) else None
+            self.reported = True
             lifecycle.end(live, exception=exc, retrying=retrying, message=message)
             if not retrying:
                 _cancel_dependents(self)
@@ -295,7 +301,8 @@ def _run_event(job: Job, func: Callable[..., Any], spec: TrackSpec) -> TaskEvent
         task_name=qualified_name(func),
         partial=True,
     )
-    return info.event(job.id, queue=QUEUE, task_class=qualified_name(func))
+    carrier = dict(job.meta.get(CARRIER_KEY) or {})
+    return info.event(job.id, queue=QUEUE, task_class=qualified_name(func), carrier=carrier)
 
 
 class _Forking:
@@ -365,7 +372,7 @@ class _WorkerMixin:
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> Any:
         stopped = getattr(self, "_stopped_job_id", None) == job.id
         result = super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
-        if _spec(job) is None:
+        if getattr(job, "reported", False) or _spec(job) is None:
             return result
         lifecycle = _lifecycle()
         event = TaskEvent(task_id=job.id, queue=QUEUE)

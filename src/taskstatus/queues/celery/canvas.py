@@ -14,6 +14,7 @@ from celery import Celery, Task
 from celery.canvas import _chord as celery_chord
 from celery.canvas import group as celery_group
 
+from ...events import CARRIER_KEY
 from ...lifecycle import Lifecycle
 from ...tracking import PublishInfo
 from .._install import Installed
@@ -223,7 +224,11 @@ class Canvas:
         described = self._describe_step(sig, owner)
         if described is not None and options.get("task_id"):
             task, info = described
-            lifecycle.publish(task_event(options["task_id"], task, info, parent))
+            event = task_event(options["task_id"], task, info, parent)
+            lifecycle.publish(event)
+            if event.carrier:  # the headers of the message a worker sends for it later
+                headers = options.setdefault("headers", {})
+                headers[CARRIER_KEY] = event.carrier
 
     def check_owners(self, sig: Any, partial_args: tuple[Any, ...]) -> None:
         """Raise TypeError if a tracked task that ``sig`` sends first lacks its owner."""

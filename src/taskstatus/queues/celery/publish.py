@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from ...events import CARRIER_KEY
 from ...lifecycle import Lifecycle
 from .._install import Installed
 from .canvas import NAME_HEADER, NAME_KWARG, Canvas, eager_chain, group_in_flight
@@ -117,7 +118,10 @@ class Publisher:
             )
             parent = chain_id
         if info is not None and task is not None:
-            lifecycle.publish(task_event(task_id, task, info, parent))
+            event = task_event(task_id, task, info, parent)
+            lifecycle.publish(event)
+            if event.carrier:
+                headers[CARRIER_KEY] = event.carrier
         for step in steps:
             canvas.record_step(lifecycle, step, parent, owner)
         return True

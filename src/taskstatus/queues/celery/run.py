@@ -17,6 +17,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from ... import messages
+from ...events import CARRIER_KEY
 from ...exceptions import TaskCanceledException
 from ...lifecycle import Lifecycle
 from ...tracking import LiveStatus, PublishInfo, TrackSpec
@@ -107,7 +108,11 @@ class Runner:
         request = task.request
         lifecycle = self.installed.lifecycle
         event = info.event(
-            request.id, queue=QUEUE, task_class=task_class, attempt=(request.retries or 0) + 1
+            request.id,
+            queue=QUEUE,
+            task_class=task_class,
+            attempt=(request.retries or 0) + 1,
+            carrier=dict(getattr(request, CARRIER_KEY, None) or {}),
         )
         try:
             live = lifecycle.start(event)
