@@ -56,11 +56,13 @@ def install_from_env() -> None:
     provider = TracerProvider()
     # Exported as each span ends: a work horse leaves through os._exit, nothing batched.
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
+    # The global provider: the plugin's (given none), the instrumentation's and the tasks' own.
+    trace.set_tracer_provider(provider)
     if os.environ.get(CELERY_ENV):
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-        CeleryInstrumentor().instrument(tracer_provider=provider)
-    otel.install(provider)
+        CeleryInstrumentor().instrument()
+    otel.install()
 
 
 def worker_spans(path: Path, count: int, what: str) -> list[dict[str, Any]]:
@@ -167,7 +169,8 @@ def check_runs(
     success_seen: bool = True,
 ) -> None:
     """What every queue's worker spans show after three tasks published in ``request``:
-    ``staged`` (task id, task class) set the stage "Sending emails" and succeeded, ``flaky``
+    ``staged`` (task id, task class) set the stage "Sending emails" in a span of its own
+    and succeeded, ``flaky``
     failed once with a retry and then succeeded, ``failed`` failed with ``exception`` (type,
     message). ``attempts_known``: the queue tells the attempt of each run.
     ``success_seen``: the success is reported in the process that ran the task."""
@@ -194,6 +197,8 @@ def check_runs(
     if success_seen:
         expected[otel.OUTCOME] = "succeeded"
     assert attributes == expected
+    (inner,) = [s for s in spans if s["name"] == "sending emails"]  # the task's own
+    assert inner["parent_id"] == run["context"]["span_id"]
     (stage,) = [e for e in run["events"] if e["name"] == otel.STAGE_EVENT]
     assert stage["attributes"] == {otel.STAGE: "Sending emails"}
     assert run["status"]["status_code"] == "UNSET"

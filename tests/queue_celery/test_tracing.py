@@ -45,7 +45,9 @@ def test_worker_spans_join_the_publishers_trace(make_cell, uid: int, tmp_path: P
         with pytest.raises(ValueError, match="row 3"):
             exploded.get(timeout=TIMEOUT)
     failed = wait_failed(exploded.id)
-    spans = worker_spans(spans_file, 4, "the worker's spans: a run each, flaky's twice")
+    spans = worker_spans(
+        spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
+    )
     check_runs(
         spans,
         publisher,
@@ -81,8 +83,8 @@ def test_the_celery_instrumentations_spans_are_enriched(
     # No span of taskstatus's own on either side: the instrumentation's stand.
     assert [s.name for s in publisher.spans("publish ")] == []
     (apply_async,) = [s for s in publisher.spans("apply_async/") if s.name.endswith(STAGED)]
-    spans = worker_spans(spans_file, 2, "the worker's spans")
-    assert sorted(s["name"] for s in spans) == [f"run/{EXPLODE}", f"run/{STAGED}"]
+    spans = worker_spans(spans_file, 3, "the worker's spans")
+    assert sorted(s["name"] for s in spans) == [f"run/{EXPLODE}", f"run/{STAGED}", "sending emails"]
     assert {trace_id(s) for s in spans} == {trace_id(request)}
 
     (run,) = only(spans, **{otel.MESSAGE_ID: staged.id, otel.TASK_CLASS: STAGED})
@@ -91,6 +93,8 @@ def test_the_celery_instrumentations_spans_are_enriched(
     assert run["attributes"][otel.OUTCOME] == "succeeded"
     assert run["attributes"]["celery.task_name"] == STAGED  # the instrumentation's own
     assert event_names(run) == [otel.STAGE_EVENT]
+    (inner,) = [s for s in spans if s["name"] == "sending emails"]
+    assert inner["parent_id"] == run["context"]["span_id"]
 
     (broken,) = only(spans, **{otel.MESSAGE_ID: exploded.id})
     assert broken["attributes"][otel.OUTCOME] == "failed"

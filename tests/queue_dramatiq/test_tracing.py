@@ -27,7 +27,9 @@ def test_worker_spans_join_the_publishers_trace(make_cell, uid: int, tmp_path: P
         for message in (staged, flaky):
             wait_state(message.message_id, State.SUCCEEDED)
         failed = wait_failed(exploded.message_id)
-    spans = worker_spans(spans_file, 4, "the worker's spans: a run each, flaky's twice")
+    spans = worker_spans(
+        spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
+    )
     check_runs(
         spans,
         publisher,

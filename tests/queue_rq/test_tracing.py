@@ -23,7 +23,9 @@ def test_worker_spans_join_the_publishers_trace(rq_cell, uid, worker, tmp_path: 
         flaky = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "marker"), retry=Retry(max=1))
         exploded = rq_cell.queue.enqueue(jobs.explode, uid, "row 3 has no id")
     rq_cell.work(worker, env={SPANS_ENV: str(spans_file)})
-    spans = worker_spans(spans_file, 4, "the worker's spans: a run each, flaky's twice")
+    spans = worker_spans(
+        spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
+    )
     check_runs(
         spans,
         publisher,
