@@ -218,6 +218,8 @@ class Tracing:
 
     @hookimpl
     def taskstatus_cancel(self, event: TaskEvent) -> None:
+        if event.exception is None:
+            return  # a request to cancel (from any process): the run stops at its next call
         run = self._runs.get(event.task_id)
         if run is not None:
             _canceled(run, event.exception)
