@@ -120,6 +120,8 @@ class Tracing:
             propagate.inject(event.carrier)
             return (yield)
         span = self._tracer.start_span(f"publish {event.task_class}", kind=SpanKind.PRODUCER)
+        if not span.get_span_context().is_valid:
+            return (yield)  # a no-op tracer (no provider set): nothing to carry
         if span.is_recording():
             _describe(span, event, "publish", "send")
         propagate.inject(event.carrier, context=trace.set_span_in_context(span))
@@ -135,6 +137,8 @@ class Tracing:
     @hookimpl(wrapper=True)
     def taskstatus_prerun(self, event: TaskEvent) -> Generator[None, object, object]:
         run = self._start(event)
+        if run is None:  # a no-op tracer: nothing to attach, nor to add to later
+            return (yield)
         try:
             return (yield)
         except BaseException as exc:
@@ -148,7 +152,7 @@ class Tracing:
             self._close(run)
             raise
 
-    def _start(self, event: TaskEvent) -> _Run:
+    def _start(self, event: TaskEvent) -> _Run | None:
         if event.queue == "celery" and celery_instrumented():
             current = trace.get_current_span()
             if current.is_recording():  # the instrumentation's run span
@@ -159,12 +163,12 @@ class Tracing:
         span = self._tracer.start_span(
             f"run {event.task_class}", context=parent, kind=SpanKind.CONSUMER
         )
-        run = _Run(span, owned=True)
+        if not span.get_span_context().is_valid:
+            return None
         if span.is_recording():
             _describe(span, event, "process", "process")
-        if span.get_span_context().is_valid:
-            run.token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._runs[event.task_id] = run
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        run = self._runs[event.task_id] = _Run(span, owned=True, token=token)
         return run
 
     @hookimpl
