@@ -4,7 +4,8 @@ keeps its own in memory, and the tests compare the two.
 A worker started with ``TS_TEST_OTEL_SPANS=<file>`` (read by the test apps, actors and jobs
 through :func:`install_from_env`) installs ``taskstatus.observability.otel`` with an SDK
 tracer provider that appends each span, as it ends, to that file as one JSON line; with
-``TS_TEST_OTEL_CELERY=1`` it also turns on ``opentelemetry-instrumentation-celery``.
+``TS_TEST_OTEL_CELERY=1`` it also turns on ``opentelemetry-instrumentation-celery``; with
+``TS_TEST_OTEL_FLUSH_EACH_RUN=1`` it exports in batches and installs with ``flush_each_run``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
@@ -32,6 +34,7 @@ from tests.waiting import poll
 
 SPANS_ENV = "TS_TEST_OTEL_SPANS"
 CELERY_ENV = "TS_TEST_OTEL_CELERY"
+FLUSH_ENV = "TS_TEST_OTEL_FLUSH_EACH_RUN"
 
 
 class JsonLinesExporter(SpanExporter):
@@ -54,15 +57,18 @@ def install_from_env() -> None:
     if not path:
         return
     provider = TracerProvider()
-    # Exported as each span ends: a work horse leaves through os._exit, nothing batched.
-    provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
+    flush_each_run = bool(os.environ.get(FLUSH_ENV))
+    # Exported as each span ends, or in batches that the plugin flushes after each run (a
+    # work horse leaves through os._exit).
+    processor = BatchSpanProcessor if flush_each_run else SimpleSpanProcessor
+    provider.add_span_processor(processor(JsonLinesExporter(path)))
     # The global provider: the plugin's (given none), the instrumentation's and the tasks' own.
     trace.set_tracer_provider(provider)
     if os.environ.get(CELERY_ENV):
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
         CeleryInstrumentor().instrument()
-    otel.install()
+    otel.install(flush_each_run=flush_each_run)
 
 
 def worker_spans(path: Path, count: int, what: str) -> list[dict[str, Any]]:

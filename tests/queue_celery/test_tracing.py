@@ -101,3 +101,22 @@ def test_the_celery_instrumentations_spans_are_enriched(
     assert broken["status"]["status_code"] == "ERROR"
     # The instrumentation records the exception; taskstatus does not record it again.
     assert event_names(broken) == ["exception"]
+    assert run["links"] == broken["links"] == []  # one trace: nothing to link
+
+    # A producer without the instrumentation: its message carries no context the
+    # instrumentation reads, so the worker's span starts a trace, linked to the publish.
+    with publisher_spans() as plain, plain.request() as elsewhere:
+        added = tasks.add.delay(2, 3, user_id=uid)
+    assert added.get(timeout=TIMEOUT) == 5
+    (published,) = plain.spans("publish ")
+    (linked,) = only(
+        worker_spans(spans_file, 4, "the worker's span of add"), **{otel.MESSAGE_ID: added.id}
+    )
+    assert trace_id(linked) != trace_id(elsewhere)
+    assert [link["context"] for link in linked["links"]] == [
+        {
+            "trace_id": trace_id(published),
+            "span_id": span_id(published),
+            "trace_state": "[]",
+        }
+    ]

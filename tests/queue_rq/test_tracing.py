@@ -10,19 +10,21 @@ from rq import Retry
 
 import taskstatus
 from tests.queue_rq import jobs
-from tests.tracing import SPANS_ENV, check_runs, publisher_spans, worker_spans
+from tests.tracing import FLUSH_ENV, SPANS_ENV, check_runs, publisher_spans, worker_spans
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.parametrize("worker", ["fork", "simple"])
 def test_worker_spans_join_the_publishers_trace(rq_cell, uid, worker, tmp_path: Path):
+    """The worker exports in batches: a work horse's spans arrive only as the plugin flushes
+    them at the end of each run (``flush_each_run``), before the horse leaves."""
     spans_file = tmp_path / "spans.jsonl"
     with publisher_spans() as publisher, publisher.request() as request:
         staged = rq_cell.queue.enqueue(jobs.staged, uid)
         flaky = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "marker"), retry=Retry(max=1))
         exploded = rq_cell.queue.enqueue(jobs.explode, uid, "row 3 has no id")
-    rq_cell.work(worker, env={SPANS_ENV: str(spans_file)})
+    rq_cell.work(worker, env={SPANS_ENV: str(spans_file), FLUSH_ENV: "1"})
     spans = worker_spans(
         spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
     )

@@ -157,6 +157,7 @@ class Tracing:
             current = trace.get_current_span()
             if current.is_recording():  # the instrumentation's run span
                 _describe(current, event, "process", "process")
+                _link_publish(current, event)
                 run = self._runs[event.task_id] = _Run(current, owned=False)
                 return run
         parent = propagate.extract(event.carrier) if event.carrier else None
@@ -248,6 +249,17 @@ def _describe(span: Span, event: TaskEvent, operation: str, kind: str) -> None:
     )
     if event.attempt is not None:
         span.set_attribute(ATTEMPT, event.attempt)
+
+
+def _link_publish(span: Span, event: TaskEvent) -> None:
+    """Link the instrumentation's run span to the ``publish`` span the message carries when
+    they are in different traces (a producer without the instrumentation): its span cannot
+    be re-parented, so the link is what leads from one trace to the other."""
+    if not event.carrier:
+        return
+    published = trace.get_current_span(propagate.extract(event.carrier)).get_span_context()
+    if published.is_valid and published.trace_id != span.get_span_context().trace_id:
+        span.add_link(published)
 
 
 def _exception_attributes(event: TaskEvent) -> dict[str, Any]:
