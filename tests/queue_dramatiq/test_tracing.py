@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dramatiq
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -134,3 +135,19 @@ def test_without_a_tracer_provider_nothing_is_carried(stub, uid):
     assert CARRIER_KEY not in message.options
     assert watcher.carriers == [{}]
     assert taskstatus.get_by_task_id(message.message_id).state is State.SUCCEEDED
+
+
+def test_each_step_of_a_pipeline_runs_under_its_own_publish(stub, uid):
+    """A later step is sent by the worker that ran the step before; it still joins the trace
+    of the request that published the pipeline, under its own publish span."""
+    with publisher_spans() as publisher:
+        with publisher.request() as request:
+            dramatiq.pipeline([actors.add.message(1, 2, user_id=uid), actors.add.message(3)]).run()
+        stub.join()
+    steps = publisher.spans("run ")
+    assert len(steps) == 2
+    for step in steps:
+        task_id = (step.attributes or {})[otel.MESSAGE_ID]
+        assert step.parent is not None
+        assert step.parent.span_id == publish_span(publisher, task_id).context.span_id  # type: ignore[union-attr]
+        assert step.context.trace_id == request.get_span_context().trace_id  # type: ignore[union-attr]
