@@ -127,7 +127,7 @@ class Tracing:
         propagate.inject(event.carrier, context=trace.set_span_in_context(span))
         try:
             return (yield)
-        except BaseException as exc:  # nothing is sent (a missing owner, the store down)
+        except BaseException as exc:  # nothing is sent (a plugin refused it, the store down)
             _failed(span, exc, None)
             raise
         finally:
