@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(240)
         "dramatiq_overhead.py",
         "rq_overhead.py",
         "publish.py",
+        "otel_overhead.py",
     ],
 )
 def test_benchmark_quick_run(script):

@@ -1,9 +1,10 @@
 """The Celery app the integration tests run in a real ``celery worker`` process.
 
 Configured from the environment (TS_TEST_BROKER, TS_TEST_BACKEND, TS_TEST_QUEUE, TS_TEST_STORE,
-TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER) so that each worker the
-tests start gets its own broker, queue and store; TS_METRICS_PORT installs the Prometheus plugin
-and serves it from the worker's main process (see tests.observability.metrics).
+TS_TEST_ARTIFACTS, TS_TEST_PROGRESS_INTERVAL, TS_TEST_SLOW_NOTIFIER, TS_TEST_OTEL_SPANS: see
+tests/tracing.py) so that each worker the tests start gets its own broker, queue and store;
+TS_METRICS_PORT installs the Prometheus plugin and serves it from the worker's main process
+(see tests.observability.metrics).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ if os.environ.get("TS_TEST_STORE"):
         plugins=plugins,
     )
 ts_celery.install(app)
+if os.environ.get("TS_TEST_OTEL_SPANS"):
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 metrics_port = install_from_env()
 if metrics_port is not None:
@@ -141,9 +146,12 @@ def busy(self, user_id, countdown=2.0):
 @taskstatus.track()
 @app.task(bind=True)
 def staged(self, user_id):
+    from opentelemetry import trace  # a span of the task's own, under the run's when traced
+
     status = taskstatus.current()
-    status.set_state("Sending emails")
-    status.check_canceled()
+    with trace.get_tracer("tests").start_as_current_span("sending emails"):
+        status.set_state("Sending emails")
+        status.check_canceled()
     time.sleep(0.5)
     return "done"
 

@@ -58,6 +58,10 @@ if os.environ.get("TS_DQ_STORE"):
         progress_interval=0.1,
         plugins=probe_from_env(),
     )
+if os.environ.get("TS_TEST_OTEL_SPANS"):  # see tests/tracing.py
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])
@@ -96,10 +100,13 @@ def flaky(user_id, marker):
 @taskstatus.track(total_steps=3)
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def stages(user_id):
+    from opentelemetry import trace  # a span of the task's own, under the run's when traced
+
     status = taskstatus.current()
-    status.set_state("Sending emails")
-    status.increment_completed_steps()
-    status.flush(final=False, force=True)
+    with trace.get_tracer("tests").start_as_current_span("sending emails"):
+        status.set_state("Sending emails")
+        status.increment_completed_steps()
+        status.flush(final=False, force=True)
     time.sleep(0.3)
     status.add_artifact(name="Report", file=b"a,b\n1,2\n", filename="report.csv")
     status.add_artifact(name="Link", url="https://example.com/r/1")

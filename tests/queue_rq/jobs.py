@@ -1,7 +1,10 @@
-"""Functions the RQ tests enqueue; a real ``rq worker`` imports them from here."""
+"""Functions the RQ tests enqueue; a real ``rq worker`` imports them from here (a forking
+worker before it forks the work horse of the first job, so a plugin installed here, as
+TS_TEST_OTEL_SPANS does (see tests/tracing.py), sees the whole run)."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +15,11 @@ from tests.probes import probe_from_env
 
 for _probe in probe_from_env():  # in a worker whose test asked for it
     taskstatus.plugins.register_default(_probe)
+
+if os.environ.get("TS_TEST_OTEL_SPANS"):
+    from tests.tracing import install_from_env
+
+    install_from_env()
 
 
 @taskstatus.track(name="Count to {n}", total_steps=lambda a: a["n"])
@@ -52,6 +60,19 @@ def stages(user_id):
     status.add_artifact(name="Link", url="https://example.com/r/1")
     status.add_artifact(name="Summary", text="2 rows")
     status.increment_completed_steps(2)
+
+
+@taskstatus.track()
+def staged(user_id):
+    """Shows the stage "Sending emails", written at once, in a span of its own (under the
+    run's when traced)."""
+    from opentelemetry import trace
+
+    status = taskstatus.current()
+    with trace.get_tracer("tests").start_as_current_span("sending emails"):
+        status.set_state("Sending emails")
+        status.check_canceled()
+    return "done"
 
 
 @taskstatus.track(total_steps=1000)
