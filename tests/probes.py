@@ -7,9 +7,10 @@ Workers load it when their test app finds the file's path in ``TS_TEST_PROBE_LOG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,19 @@ def probe_from_env() -> list[RunProbe]:
     """The probe a worker's test app installs: one if the test asked for it."""
     log = os.environ.get(PROBE_LOG)
     return [RunProbe(log)] if log else []
+
+
+@contextlib.contextmanager
+def publishing(log: Path) -> Iterator[None]:
+    """Fill the carrier of the tasks this process publishes in the block, as the workers'
+    probe expects."""
+    tracker = taskstatus.get_tracker()
+    probe = RunProbe(log)
+    tracker.register(probe)
+    try:
+        yield
+    finally:
+        tracker.pm.unregister(probe)
 
 
 def runs(log: Path) -> dict[str, list[tuple[str, Any, int]]]:

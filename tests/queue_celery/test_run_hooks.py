@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from celery import chain
 
-import taskstatus
 from taskstatus import State
-from tests.probes import PROBE_LOG, RunProbe, wait_runs
+from tests.probes import PROBE_LOG, publishing, wait_runs
 from tests.queue_celery.app import count, explode
 from tests.waiting import wait_state
 
@@ -16,16 +15,11 @@ def test_the_carrier_travels_and_postrun_follows_the_outcome(make_cell, tmp_path
     cell = make_cell("redis", "sqlite")
     log = tmp_path / "probe.log"
     cell.start_worker(env={PROBE_LOG: str(log)})
-    tracker = taskstatus.get_tracker()
-    probe = RunProbe(log)
-    tracker.register(probe)  # the publish side: this process
-    try:
+    with publishing(log):  # the publish side: this process
         done = count.delay(uid, 1).id
         failed = explode.delay(uid).id
         steps = chain(count.si(uid, 1), count.si(uid, 2)).apply_async()
         first, second = steps.parent.id, steps.id
-    finally:
-        tracker.pm.unregister(probe)
     wait_state(failed, State.FAILED)
     seen = wait_runs(
         log,

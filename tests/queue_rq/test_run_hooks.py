@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import taskstatus
-from tests.probes import PROBE_LOG, RunProbe, wait_runs
+from tests.probes import PROBE_LOG, publishing, wait_runs
 from tests.queue_rq import jobs
 
 
@@ -15,14 +14,9 @@ from tests.queue_rq import jobs
 @pytest.mark.parametrize("worker", ["fork", "simple"])
 def test_the_carrier_travels_and_postrun_pairs_with_prerun(rq_cell, tmp_path, uid, worker):
     log = tmp_path / "probe.log"
-    tracker = taskstatus.get_tracker()
-    probe = RunProbe(log)
-    tracker.register(probe)  # the publish side: this process
-    try:
+    with publishing(log):  # the publish side: this process
         done = rq_cell.queue.enqueue(jobs.count, uid, 1).id
         failed = rq_cell.queue.enqueue(jobs.explode, uid).id
-    finally:
-        tracker.pm.unregister(probe)
     rq_cell.work(worker, env={PROBE_LOG: str(log)})
     handed_back = worker == "fork"
     seen = wait_runs(
