@@ -21,14 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..conftest import unavailable
+from ..ports import free_port
 
 __all__ = ["PrivatePostgres", "PrivateRedis", "free_port", "missing"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def missing(program: str) -> str | None:

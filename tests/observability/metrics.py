@@ -20,12 +20,6 @@ from tests.waiting import poll
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def worker_env(port: int, multiproc_dir: Path | None) -> dict[str, str]:
     """The environment that turns the switch on (multiprocess mode with a directory)."""
     env = {PORT: str(port), "TASKSTATUS_METRICS_PORT": str(port)}
@@ -112,9 +106,20 @@ def mix_counts(task: Mapping[str, str]) -> dict[str, dict[str, float]]:
     }
 
 
+def answers(port: int) -> bool:
+    """Whether a server listens on ``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def wait_for_mix(port: int, task: Mapping[str, str]) -> Samples:
     """Scrape the worker until it shows exactly the counts of the mix; its samples."""
     expected = mix_counts(task)
+    # The server may be a process of its own, started beside the worker's.
+    poll(lambda: answers(port), bool, f"the worker's metrics server on port {port}")
 
     def seen() -> dict[str, dict[str, float]]:
         samples = scrape(port)

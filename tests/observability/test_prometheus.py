@@ -22,7 +22,8 @@ from taskstatus import State, TaskCanceledException, messages
 from taskstatus.observability import prometheus
 from taskstatus.web.serve import serve_app
 from tests.helpers import event, publish, sql_statements
-from tests.observability.metrics import free_port, parse, scrape, value
+from tests.observability.metrics import parse, scrape, value
+from tests.ports import free_port
 from tests.waiting import TIMEOUT, poll
 
 pytestmark = pytest.mark.timeout(60)

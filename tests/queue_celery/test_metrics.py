@@ -12,13 +12,13 @@ from taskstatus import State
 from tests.observability.metrics import (
     MIX_STATES,
     counting_here,
-    free_port,
     here,
     store_gauges,
     value,
     wait_for_mix,
     worker_env,
 )
+from tests.ports import free_port
 from tests.queue_celery import app as tasks
 from tests.waiting import poll, wait_state
 

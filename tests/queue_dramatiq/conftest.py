@@ -23,7 +23,7 @@ import dramatiq
 import pytest
 
 import taskstatus
-from tests.conftest import private_store, require_server
+from tests.conftest import private_store, require_server, show_on_failure
 from tests.queue_dramatiq import actors
 from tests.waiting import TIMEOUT, poll, uid  # noqa: F401  (fixture)
 
@@ -194,13 +194,23 @@ def cell(request: pytest.FixtureRequest, cells: Callable[[str, str], Cell]) -> C
 
 
 @pytest.fixture
-def make_cell(tmp_path: Path) -> Iterator[Callable[[str, str], Cell]]:
-    """A cell of the test's own, without a worker yet."""
+def make_cell(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[str, str], Cell]]:
+    """A cell of the test's own, without a worker yet; its workers' logs show in the report
+    of a failing test."""
     with contextlib.ExitStack() as stack:
 
         def make(broker: str, store: str) -> Cell:
             cell = stack.enter_context(open_cell(broker, store, tmp_path))
             cell.activate()
+            show_on_failure(
+                request,
+                lambda: [
+                    (f"dramatiq worker log {log.name}", log.read_text(errors="replace")[-5000:])
+                    for log in sorted(cell.tmp.glob("worker-*.log"))
+                ],
+            )
             return cell
 
         yield make

@@ -18,7 +18,6 @@ from tests.observability.metrics import (
     MIX_STATES,
     counting_here,
     counts,
-    free_port,
     here,
     scrape,
     store_gauges,
@@ -26,6 +25,7 @@ from tests.observability.metrics import (
     wait_for_mix,
     worker_env,
 )
+from tests.ports import free_port
 from tests.queue_rq import jobs
 from tests.waiting import poll, wait_state
 

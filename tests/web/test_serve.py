@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,21 +14,16 @@ from click.testing import CliRunner
 
 from taskstatus.cli import cli
 from tests.helpers import publish
+from tests.ports import free_port
 from tests.waiting import TIMEOUT, poll
 
 TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp_path):
     url = f"sqlite:///{tmp_path / 'served.db'}"
     status = publish(make_tracker(url), "served", user_id="7")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
     proc = subprocess.Popen(
         [str(TASKSTATUS), "serve", "--port", str(port), "--url", url],
@@ -87,7 +81,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(host):
 
 def test_demo_then_serves_the_dashboard_of_its_tasks(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
     proc = subprocess.Popen(
         [str(TASKSTATUS), "--url", url, "demo", "--speed", "0.2", "--serve", "--port", str(port)],
