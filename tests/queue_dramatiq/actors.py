@@ -3,7 +3,8 @@
 A real ``dramatiq tests.queue_dramatiq.actors`` worker gets its broker, queue and store from
 TS_DQ_BROKER (a ``redis://`` or ``amqp://`` URL), TS_DQ_QUEUE, TS_DQ_STORE and TS_DQ_ARTIFACTS;
 TS_METRICS_PORT installs the Prometheus plugin in each worker process (the worker serves it from
-a fork function: see tests.observability.metrics).
+a fork function: see tests.observability.metrics); TS_DQ_PROMETHEUS_MIDDLEWARE adds Dramatiq's
+own Prometheus middleware beside it.
 Without TS_DQ_BROKER (the test process) the actors sit on a StubBroker; tests move them to
 the broker they need with :func:`bind`.
 """
@@ -43,6 +44,10 @@ def make_broker(url: str | None) -> dramatiq.Broker:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         broker = RabbitmqBroker(url=url)
+    if os.environ.get("TS_DQ_PROMETHEUS_MIDDLEWARE"):
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     install(broker)
     return broker
 
