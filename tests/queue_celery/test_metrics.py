@@ -25,8 +25,9 @@ from tests.waiting import poll, wait_state
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_prefork_worker_metrics_after_a_known_mix(make_cell, uid, tmp_path: Path):
-    cell = make_cell("redis", "sqlite")
+@pytest.mark.parametrize("kind", [("redis", "sqlite"), ("rabbitmq", "mysql")], ids="-".join)
+def test_prefork_worker_metrics_after_a_known_mix(make_cell, uid, kind, tmp_path: Path):
+    cell = make_cell(*kind)
     port = free_port()
     cell.start_worker(concurrency=2, env=worker_env(port, tmp_path / "prometheus"))
     tracker = taskstatus.get_tracker()

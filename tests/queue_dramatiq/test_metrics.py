@@ -50,8 +50,9 @@ def run_mix(uid: int, tmp_path: Path) -> dict[str, str]:
     return task
 
 
-def test_worker_metrics_after_a_known_mix(make_cell, uid, tmp_path: Path):
-    cell = make_cell("redis", "sqlite")
+@pytest.mark.parametrize("kind", [("redis", "sqlite"), ("rabbitmq", "mysql")], ids="-".join)
+def test_worker_metrics_after_a_known_mix(make_cell, uid, kind, tmp_path: Path):
+    cell = make_cell(*kind)
     port = free_port()
     cell.start_worker(worker_env(port, tmp_path / "prometheus"), ["--fork-function", SERVE])
     tracker = taskstatus.get_tracker()
