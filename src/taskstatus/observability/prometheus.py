@@ -36,6 +36,7 @@ from ..events import TaskEvent
 from ..hookspecs import hookimpl
 from ..models import State
 from ..tracker import Tracker
+from .sequential_children import SequentialChildren
 
 __all__ = [
     "LOST_EXCEPTION",
@@ -335,26 +336,14 @@ def install(
 
 
 def _share_files_with_children() -> None:
-    """Name the files of this process's forked children after this process: sequential
-    children then reuse one set (each reads the counts the previous one left)."""
+    """Count this process's forked children, which run one after another, into one set of
+    files opened once (see :mod:`.sequential_children`)."""
     if not multiprocess_mode():
         return
-    parent = os.getpid()
-
-    child = f"{parent}-child"
-
-    def identity() -> str | int:
-        pid = os.getpid()
-        return pid if pid == parent else child
-
-    def forget_previous_child() -> None:
-        # Nothing of the children runs now: a gauge the last one left (it was killed while it
-        # ran a task) is stale. Counters and histograms carry on.
-        if os.getppid() == parent:
-            multiprocess.mark_process_dead(child)  # type: ignore[no-untyped-call]
-
-    prometheus_values.ValueClass = prometheus_values.MultiProcessValue(identity)  # type: ignore[no-untyped-call]
-    os.register_at_fork(after_in_child=forget_previous_child)
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:  # the deprecated name, which prometheus_client still reads
+        directory = os.environ["prometheus_multiproc_dir"]  # noqa: SIM112
+    prometheus_values.ValueClass = SequentialChildren(directory).value_class()
 
 
 def start_http_server(
