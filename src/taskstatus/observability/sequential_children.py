@@ -119,6 +119,8 @@ class SequentialChildren:
         self._files: dict[tuple[str, str], _File] = {}
         #: The kinds of file the values of this process live in.
         self._kinds: set[str] = set()
+        #: In a child, until its first write: the children's live gauges need zeroing.
+        self._stale_gauges = False
         os.register_at_fork(
             before=self._before_fork,
             after_in_parent=self._after_fork_in_parent,
@@ -149,11 +151,18 @@ class SequentialChildren:
             self.owner = str(os.getpid())  # a child's child: a set of its own
             return
         self.owner = self.child
-        # Nothing of the children runs before this one: a gauge the last child left (it was
-        # killed in the middle of a task) is stale. Counters and histograms carry on.
-        for (owner, kind), file in self._files.items():
-            if owner == self.child and kind.startswith("gauge_live"):
-                file.zero_all()
+        self._stale_gauges = True
+
+    def _drop_stale_gauges(self) -> None:
+        """At a child's first write. Nothing of the children runs before this one: a gauge the
+        last child left (it was killed in the middle of a task) is stale; counters and
+        histograms carry on. (Not at the fork: a child that never counts, such as RQ's
+        scheduler process, may start while a work horse runs.)"""
+        self._stale_gauges = False
+        suffix = f"_{self.child}.db"
+        for name in os.listdir(self.directory):
+            if name.startswith("gauge_live") and name.endswith(suffix):
+                self.file(self.child, name.removesuffix(suffix)).zero_all()
 
     def value_class(self) -> type[Any]:
         """The class to set as ``prometheus_client.values.ValueClass``."""
@@ -187,6 +196,8 @@ class SequentialChildren:
             def _place(self) -> _File:
                 owner = family.owner
                 if owner != self._owner or self._file is None:
+                    if family._stale_gauges:
+                        family._drop_stale_gauges()
                     self._file = family.file(owner, self._kind)
                     self._pos = self._file.position(self._key)
                     self._owner = owner
