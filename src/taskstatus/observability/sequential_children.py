@@ -137,8 +137,9 @@ class SequentialChildren:
     def _before_fork(self) -> None:
         self._lock.acquire()  # no write is ever caught halfway in the child
         if os.getpid() == self.worker:
-            # No child runs now: open the children's files once, for every child to inherit,
-            # and take what the last child appended, so the next one starts up to date.
+            # No counting child runs now (the last one has ended): open the children's files
+            # once, for every child to inherit, and take what the last child appended, so the
+            # next one starts up to date.
             for kind in self._kinds:
                 self.file(self.child, kind).catch_up()
 
