@@ -1,7 +1,9 @@
 """The files of a worker that forks children one at a time (``sequential_children``), in a
-process of their own: the worker counts, forks children that count one after another (one
-adds a new series, one is killed in the middle of a task, one forks a child of its own),
-and prometheus_client's MultiProcessCollector reads the sum."""
+process of their own: the worker counts and forks children that count one after another (one
+adds a new series, one is killed in the middle of a task, one forks a child of its own), while
+a child that never counts runs all along (as RQ's scheduler does); then two counting children
+run side by side (as ``rq worker-pool``'s workers). prometheus_client's MultiProcessCollector
+reads the sums."""
 
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ SCRIPT = textwrap.dedent(
         if pid == 0:
             try:
                 body()
+            except BaseException as exc:
+                print(f"in child {os.getpid()}: {exc!r}", file=sys.stderr, flush=True)
             finally:
                 os._exit(0)
         return pid
@@ -46,33 +50,60 @@ SCRIPT = textwrap.dedent(
         took.labels(task).observe(seconds)
         running.labels(task).dec()
 
-    run("a", 0.5)                                      # the worker itself
-    for i in range(3):                                 # three children, one after another
-        os.waitpid(child(lambda: run("a", 5)), 0)
-    os.waitpid(child(lambda: run("b", 20)), 0)         # a series no process had before
-
-    def killed():
-        running.labels("a").inc()
-        runs.labels("a").inc()
-        time.sleep(60)
-
-    pid = child(killed)
-    while True:                                        # until it counted its start
+    def sample(name, task):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
-        if registry.get_sample_value("running", {"task": "a"}) == 1:
-            break
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+        return registry.get_sample_value(name, {"task": task})
 
-    def forks_too():
-        run("a", 5)
-        os.waitpid(child(lambda: run("c", 5)), 0)      # a child's child: files of its own
-        run("a", 5)
+    def until(condition):
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, "waited 20 s"
+            time.sleep(0.01)
 
-    os.waitpid(child(forks_too), 0)
-    os.waitpid(child(lambda: run("b", 20)), 0)
+    quiet = child(lambda: time.sleep(60))              # never counts, runs all along
+    try:
+        run("a", 0.5)                                  # the worker itself
+        for i in range(3):                             # three children, one after another
+            os.waitpid(child(lambda: run("a", 5)), 0)
+        os.waitpid(child(lambda: run("b", 20)), 0)     # a series no process had before
+
+        def killed():
+            running.labels("a").inc()
+            runs.labels("a").inc()
+            time.sleep(60)
+
+        pid = child(killed)
+        try:
+            until(lambda: sample("running", "a") == 1)    # it counted its start
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+        def forks_too():
+            run("a", 5)
+            os.waitpid(child(lambda: run("c", 5)), 0)  # a child's child
+            run("a", 5)
+
+        os.waitpid(child(forks_too), 0)
+        os.waitpid(child(lambda: run("b", 20)), 0)
+
+        def side_by_side(task):
+            def body():
+                run(task, 5)
+                running.labels(task).inc()             # until the worker has seen both
+                until(lambda: os.path.exists(os.environ["TS_GO"]))
+                running.labels(task).dec()
+            return body
+
+        pids = [child(side_by_side("d")), child(side_by_side("e"))]
+        until(lambda: sample("running", "d") == 1 and sample("running", "e") == 1)
+        open(os.environ["TS_GO"], "w").close()
+        for pid in pids:
+            os.waitpid(pid, 0)
+    finally:
+        os.kill(quiet, signal.SIGKILL)
+        os.waitpid(quiet, 0)
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
@@ -81,7 +112,7 @@ SCRIPT = textwrap.dedent(
         for metric in registry.collect()
         for sample in metric.samples
     }
-    json.dump(found, sys.stdout)
+    json.dump({"worker": os.getpid(), "samples": found}, sys.stdout)
     """
 )
 
@@ -89,23 +120,28 @@ SCRIPT = textwrap.dedent(
 def test_children_one_at_a_time_count_into_one_set_of_files(tmp_path: Path):
     directory = tmp_path / "prometheus"
     directory.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "TS_GO": str(tmp_path / "go")}
     command = [sys.executable, "-c", SCRIPT]
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=50)
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    result = json.loads(done.stdout)
+    found = result["samples"]
     # a: the worker's run, three children, the killed one's start, two runs of forks_too.
     assert found["runs_total{a,}"] == 7
     assert found["runs_total{b,}"] == 2
-    assert found["runs_total{c,}"] == 1
-    # The killed child's task no longer counts as running once the next child started.
-    assert found["running{a,}"] == found["running{b,}"] == found["running{c,}"] == 0
+    assert found["runs_total{c,}"] == found["runs_total{d,}"] == found["runs_total{e,}"] == 1
+    # The killed child's task no longer counts as running once the next child counted.
+    for task in "abcde":
+        assert found[f"running{{{task},}}"] == 0, task
     assert found["took_count{a,}"] == 6
     assert found["took_sum{a,}"] == 0.5 + 5 * 5
     assert found["took_bucket{a,1.0}"] == 1
     assert found["took_bucket{a,10.0}"] == 6
     assert found["took_bucket{b,+Inf}"] == 2
-    # One set for the worker, one for all its children, one for the child's child.
-    owners = {name.removesuffix(".db").rpartition("_")[2] for name in os.listdir(directory)}
-    assert len(owners) == 3, owners
-    assert sum(owner.endswith("-child") for owner in owners) == 1
+    # The worker's set, one for all the children that ran one after another (the first of
+    # the two side by side included), one for the child's child, one for the second of the
+    # two side by side.
+    owners = {p.stem.rpartition("_")[2] for p in directory.glob("*.db")}
+    worker = str(result["worker"])
+    assert {worker, f"{worker}-child"} < owners
+    assert len(owners) == 4, owners

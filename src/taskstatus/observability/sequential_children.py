@@ -14,6 +14,7 @@ its children's counts. The files keep prometheus_client's format, so its
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import struct
@@ -29,6 +30,18 @@ __all__ = ["SequentialChildren"]
 _INT = struct.Struct("<i")
 _DOUBLES = struct.Struct("<dd")
 _INITIAL_SIZE = 1 << 16
+#: A process id in shared memory.
+_PID = struct.Struct("<q")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _File:
@@ -103,29 +116,39 @@ class _File:
 
 class SequentialChildren:
     """The value class (prometheus_client's ``values.ValueClass``) of a worker process and of
-    the children it forks one at a time, each set of files written by its owner only:
-    ``<kind>_<worker pid>.db`` by the worker, ``<kind>_<worker pid>-child.db`` by its
-    children. A child's own children (a task that forks) get a set of their own, as
-    prometheus_client would give them.
+    the children it forks one at a time.
+
+    Each process writes one set of files, named after its owner: the worker its own
+    (``<kind>_<pid>.db``); a child, at its first write, the set its parent keeps for its
+    children (``<kind>_<parent pid>-child.db``) unless another child that counts still runs
+    (then a set of its own, as prometheus_client would give it). So work horses forked one
+    after another share one set, a child that never counts (RQ's scheduler process) takes
+    nothing from them, and children that run side by side (``rq worker-pool``'s workers)
+    never write one set together. Every process is in turn the worker of its own children.
     """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.worker = os.getpid()
-        self.child = f"{self.worker}-child"
-        #: Whose files this process writes.
-        self.owner = str(self.worker)
         self._lock = threading.Lock()
         self._files: dict[tuple[str, str], _File] = {}
         #: The kinds of file the values of this process live in.
         self._kinds: set[str] = set()
-        #: In a child, until its first write: the children's live gauges need zeroing.
-        self._stale_gauges = False
+        #: Whose files this process writes; None in a child until its first write.
+        self._owner: str | None = str(os.getpid())
+        #: In a child: its parent's children's set, and the pid of the child writing it.
+        self._siblings: tuple[str, mmap.mmap] | None = None
+        self._become_parent()
         os.register_at_fork(
             before=self._before_fork,
-            after_in_parent=self._after_fork_in_parent,
+            after_in_parent=self._lock.release,
             after_in_child=self._after_fork_in_child,
         )
+
+    def _become_parent(self) -> None:
+        """Keep a set of files for this process's children from now on."""
+        self._children = f"{os.getpid()}-child"
+        self._writer = mmap.mmap(-1, _PID.size)  # anonymous: shared with the children
+        _PID.pack_into(self._writer, 0, 0)
 
     def file(self, owner: str, kind: str) -> _File:
         found = self._files.get((owner, kind))
@@ -134,36 +157,47 @@ class SequentialChildren:
             found = self._files[(owner, kind)] = _File(path)
         return found
 
+    def owner(self) -> str:
+        """Whose files this process writes (with the lock held)."""
+        owner = self._owner
+        if owner is None:
+            owner = self._owner = self._claim()
+        return owner
+
     def _before_fork(self) -> None:
         self._lock.acquire()  # no write is ever caught halfway in the child
-        if os.getpid() == self.worker:
-            # No counting child runs now (the last one has ended): open the children's files
-            # once, for every child to inherit, and take what the last child appended, so the
-            # next one starts up to date.
-            for kind in self._kinds:
-                self.file(self.child, kind).catch_up()
-
-    def _after_fork_in_parent(self) -> None:
-        self._lock.release()
+        # Open the children's files once, for every child to inherit, and take what the last
+        # child appended, so that the next one starts up to date.
+        for kind in self._kinds:
+            self.file(self._children, kind).catch_up()
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        if self.owner != str(self.worker):
-            self.owner = str(os.getpid())  # a child's child: a set of its own
-            return
-        self.owner = self.child
-        self._stale_gauges = True
+        # register_at_fork keeps the parent's lock; its twin in the child is released here.
+        self._lock.release()
+        self._siblings = (self._children, self._writer)
+        self._owner = None
+        self._become_parent()
 
-    def _drop_stale_gauges(self) -> None:
-        """At a child's first write. Nothing of the children runs before this one: a gauge the
-        last child left (it was killed in the middle of a task) is stale; counters and
-        histograms carry on. (Not at the fork: a child that never counts, such as RQ's
-        scheduler process, may start while a work horse runs.)"""
-        self._stale_gauges = False
-        suffix = f"_{self.child}.db"
-        for name in os.listdir(self.directory):
-            if name.startswith("gauge_live") and name.endswith(suffix):
-                self.file(self.child, name.removesuffix(suffix)).zero_all()
+    def _claim(self) -> str:
+        """A child's first write: the children's set of its parent, if no other child that
+        counts still runs, else a set of its own. Decided under a lock on a file, which the
+        system releases should a child die holding it."""
+        assert self._siblings is not None
+        shared, writer = self._siblings
+        pid = os.getpid()
+        with open(os.path.join(self.directory, f"{shared}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            last = _PID.unpack_from(writer)[0]
+            if last and _alive(last):
+                return str(pid)
+            _PID.pack_into(writer, 0, pid)
+            # Nothing of the other children runs: a gauge the last one left (it was killed in
+            # the middle of a task) is stale. Counters and histograms carry on.
+            suffix = f"_{shared}.db"
+            for name in os.listdir(self.directory):
+                if name.startswith("gauge_live") and name.endswith(suffix):
+                    self.file(shared, name.removesuffix(suffix)).zero_all()
+        return shared
 
     def value_class(self) -> type[Any]:
         """The class to set as ``prometheus_client.values.ValueClass``."""
@@ -195,10 +229,8 @@ class SequentialChildren:
                     self._place()  # a new value shows (as zero) from its creation
 
             def _place(self) -> _File:
-                owner = family.owner
+                owner = family.owner()
                 if owner != self._owner or self._file is None:
-                    if family._stale_gauges:
-                        family._drop_stale_gauges()
                     self._file = family.file(owner, self._kind)
                     self._pos = self._file.position(self._key)
                     self._owner = owner
