@@ -69,8 +69,8 @@ SCRIPT = textwrap.dedent(
         os.waitpid(child(lambda: run("b", 20)), 0)     # a series no process had before
 
         def killed():
-            running.labels("a").inc()
             runs.labels("a").inc()
+            running.labels("a").inc()                  # seen by the worker: then killed
             time.sleep(60)
 
         pid = child(killed)

@@ -44,20 +44,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _create(path: str) -> int:
+    """A new, empty file of values, sized and with its header before it shows under its
+    name: a scrape, which reads every ``*.db`` file, never meets half of one."""
+    draft = f"{path}.{os.getpid()}.draft"
+    fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, _INITIAL_SIZE)
+        os.pwrite(fd, _INT.pack(8), 0)
+        os.link(draft, path)
+    except FileExistsError:  # made meanwhile by another process of the same owner
+        os.close(fd)
+        return os.open(path, os.O_RDWR)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(draft)
+    return fd
+
+
 class _File:
     """One file of values: prometheus_client's format, appended to by one process at a time."""
 
     def __init__(self, path: str) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        size = os.fstat(self._fd).st_size
-        if size == 0:
-            os.ftruncate(self._fd, _INITIAL_SIZE)
-            size = _INITIAL_SIZE
-        self._map = mmap.mmap(self._fd, size)
+        try:
+            self._fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            self._fd = _create(path)
+        self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
         self._used = 8
         self._positions: dict[str, int] = {}
-        if _INT.unpack_from(self._map, 0)[0] == 0:
-            self._map[0:4] = _INT.pack(8)
         self.catch_up()
 
     def catch_up(self) -> None:
