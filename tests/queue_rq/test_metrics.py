@@ -63,7 +63,7 @@ def test_worker_metrics_after_a_known_mix(rq_cell, uid, worker, tmp_path: Path):
     if forking:
         # Eight runs, each in a work horse of its own, all counted in one set of files
         # named after the worker: its own, and its horses'.
-        files = [p.name for p in (tmp_path / "prometheus").iterdir()]
+        files = [p.name for p in (tmp_path / "prometheus").glob("*.db")]
         owners = {name.removesuffix(".db").rpartition("_")[2] for name in files}
         pid = str(rq_cell.procs[0].pid)
         assert owners == {pid, f"{pid}-child"}, files

@@ -14,11 +14,13 @@ its children's counts. The files keep prometheus_client's format, so its
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.mmap_dict import mmap_key
@@ -131,6 +133,46 @@ class _File:
             self.write(pos, 0.0, 0.0)
 
 
+class _Children:
+    """What a process keeps for its children: the name of their shared set of files, the pid
+    of the child that writes it (in memory shared with them), and a lock file to decide it."""
+
+    def __init__(self, directory: str) -> None:
+        self.name = f"{os.getpid()}-child"
+        self.writer = mmap.mmap(-1, _PID.size)  # anonymous: shared with the children
+        _PID.pack_into(self.writer, 0, 0)
+        self.lock_path = os.path.join(directory, f"{self.name}.lock")
+        #: Opened before the first fork, inherited by the children.
+        self.lock: int | None = None
+        #: The children's files of live gauges, as the parent had them at the fork.
+        self.live_gauges: list[_File] = []
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the POSIX lock on the lock file: held by a process (so not shared with the
+        children that inherit the file), and dropped should that process die."""
+        assert self.lock is not None
+        fcntl.lockf(self.lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.lock, fcntl.LOCK_UN)
+
+    def free_if_ended(self, values: SequentialChildren) -> bool:
+        """Whether no child writes the set now (with the lock held). If the last one has
+        ended, its live gauges are stale (it may have been killed in the middle of a task):
+        they are zeroed and the set freed. Counters and histograms carry on."""
+        last = _PID.unpack_from(self.writer)[0]
+        if not last:
+            return True
+        if _alive(last):
+            return False
+        for gauges in self.live_gauges or values.live_gauges_on_disk(self.name):
+            gauges.zero_all()
+        _PID.pack_into(self.writer, 0, 0)
+        return True
+
+
 class SequentialChildren:
     """The value class (prometheus_client's ``values.ValueClass``) of a worker process and of
     the children it forks one at a time.
@@ -152,20 +194,14 @@ class SequentialChildren:
         self._kinds: set[str] = set()
         #: Whose files this process writes; None in a child until its first write.
         self._owner: str | None = str(os.getpid())
-        #: In a child: its parent's children's set, and the pid of the child writing it.
-        self._siblings: tuple[str, mmap.mmap] | None = None
-        self._become_parent()
+        #: What this process keeps for its children; in a child, also its parent's.
+        self._children = _Children(directory)
+        self._siblings: _Children | None = None
         os.register_at_fork(
             before=self._before_fork,
             after_in_parent=self._lock.release,
             after_in_child=self._after_fork_in_child,
         )
-
-    def _become_parent(self) -> None:
-        """Keep a set of files for this process's children from now on."""
-        self._children = f"{os.getpid()}-child"
-        self._writer = mmap.mmap(-1, _PID.size)  # anonymous: shared with the children
-        _PID.pack_into(self._writer, 0, 0)
 
     def file(self, owner: str, kind: str) -> _File:
         found = self._files.get((owner, kind))
@@ -183,38 +219,50 @@ class SequentialChildren:
 
     def _before_fork(self) -> None:
         self._lock.acquire()  # no write is ever caught halfway in the child
-        # Open the children's files once, for every child to inherit, and take what the last
-        # child appended, so that the next one starts up to date.
+        # Get everything ready here, warm, rather than in each child, where every first touch
+        # of memory costs: the children's files, open, up to date with what the last child
+        # appended; and if that child has ended, its set free and its live gauges zeroed.
+        children = self._children
+        name = children.name
         for kind in self._kinds:
-            self.file(self._children, kind).catch_up()
+            self.file(name, kind).catch_up()
+        children.live_gauges = [
+            file
+            for (owner, kind), file in self._files.items()
+            if owner == name and kind.startswith("gauge_live")
+        ]
+        if children.lock is None:
+            children.lock = os.open(children.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        with children.locked():
+            children.free_if_ended(self)
 
     def _after_fork_in_child(self) -> None:
         # register_at_fork keeps the parent's lock; its twin in the child is released here.
         self._lock.release()
-        self._siblings = (self._children, self._writer)
+        self._siblings = self._children
         self._owner = None
-        self._become_parent()
+        self._children = _Children(self.directory)
 
     def _claim(self) -> str:
-        """A child's first write: the children's set of its parent, if no other child that
-        counts still runs, else a set of its own. Decided under a lock on a file, which the
-        system releases should a child die holding it."""
-        assert self._siblings is not None
-        shared, writer = self._siblings
-        pid = os.getpid()
-        with open(os.path.join(self.directory, f"{shared}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            last = _PID.unpack_from(writer)[0]
-            if last and _alive(last):
-                return str(pid)
-            _PID.pack_into(writer, 0, pid)
-            # Nothing of the other children runs: a gauge the last one left (it was killed in
-            # the middle of a task) is stale. Counters and histograms carry on.
-            suffix = f"_{shared}.db"
-            for name in os.listdir(self.directory):
-                if name.startswith("gauge_live") and name.endswith(suffix):
-                    self.file(shared, name.removesuffix(suffix)).zero_all()
-        return shared
+        """A child's first write: the children's set of its parent, unless another child
+        that counts into it still runs (then a set of its own)."""
+        siblings = self._siblings
+        assert siblings is not None
+        with siblings.locked():
+            if not siblings.free_if_ended(self):
+                return str(os.getpid())
+            _PID.pack_into(siblings.writer, 0, os.getpid())
+        return siblings.name
+
+    def live_gauges_on_disk(self, owner: str) -> list[_File]:
+        """``owner``'s files of gauges that count live processes only (``livesum``...), as
+        the directory has them."""
+        suffix = f"_{owner}.db"
+        return [
+            self.file(owner, name.removesuffix(suffix))
+            for name in os.listdir(self.directory)
+            if name.startswith("gauge_live") and name.endswith(suffix)
+        ]
 
     def value_class(self) -> type[Any]:
         """The class to set as ``prometheus_client.values.ValueClass``."""
