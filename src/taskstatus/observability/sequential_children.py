@@ -6,9 +6,10 @@ a set of its own and rebuilds every value of the metrics on its first write, 1-2
 worker forking per job pays on every job, leaving a set of files per job. Here the worker opens
 its children's set once, and every child inherits it open, with the places of the values found
 by the children before it. Each set has one writer at a time: the worker writes its own (its
-threads one after another), the children theirs (one child after another). So a value is read
-from the file at each write instead of kept in memory, where the worker's copy would not see
-its children's counts. The files keep prometheus_client's format, so its
+threads one after another), the children theirs (one child after another; a child that would
+write it while another still does gets a set of its own, see :class:`SequentialChildren`). So
+a value is read from the file at each write instead of kept in memory, where the worker's copy
+would not see its children's counts. The files keep prometheus_client's format, so its
 ``MultiProcessCollector`` reads them with everyone else's.
 """
 
