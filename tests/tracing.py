@@ -162,7 +162,7 @@ def runs(spans: Sequence[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
 
 
 def check_runs(
-    spans: Sequence[dict[str, Any]],
+    spans_file: Path,
     publisher: Publisher,
     request: trace.Span,
     *,
@@ -173,13 +173,17 @@ def check_runs(
     exception: tuple[str, str],
     attempts_known: bool = True,
     success_seen: bool = True,
-) -> None:
+) -> list[dict[str, Any]]:
     """What every queue's worker spans show after three tasks published in ``request``:
     ``staged`` (task id, task class) set the stage "Sending emails" in a span of its own
     and succeeded, ``flaky``
     failed once with a retry and then succeeded, ``failed`` failed with ``exception`` (type,
     message). ``attempts_known``: the queue tells the attempt of each run.
-    ``success_seen``: the success is reported in the process that ran the task."""
+    ``success_seen``: the success is reported in the process that ran the task. Returns the
+    worker spans, read from ``spans_file``."""
+    spans = worker_spans(
+        spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
+    )
     the_trace = trace_id(request)
     assert {trace_id(s) for s in spans} == {the_trace}
 
@@ -231,3 +235,4 @@ def check_runs(
     assert broken["attributes"][otel.OUTCOME] == "failed"
     # Its failure is written during the run, so the status (and its uuid) is at hand there.
     assert broken["attributes"][otel.UUID] == str(failed.uuid)
+    return list(spans)

@@ -10,7 +10,7 @@ from rq import Retry
 
 import taskstatus
 from tests.queue_rq import jobs
-from tests.tracing import FLUSH_ENV, SPANS_ENV, check_runs, publisher_spans, worker_spans
+from tests.tracing import FLUSH_ENV, SPANS_ENV, check_runs, publisher_spans
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,11 +25,8 @@ def test_worker_spans_join_the_publishers_trace(rq_cell, uid, worker, tmp_path: 
         flaky = rq_cell.queue.enqueue(jobs.flaky, uid, str(tmp_path / "marker"), retry=Retry(max=1))
         exploded = rq_cell.queue.enqueue(jobs.explode, uid, "row 3 has no id")
     rq_cell.work(worker, env={SPANS_ENV: str(spans_file), FLUSH_ENV: "1"})
-    spans = worker_spans(
-        spans_file, 5, "the worker's spans: a run each, flaky's twice, the task's own"
-    )
     check_runs(
-        spans,
+        spans_file,
         publisher,
         request,
         queue="rq",
