@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from taskstatus import State
+from tests.cli_process import TASKSTATUS
 
 pytestmark = pytest.mark.timeout(120)
-
-TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
 
 def test_demo_runs_every_kind_of_outcome(tmp_path):

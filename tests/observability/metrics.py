@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskstatus import Tracker
+from taskstatus import State, Tracker
 from tests.observability.switch import PORT
-from tests.waiting import poll
+from tests.waiting import poll, wait_state
 
 #: Samples by (name, labels).
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -81,6 +81,20 @@ def here(registry: CollectorRegistry) -> Samples:
 
 #: The tasks of the known mix each queue's test runs, by their part in it.
 MIX = {"ok": 3, "bad": 2, "flaky": 1, "slow": 1}
+
+
+def finish_mix(sent: Mapping[str, Sequence[str]], marker: Path) -> dict[str, str]:
+    """Once the mix's task ids (by part) are sent: cancel the slow task once it runs (it
+    creates ``marker``), wait for each task's end; the task class of each part."""
+    poll(marker.exists, bool, "the slow task to start")
+    wait_state(sent["slow"][0], State.IN_PROGRESS).cancel()
+    ends = {"ok": State.SUCCEEDED, "bad": State.FAILED, "flaky": State.SUCCEEDED}
+    ends["slow"] = State.CANCELED
+    task = {}
+    for part, ids in sent.items():
+        for task_id in ids:
+            task[part] = wait_state(task_id, ends[part]).task_class
+    return task
 
 
 def mix_counts(task: Mapping[str, str]) -> dict[str, dict[str, float]]:

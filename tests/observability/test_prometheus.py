@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from taskstatus import State, TaskCanceledException, messages
 from taskstatus.observability import prometheus
 from taskstatus.web.serve import serve_app
+from tests.cli_process import taskstatus_process
 from tests.helpers import event, publish, sql_statements
 from tests.observability.metrics import parse, scrape, value
 from tests.ports import free_port
@@ -29,7 +30,6 @@ from tests.waiting import TIMEOUT, poll
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
 
 @pytest.fixture
@@ -298,14 +298,8 @@ def test_taskstatus_serve_process_exposes_metrics(make_tracker, tmp_path):
     publish(tracker, "waiting")
     tracker.close()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
-    proc = subprocess.Popen(
-        [str(TASKSTATUS), "serve", "--port", str(port), "--url", url],
-        env={**env, "TASKSTATUS_TOKEN": "s3cret"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    serve = ("serve", "--port", str(port), "--url", url)
+    with taskstatus_process(*serve, env={"TASKSTATUS_TOKEN": "s3cret"}, stdout=subprocess.DEVNULL):
         found = poll(
             lambda: _try_scrape(port, {"Authorization": "Bearer s3cret"}),
             lambda s: s is not None,
@@ -314,9 +308,6 @@ def test_taskstatus_serve_process_exposes_metrics(make_tracker, tmp_path):
         assert value(found, "taskstatus_statuses", state="Pending") == 1
         assert value(found, "taskstatus_statuses", state="Succeeded") == 0
         assert value(found, "taskstatus_oldest_in_progress_age_seconds") == 0
-    finally:
-        proc.terminate()
-        proc.wait(TIMEOUT)
 
 
 def _try_scrape(port, headers):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import taskstatus
-from taskstatus import State
 from tests.observability.metrics import (
     MIX_STATES,
     counting_here,
+    finish_mix,
     here,
     store_gauges,
     value,
@@ -20,7 +20,6 @@ from tests.observability.metrics import (
 )
 from tests.ports import free_port
 from tests.queue_celery import app as tasks
-from tests.waiting import poll, wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,19 +33,12 @@ def test_prefork_worker_metrics_after_a_known_mix(make_cell, uid, kind, tmp_path
     marker = tmp_path / "running"
     with counting_here(tracker) as published:
         sent = {
-            "ok": [tasks.add.delay(1, i, user_id=uid) for i in range(3)],
-            "bad": [tasks.explode.delay(uid) for _ in range(2)],
-            "flaky": [tasks.flaky.delay(uid, fail_times=1)],
-            "slow": [tasks.sleepy.delay(uid, seconds=30, marker=str(marker))],
+            "ok": [tasks.add.delay(1, i, user_id=uid).id for i in range(3)],
+            "bad": [tasks.explode.delay(uid).id for _ in range(2)],
+            "flaky": [tasks.flaky.delay(uid, fail_times=1).id],
+            "slow": [tasks.sleepy.delay(uid, seconds=30, marker=str(marker)).id],
         }
-    poll(marker.exists, bool, "the slow task to start")
-    wait_state(sent["slow"][0].id, State.IN_PROGRESS).cancel()
-    ends = {"ok": State.SUCCEEDED, "bad": State.FAILED, "flaky": State.SUCCEEDED}
-    ends["slow"] = State.CANCELED
-    task = {}
-    for part, results in sent.items():
-        for result in results:
-            task[part] = wait_state(result.id, ends[part]).task_class
+    task = finish_mix(sent, marker)
 
     wait_for_mix(port, task)
     assert value(here(published), "taskstatus_tasks_published_total") == 7

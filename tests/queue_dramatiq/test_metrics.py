@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import taskstatus
-from taskstatus import State
 from tests.observability.metrics import (
     MIX_STATES,
     counting_here,
+    finish_mix,
     here,
     scrape,
     store_gauges,
@@ -22,7 +22,6 @@ from tests.observability.metrics import (
 )
 from tests.ports import free_port
 from tests.queue_dramatiq import actors
-from tests.waiting import poll, wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,20 +33,12 @@ def run_mix(uid: int, tmp_path: Path) -> dict[str, str]:
     the task class of each part of the mix."""
     marker = tmp_path / "running"
     sent = {
-        "ok": [actors.add.send(1, i, user_id=uid) for i in range(3)],
-        "bad": [actors.explode.send(uid) for _ in range(2)],
-        "flaky": [actors.flaky.send(uid, str(tmp_path / "failed-once"))],
-        "slow": [actors.long_running.send(uid, str(marker), seconds=30)],
+        "ok": [actors.add.send(1, i, user_id=uid).message_id for i in range(3)],
+        "bad": [actors.explode.send(uid).message_id for _ in range(2)],
+        "flaky": [actors.flaky.send(uid, str(tmp_path / "failed-once")).message_id],
+        "slow": [actors.long_running.send(uid, str(marker), seconds=30).message_id],
     }
-    poll(marker.exists, bool, "the slow task to start")
-    wait_state(sent["slow"][0].message_id, State.IN_PROGRESS).cancel()
-    ends = {"ok": State.SUCCEEDED, "bad": State.FAILED, "flaky": State.SUCCEEDED}
-    ends["slow"] = State.CANCELED
-    task = {}
-    for part, messages in sent.items():
-        for message in messages:
-            task[part] = wait_state(message.message_id, ends[part]).task_class
-    return task
+    return finish_mix(sent, marker)
 
 
 @pytest.mark.parametrize("kind", [("redis", "sqlite"), ("rabbitmq", "mysql")], ids="-".join)

@@ -18,6 +18,7 @@ from tests.observability.metrics import (
     MIX_STATES,
     counting_here,
     counts,
+    finish_mix,
     here,
     scrape,
     store_gauges,
@@ -42,20 +43,13 @@ def test_worker_metrics_after_a_known_mix(rq_cell, uid, worker, tmp_path: Path):
     enqueue = rq_cell.queue.enqueue
     with counting_here(tracker) as published:
         sent = {
-            "ok": [enqueue(jobs.add, 1, i, user_id=uid) for i in range(3)],
-            "bad": [enqueue(jobs.explode, uid) for _ in range(2)],
-            "flaky": [enqueue(jobs.flaky, uid, str(tmp_path / "failed-once"), retry=Retry(1))],
-            "slow": [enqueue(jobs.long_running, uid, str(marker), seconds=30)],
+            "ok": [enqueue(jobs.add, 1, i, user_id=uid).id for i in range(3)],
+            "bad": [enqueue(jobs.explode, uid).id for _ in range(2)],
+            "flaky": [enqueue(jobs.flaky, uid, str(tmp_path / "failed-once"), retry=Retry(1)).id],
+            "slow": [enqueue(jobs.long_running, uid, str(marker), seconds=30).id],
         }
     rq_cell.start(f"{worker}+metrics", env=env)
-    poll(marker.exists, bool, "the slow job to start")
-    wait_state(sent["slow"][0].id, State.IN_PROGRESS).cancel()
-    ends = {"ok": State.SUCCEEDED, "bad": State.FAILED, "flaky": State.SUCCEEDED}
-    ends["slow"] = State.CANCELED
-    task = {}
-    for part, enqueued in sent.items():
-        for job in enqueued:
-            task[part] = wait_state(job.id, ends[part]).task_class
+    task = finish_mix(sent, marker)
 
     wait_for_mix(port, task)
     assert value(here(published), "taskstatus_tasks_published_total") == 7

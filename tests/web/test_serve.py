@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from taskstatus.cli import cli
+from tests.cli_process import taskstatus_process
 from tests.helpers import publish
 from tests.ports import free_port
 from tests.waiting import TIMEOUT, poll
-
-TASKSTATUS = Path(sys.executable).with_name("taskstatus")
 
 
 def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp_path):
     url = f"sqlite:///{tmp_path / 'served.db'}"
     status = publish(make_tracker(url), "served", user_id="7")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
-    proc = subprocess.Popen(
-        [str(TASKSTATUS), "serve", "--port", str(port), "--url", url],
-        env={**env, "TASKSTATUS_TOKEN": "s3cret"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with taskstatus_process(
+        "serve", "--port", str(port), "--url", url, env={"TASKSTATUS_TOKEN": "s3cret"}
+    ) as proc:
         first = proc.stdout.readline().decode()
         assert first == f"Serving the taskstatus REST API on http://127.0.0.1:{port}/api/v1/\n"
         proc.stdout.readline()  # the API description's address
@@ -66,10 +56,6 @@ def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(make_tracker, tmp
         assert proc.returncode == 0, out.decode()
         assert out.decode().endswith("Stopped.\n")
         assert "Traceback" not in out.decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com", "::"])
@@ -82,14 +68,8 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(host):
 def test_demo_then_serves_the_dashboard_of_its_tasks(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTATUS_")}
-    proc = subprocess.Popen(
-        [str(TASKSTATUS), "--url", url, "demo", "--speed", "0.2", "--serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    demo = ("--url", url, "demo", "--speed", "0.2", "--serve", "--port", str(port))
+    with taskstatus_process(*demo) as proc:
         lines = iter(proc.stdout.readline, b"")
         dashboard = f"Dashboard: http://127.0.0.1:{port}/\n"
         assert dashboard in (line.decode() for line in lines), proc.poll()
@@ -109,7 +89,3 @@ def test_demo_then_serves_the_dashboard_of_its_tasks(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
