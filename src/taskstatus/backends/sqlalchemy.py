@@ -1471,11 +1471,14 @@ class _Stamps:
 
     def __init__(self, size: int, started: bool, rows: bool) -> None:
         self.size = size
+        self._id_names = [f"p_id{i}" for i in range(size)]
+        self._at_names = [f"p_at{i}" for i in range(size)]
+        self._start_names = [f"p_st{i}" for i in range(size)]
         # One type object for all: a type caches its dialect's implementation, so the
         # compiler adapts it once instead of once per parameter.
-        ids = [bindparam(f"p_id{i}", type_=_STRING) for i in range(size)]
-        at = [bindparam(f"p_at{i}", type_=_UTC) for i in range(size)]
-        begun = [bindparam(f"p_st{i}", type_=_UTC) for i in range(size)]
+        ids = [bindparam(name, type_=_STRING) for name in self._id_names]
+        at = [bindparam(name, type_=_UTC) for name in self._at_names]
+        begun = [bindparam(name, type_=_UTC) for name in self._start_names]
         self.which: ColumnElement[bool]
         self.at: ColumnElement[Any]
         self.started: ColumnElement[Any] | None
@@ -1524,13 +1527,13 @@ class _Stamps:
         at: Mapping[str, datetime],
         began: Mapping[str, datetime] | None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for i in range(self.size):
-            task_id = task_ids[i] if i < len(task_ids) else None
-            params[f"p_id{i}"] = task_id
-            params[f"p_at{i}"] = at[task_id] if task_id is not None else None
-            if began is not None:
-                params[f"p_st{i}"] = began[task_id] if task_id is not None else None
+        count = len(task_ids)
+        padding = [None] * (self.size - count)
+        params = dict(zip(self._id_names, [*task_ids, *padding], strict=True))
+        params.update(zip(self._at_names, [*(at[i] for i in task_ids), *padding], strict=True))
+        if began is not None:
+            times = [*(began[i] for i in task_ids), *padding]
+            params.update(zip(self._start_names, times, strict=True))
         return params
 
 
