@@ -15,12 +15,13 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
+from celery.local import Proxy
 
 from ... import messages
 from ...events import CARRIER_KEY
 from ...exceptions import TaskCanceledException
 from ...lifecycle import Lifecycle
-from ...tracking import LiveStatus, PublishInfo, TrackSpec
+from ...tracking import LiveStatus, PublishInfo
 from .._install import Installed
 from .compat import spec_of
 from .maps import MAPS, describe_map
@@ -51,39 +52,34 @@ class Runner:
         spec = spec_of(task)
         if spec is None and task.name not in MAPS:
             return
+        # What every run reads, read once (through a proxy, each read is a lookup).
+        if isinstance(task, Proxy):
+            task = task._get_current_object()
         original = task.run
+        name = task.name
+        target = signature_target(task)
         runner = self
 
         @functools.wraps(original)
         def run(*args: Any, **kwargs: Any) -> Any:
-            if task.request.id is None:
+            request = task.request
+            if request.id is None:
                 # Called as a function (an item of a map, a call in another task's body):
                 # no message, no status of its own; it reports to the run it is part of.
                 return original(*args, **kwargs)
             if spec is None:
-                return runner.run_map(task, original, args, kwargs)
-            return runner.run(task, spec, original, args, kwargs)
+                return runner.run_map(task, request, original, args, kwargs)
+            # Checked when the task was published (or applied eagerly); the status exists.
+            info = spec.describe(target, args, kwargs, task_name=name, partial=True)
+            return runner.run(task, request, info, name, original, args, kwargs)
 
         task.run = run
         task._taskstatus_instrumented = True
 
-    def run(
-        self,
-        task: Task,
-        spec: TrackSpec,
-        original: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        # Checked when the task was published (or applied eagerly); the status exists.
-        info = spec.describe(
-            signature_target(task), args, kwargs, task_name=task.name, partial=True
-        )
-        return self._run(task, info, task.name, original, args, kwargs)
-
     def run_map(
         self,
         task: Task,
+        request: Any,
         original: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -94,18 +90,19 @@ class Runner:
         if mapped is None:
             return original(*args, **kwargs)
         mapped_task, info = mapped
-        return self._run(task, info, mapped_task.name, original, args, kwargs)
+        return self.run(task, request, info, mapped_task.name, original, args, kwargs)
 
-    def _run(
+    def run(
         self,
         task: Task,
+        request: Any,
         info: PublishInfo,
         task_class: str,
         original: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        request = task.request
+        """Record the run of ``task`` (its ``request``) whose call ``info`` describes."""
         lifecycle = self.installed.lifecycle
         event = info.event(
             request.id,
