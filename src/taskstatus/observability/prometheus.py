@@ -11,6 +11,8 @@ docs/observability.md has the set-up per queue and the metric reference.
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import re
 import threading
@@ -75,8 +77,38 @@ def multiprocess_mode() -> bool:
     return prometheus_values.ValueClass is not prometheus_values.MutexValue
 
 
+class _Values:
+    """What one labelled child of a counter or gauge adds to.
+
+    The public calls (``inc()``, ``dec()``, ``observe()``) check the child's labels and
+    options before each change: several calls more per event, on a worker's hot path where a
+    trivial task costs well under a millisecond. The children are made through the public API,
+    so they are checked once; the hot path then changes their values as those calls do after
+    their checks (``prometheus_client.values``, one file per process in multiprocess mode)."""
+
+    __slots__ = ("inc",)
+
+    def __init__(self, child: Counter | Gauge) -> None:
+        self.inc: Callable[[float], None] = child._value.inc
+
+
+class _Observations:
+    """What one labelled child of a histogram adds to (see :class:`_Values`)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum = child._sum
+        self._buckets = [bucket.inc for bucket in child._buckets]
+        self._bounds = child._upper_bounds  # sorted, +Inf last
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect.bisect_left(self._bounds, amount)](1)
+
+
 class _Series:
-    """The labelled children of one (queue, task): looked up once, then only incremented."""
+    """The labelled children of one (queue, task): looked up once, then only added to."""
 
     __slots__ = (
         "canceled",
@@ -91,15 +123,15 @@ class _Series:
     )
 
     def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, ...]) -> None:
-        self.published = metrics.published.labels(*labels)
-        self.started = metrics.started.labels(*labels)
-        self.succeeded = metrics.succeeded.labels(*labels)
-        self.retried = metrics.retried.labels(*labels)
-        self.canceled = metrics.canceled.labels(*labels)
-        self.lost = metrics.lost.labels(*labels)
-        self.runtime = metrics.runtime.labels(*labels)
-        self.wait = metrics.queue_wait.labels(*labels)
-        self.in_progress = metrics.in_progress.labels(*labels)
+        self.published = _Values(metrics.published.labels(*labels))
+        self.started = _Values(metrics.started.labels(*labels))
+        self.succeeded = _Values(metrics.succeeded.labels(*labels))
+        self.retried = _Values(metrics.retried.labels(*labels))
+        self.canceled = _Values(metrics.canceled.labels(*labels))
+        self.lost = _Values(metrics.lost.labels(*labels))
+        self.runtime = _Observations(metrics.runtime.labels(*labels))
+        self.wait = _Observations(metrics.queue_wait.labels(*labels))
+        self.in_progress = _Values(metrics.in_progress.labels(*labels))
 
 
 class PrometheusMetrics:
@@ -195,7 +227,7 @@ class PrometheusMetrics:
     def taskstatus_publish(self, event: TaskEvent) -> None:
         if event.is_container:
             return
-        self._of(event).published.inc()
+        self._of(event).published.inc(1)
         event.carrier[PUBLISHED_AT] = repr(time.time())
 
     @hookimpl(trylast=True)
@@ -203,8 +235,8 @@ class PrometheusMetrics:
         if event.is_container:
             return
         series = self._of(event)
-        series.started.inc()
-        series.in_progress.inc()
+        series.started.inc(1)
+        series.in_progress.inc(1)
         self._runs[event.task_id] = time.perf_counter()
         published = event.carrier.get(PUBLISHED_AT)
         if published is not None and (event.attempt or 1) == 1:
@@ -212,6 +244,8 @@ class PrometheusMetrics:
                 waited = time.time() - float(published)
             except ValueError:
                 return  # not ours: a publisher of another version, or edited by hand
+            if math.isnan(waited):
+                return
             # Clocks of two hosts may disagree by a little: never a negative wait.
             series.wait.observe(max(waited, 0.0))
 
@@ -222,21 +256,21 @@ class PrometheusMetrics:
             return  # not started here (refused as canceled, or by another process)
         series = self._of(event)
         series.runtime.observe(time.perf_counter() - started)
-        series.in_progress.dec()
+        series.in_progress.inc(-1)
 
     @hookimpl(trylast=True)
     def taskstatus_succeed(self, event: TaskEvent) -> None:
         if not event.is_container:
-            self._of(event).succeeded.inc()
+            self._of(event).succeeded.inc(1)
 
     @hookimpl(trylast=True)
     def taskstatus_retry(self, event: TaskEvent) -> None:
         if event.is_container:
             return
         series = self._of(event)
-        series.retried.inc()
+        series.retried.inc(1)
         if _lost(event):
-            series.lost.inc()
+            series.lost.inc(1)
 
     @hookimpl(trylast=True)
     def taskstatus_fail(self, event: TaskEvent) -> None:
@@ -244,7 +278,7 @@ class PrometheusMetrics:
             return
         lost = _lost(event)
         if lost:
-            self._of(event).lost.inc()
+            self._of(event).lost.inc(1)
             exception = LOST_EXCEPTION
         elif event.exception is None:
             exception = NO_EXCEPTION
@@ -262,7 +296,7 @@ class PrometheusMetrics:
         # Without an exception it is a request (from the API, in any process); a run that
         # stopped canceled, or was skipped as canceled, comes with TaskCanceledException.
         if event.exception is not None and not event.is_container:
-            self._of(event).canceled.inc()
+            self._of(event).canceled.inc(1)
 
 
 def _lost(event: TaskEvent) -> bool:
