@@ -20,9 +20,7 @@ OFFSETS = st.sampled_from([None, timezone.utc, timezone(timedelta(hours=5, minut
 
 
 @given(
-    st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS
-    )
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS)
 )
 def test_sqlite_text_is_sqlalchemys_format(value: datetime) -> None:
     naive_utc = value if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -1527,9 +1527,10 @@ class _Stamps:
         at: Mapping[str, datetime],
         began: Mapping[str, datetime] | None,
     ) -> dict[str, Any]:
-        count = len(task_ids)
-        padding = [None] * (self.size - count)
-        params = dict(zip(self._id_names, [*task_ids, *padding], strict=True))
+        padding = [None] * (self.size - len(task_ids))
+        params: dict[str, str | datetime | None] = dict(
+            zip(self._id_names, [*task_ids, *padding], strict=True)
+        )
         params.update(zip(self._at_names, [*(at[i] for i in task_ids), *padding], strict=True))
         if began is not None:
             times = [*(began[i] for i in task_ids), *padding]
