@@ -25,6 +25,7 @@ from .exceptions import StoreError, TaskCanceledException
 from .failurelog import FailureLog
 from .handoff import HandOff
 from .heartbeat import Heartbeat
+from .hookcall import EventHook
 from .models import TaskStatus
 from .recorder import Recorder, collecting
 from .settings import Settings
@@ -138,6 +139,10 @@ class Lifecycle:
     ) -> None:
         self._settings = settings
         self._hook = hook
+        #: The hooks of every run, called directly (see :mod:`taskstatus.hookcall`).
+        self._prerun = EventHook(hook.taskstatus_prerun)
+        self._succeed = EventHook(hook.taskstatus_succeed)
+        self._postrun = EventHook(hook.taskstatus_postrun)
         self._recorder = recorder
         self._heartbeat = heartbeat
         self._live_calls = live_calls
@@ -362,7 +367,7 @@ class Lifecycle:
         Raises :class:`~taskstatus.TaskCanceledException` when the status was canceled: the
         adapter must then skip the task body (and call :meth:`end` with that exception).
         """
-        self._hook.taskstatus_prerun(event=event)
+        self._prerun(event=event)
         live = LiveStatus(self._live_calls, event, interval=self._settings.progress_interval)
         live.token = activate(live)
         self._heartbeat.add(event.task_id)
@@ -376,7 +381,7 @@ class Lifecycle:
         try:
             self._stop_run(live, succeeded=False)
         finally:
-            self._hook.taskstatus_postrun(event=live.started_with)
+            self._postrun(event=live.started_with)
 
     def _stop_run(self, live: LiveStatus, *, succeeded: bool) -> None:
         """Write the run's pending progress and clear ``current()``. ``succeeded``: the
@@ -411,7 +416,7 @@ class Lifecycle:
             self._stop_run(task, succeeded=exception is None and not retrying)
             self._report_end(task._event(), exception, retrying, message, traceback)
         finally:
-            self._hook.taskstatus_postrun(event=task.started_with)
+            self._postrun(event=task.started_with)
 
     def _report_end(
         self,
@@ -422,7 +427,7 @@ class Lifecycle:
         traceback: str | None,
     ) -> None:
         if exception is None and not retrying:
-            self._hook.taskstatus_succeed(event=event)
+            self._succeed(event=event)
             return
         if isinstance(exception, TaskCanceledException):
             self._hook.taskstatus_cancel(event=dataclasses.replace(event, exception=exception))
@@ -515,7 +520,7 @@ class Lifecycle:
         if writer is not None and writer.canceled_unstarted(event.task_id, refresh=False):
             raise TaskCanceledException(f"task {event.task_id} was canceled before it started")
         self._recorder.defer_start(event, handoff.since)
-        self._hook.taskstatus_prerun(event=event)
+        self._prerun(event=event)
         # No heartbeat here: the worker keeps it (see hand_off), unless it dies. The thread
         # that checks for that also writes pending progress, from the first progress call.
         self._heartbeat.adopt_if_orphaned(handoff.parent, event.task_id)
@@ -539,13 +544,13 @@ class Lifecycle:
             if handoff.orphaned():
                 # Its start (if still deferred) first, unless the worker wrote it before it
                 # died.
-                self._hook.taskstatus_succeed(event=dataclasses.replace(handoff.event, at=ended))
+                self._succeed(event=dataclasses.replace(handoff.event, at=ended))
                 self._store(f"task {handoff.task_id}", ended_only=False)
                 return
             unstarted = self._recorder.withdraw_start()
             handoff.report(HandOff.SUCCEEDED_UNSTARTED if unstarted else HandOff.SUCCEEDED, ended)
         finally:
-            self._hook.taskstatus_postrun(event=live.started_with)
+            self._postrun(event=live.started_with)
 
     def finish_hand_off(self, handoff: HandOff) -> None:
         """In the worker, once the child has ended: write the success it handed back. Any
@@ -575,4 +580,4 @@ class Lifecycle:
             # Checked for a cancel in the child; a later cancel wins in the write itself,
             # which the success joins into one.
             writer.start(event, handoff.since, check_canceled=False)
-        self._hook.taskstatus_succeed(event=dataclasses.replace(event, at=handoff.ended()))
+        self._succeed(event=dataclasses.replace(event, at=handoff.ended()))
