@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from taskstatus.backends.tables import UTCDateTime
+from taskstatus.backends.tables import UTCDateTime, sqlite_text
 
 DIALECT = sqlite.dialect()  # type: ignore[no-untyped-call]
 OURS = UTCDateTime().bind_processor(DIALECT)
@@ -29,6 +29,7 @@ def test_sqlite_text_is_sqlalchemys_format(value: datetime) -> None:
 
 
 def test_whole_seconds_keep_their_fraction_and_none_stays_none() -> None:
+    assert OURS is sqlite_text  # what the store also writes into its batches itself
     assert OURS(datetime(2026, 3, 15, 12, 5, 57, tzinfo=timezone.utc)) == (
         "2026-03-15 12:05:57.000000"
     )

@@ -9,6 +9,7 @@ until ``taskstatus db upgrade``.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -92,7 +93,7 @@ from . import migrate
 from .base import BaseStore
 from .bulk import BulkInsert
 from .pacing import BatchPace
-from .tables import DatabaseNow, UTCDateTime, artifacts, attempts, statuses
+from .tables import DatabaseNow, UTCDateTime, artifacts, attempts, sqlite_text, statuses
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -165,6 +166,8 @@ class SQLAlchemyStore(BaseStore):
         self._autocommit_engine: Engine | None = None
         self._transitions: dict[Transition, Update] = {}
         self._task_transitions: dict[tuple[Transition, str, _Stamps], Update] = {}
+        #: How a batched transition names its tasks (see _Stamps); MySQL locks and uses CASE.
+        self._stamp_form = "json" if self.dialect == "sqlite" else "values"
         self._queries: dict[tuple[object, ...], Select[Any]] = {}
         self._bulk: BulkInsert | None = None
         self._lock = threading.RLock()
@@ -477,7 +480,7 @@ class SQLAlchemyStore(BaseStore):
         variant = "returning" if unchanged_since is None else "returning, unchanged"
         changed: list[TaskKey] = []
         for chunk in _chunks(list(at)):
-            stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
+            stamps = _Stamps.sized(len(chunk), began is not None, self._stamp_form)
             stmt = self._stamped_transition(transition, variant, stamps)
             params = {**stamps.params(chunk, at, began), "p_since": unchanged_since}
             changed += self._run(stmt, params, _keys)
@@ -517,7 +520,7 @@ class SQLAlchemyStore(BaseStore):
                 )
                 if keys:
                     locked = [key.task_id for key in keys]
-                    stamps = _Stamps.sized(len(locked), began is not None, rows=False)
+                    stamps = _Stamps.sized(len(locked), began is not None, "case")
                     stmt = self._stamped_transition(transition, "locked", stamps)
                     conn.execute(stmt, stamps.params(locked, at, began))
                     changed += keys
@@ -541,7 +544,7 @@ class SQLAlchemyStore(BaseStore):
         # One transaction: a retried batch must not find its first attempt half done.
         with self._begin() as conn:
             for chunk in _chunks(list(at)):
-                stamps = _Stamps.sized(len(chunk), began is not None, rows=True)
+                stamps = _Stamps.sized(len(chunk), began is not None, self._stamp_form)
                 if len(chunk) <= _RETURNED_ROWS:
                     # A few rows: the write returns them, one statement instead of two.
                     stmt = self._stamped_transition(transition, "returning", stamps)
@@ -555,7 +558,10 @@ class SQLAlchemyStore(BaseStore):
                 ended = conn.execute(stmt, params).rowcount
                 if ended == len(chunk):
                     # No RETURNING: a row per task would cost more than the write itself.
-                    contained += _keys(conn.execute(_CONTAINED, {"p_ids": chunk}))
+                    if stamps.contained is not None:
+                        contained += _keys(conn.execute(stamps.contained, params))
+                    else:
+                        contained += _keys(conn.execute(_CONTAINED, {"p_ids": chunk}))
                     continue
                 # Some did not change: those that did carry their own time and the new state.
                 params["p_state"] = transition.target.value
@@ -1454,23 +1460,31 @@ _UTC = UTCDateTime()
 
 
 class _Stamps:
-    """Bound parameters naming the tasks of a batch chunk, each with its own time
-    (``p_id<i>``, ``p_at<i>``, and ``p_st<i>`` for the start of a run).
+    """The tasks of a batch chunk, each with its own time (and, for a run, its start), in the
+    form a database joins fastest, by ``form``:
 
-    With ``rows`` (databases with UPDATE .. FROM and RETURNING: SQLite, PostgreSQL), the
-    statement joins a ``VALUES`` list of (task id, time, start) on the task id; otherwise
-    (MySQL, MariaDB, whose multiple-table UPDATE does not keep the order of SET clauses) a
-    ``CASE`` over the task ids gives each row its time, which costs the database a comparison
-    per task for each row. A chunk is padded with rows that match no task, to a power of two,
-    so that ten statements serve every size: each is compiled once per process, and
+    - ``json`` (SQLite): one JSON parameter, unpacked by ``json_each`` and joined on the task
+      id (UPDATE .. FROM). A worker writes its batches from a thread of its own, and every
+      bound parameter costs that thread Python work holding the GIL that the task loop wants;
+      one parameter per chunk costs it one ``json.dumps``, and SQLite parses the rest while
+      the GIL is released.
+    - ``values`` (PostgreSQL): a ``VALUES`` list of bound parameters (``p_id<i>``, ``p_at<i>``,
+      ``p_st<i>``), joined on the task id.
+    - ``case`` (MySQL, MariaDB, whose multiple-table UPDATE does not keep the order of SET
+      clauses): a ``CASE`` over the task ids gives each row its time, which costs the database
+      a comparison per task for each row.
+
+    With bound parameters per task, a chunk is padded with rows that match no task, to a power
+    of two, so that ten statements serve every size: each is compiled once per process, and
     compiling one costs about as much as writing a few hundred rows (it renders every bound
     parameter), which a worker that writes a batch of another size every interval would
-    otherwise pay again and again."""
+    otherwise pay again and again. The ``json`` form has one statement for every size."""
 
-    _made: dict[tuple[int, bool, bool], _Stamps] = {}  # noqa: RUF012 (immutable once made)
+    _made: dict[tuple[int, bool, str], _Stamps] = {}  # noqa: RUF012 (immutable once made)
 
-    def __init__(self, size: int, started: bool, rows: bool) -> None:
+    def __init__(self, size: int, started: bool, form: str) -> None:
         self.size = size
+        self.form = form
         self._id_names = [f"p_id{i}" for i in range(size)]
         self._at_names = [f"p_at{i}" for i in range(size)]
         self._start_names = [f"p_st{i}" for i in range(size)]
@@ -1482,24 +1496,7 @@ class _Stamps:
         self.which: ColumnElement[bool]
         self.at: ColumnElement[Any]
         self.started: ColumnElement[Any] | None
-        if rows:
-            row = "(:p_id{0}, :p_at{0}, :p_st{0})" if started else "(:p_id{0}, :p_at{0})"
-            columns: list[ColumnClause[Any]] = [
-                column("column1", _STRING),
-                column("column2", _UTC),
-            ]
-            if started:
-                columns.append(column("column3", _UTC))
-            values = (
-                text("VALUES " + ", ".join(row.format(i) for i in range(size)))
-                .bindparams(*ids, *at, *(begun if started else ()))
-                .columns(*columns)
-                .subquery("v")
-            )
-            self.which = _c.task_id == values.c.column1
-            self.at = values.c.column2
-            self.started = values.c.column3 if started else None
-        else:
+        if form == "case":
             self.which = _c.task_id.in_(ids)
             self.at = case(*[(_c.task_id == i, t) for i, t in zip(ids, at, strict=True)])
             self.started = (
@@ -1507,15 +1504,42 @@ class _Stamps:
                 if started
                 else None
             )
+        else:
+            columns: list[ColumnClause[Any]] = [
+                column("column1", _STRING),
+                column("column2", _UTC),
+            ]
+            if started:
+                columns.append(column("column3", _UTC))
+            if form == "json":
+                picked = ", ".join(
+                    f"json_extract(value, '$[{i}]') AS {c.name}" for i, c in enumerate(columns)
+                )
+                rows = text(f"SELECT {picked} FROM json_each(:p_rows)")
+            else:
+                row = "(:p_id{0}, :p_at{0}, :p_st{0})" if started else "(:p_id{0}, :p_at{0})"
+                rows = text("VALUES " + ", ".join(row.format(i) for i in range(size)))
+                rows = rows.bindparams(*ids, *at, *(begun if started else ()))
+            values = rows.columns(*columns).subquery("v")
+            self.which = _c.task_id == values.c.column1
+            self.at = values.c.column2
+            self.started = values.c.column3 if started else None
         #: The statuses of the chunk that its write changed to ``p_state``.
         self.written = select(*_KEY_COLUMNS).where(
             self.which, _c.modified == self.at, _state_by_key == bindparam("p_state")
         )
+        #: The statuses of the chunk that have a parent (given this chunk's parameters, where
+        #: the form has its own; else ``_CONTAINED``, given ``p_ids``).
+        self.contained = (
+            select(*_KEY_COLUMNS).where(self.which, _Unindexed(_c.parent_uuid).is_not(None))
+            if form == "json"
+            else None
+        )
 
     @classmethod
-    def sized(cls, count: int, started: bool, rows: bool) -> _Stamps:
-        size = 1 << (count - 1).bit_length()
-        key = (size, started, rows)
+    def sized(cls, count: int, started: bool, form: str) -> _Stamps:
+        size = 0 if form == "json" else 1 << (count - 1).bit_length()
+        key = (size, started, form)
         stamps = cls._made.get(key)
         if stamps is None:
             stamps = cls._made[key] = cls(*key)
@@ -1527,6 +1551,12 @@ class _Stamps:
         at: Mapping[str, datetime],
         began: Mapping[str, datetime] | None,
     ) -> dict[str, Any]:
+        if self.form == "json":
+            if began is None:
+                rows = [[i, sqlite_text(at[i])] for i in task_ids]
+            else:
+                rows = [[i, sqlite_text(at[i]), sqlite_text(began[i])] for i in task_ids]
+            return {"p_rows": json.dumps(rows)}
         padding = [None] * (self.size - len(task_ids))
         params: dict[str, str | datetime | None] = dict(
             zip(self._id_names, [*task_ids, *padding], strict=True)

@@ -29,7 +29,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["DatabaseNow", "UTCDateTime", "artifacts", "attempts", "metadata", "statuses"]
+__all__ = [
+    "DatabaseNow",
+    "UTCDateTime",
+    "artifacts",
+    "attempts",
+    "metadata",
+    "sqlite_text",
+    "statuses",
+]
 
 #: Alembic's version table for taskstatus, apart from the application's own migrations.
 VERSION_TABLE = "taskstatus_alembic_version"
@@ -71,7 +79,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
-            return _sqlite_text
+            return sqlite_text
         return super().bind_processor(dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -80,7 +88,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-def _sqlite_text(value: datetime | None) -> str | None:
+def sqlite_text(value: datetime | None) -> str | None:
     """A timestamp as SQLAlchemy's SQLite ``DATETIME`` stores it ("2026-03-15 12:05:57.105542",
     naive UTC), in one call: a worker's batched write binds two per task, and SQLAlchemy's
     own formatting costs several times more, all of it holding the GIL."""
