@@ -310,7 +310,7 @@ class Recorder:
         if self._deferred_start is not None and self._deferred_start[0].task_id == event.task_id:
             return  # written before this process's next write, if at all
         if self.writer is not None:
-            self.writer.start(event, self._when(event))
+            self.writer.start(event, event.at or self.clock())  # _when(), a call fewer
         else:
             self._prerun(event, self._when(event))
 
@@ -447,7 +447,7 @@ class Recorder:
     @hookimpl
     def taskstatus_succeed(self, event: TaskEvent) -> None:
         if self.writer is not None:
-            self.writer.succeed(event, self._when(event))
+            self.writer.succeed(event, event.at or self.clock())  # _when(), a call fewer
         else:
             self._succeed(event, self._when(event))
 

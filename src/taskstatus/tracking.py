@@ -86,6 +86,10 @@ class TrackSpec:
     total_steps: StepsSpec = 1
     user_arg: str = "user_id"
 
+    def __post_init__(self) -> None:
+        if type(self.total_steps) is int:  # checked once here, not at every describe()
+            check_steps(self.total_steps, "total_steps")
+
     def arguments(
         self,
         func: Callable[..., Any],
@@ -148,8 +152,10 @@ class TrackSpec:
                 f"track(user_arg=...)); nothing was sent"
             )
         try:
-            name = self.render_name(arguments, task_name)
-            total = self.render_total_steps(arguments)
+            # A worker describes every run: the plain cases without a call.
+            name = task_name if self.name is None else self.render_name(arguments, task_name)
+            steps = self.total_steps
+            total = steps if type(steps) is int else self.render_total_steps(arguments)
         except (KeyError, IndexError, TypeError, ValueError):
             if not partial:
                 raise
