@@ -87,7 +87,7 @@ class TrackSpec:
     user_arg: str = "user_id"
 
     def __post_init__(self) -> None:
-        if type(self.total_steps) is int:  # checked once here, not at every describe()
+        if isinstance(self.total_steps, int):  # checked once here, not at every describe()
             check_steps(self.total_steps, "total_steps")
 
     def arguments(
@@ -261,8 +261,6 @@ def track(
         raise TypeError(f"track(name=...) takes a str template or a callable, got {name!r}")
     if not (callable(total_steps) or isinstance(total_steps, int)):
         raise TypeError(f"track(total_steps=...) takes an int or a callable, got {total_steps!r}")
-    if isinstance(total_steps, int):
-        check_steps(total_steps, "total_steps")
     if not isinstance(user_arg, str) or not user_arg.isidentifier():
         raise ValueError(f"track(user_arg=...) must name an argument, got {user_arg!r}")
     spec = TrackSpec(name=name, total_steps=total_steps, user_arg=user_arg)

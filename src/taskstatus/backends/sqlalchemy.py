@@ -558,10 +558,7 @@ class SQLAlchemyStore(BaseStore):
                 ended = conn.execute(stmt, params).rowcount
                 if ended == len(chunk):
                     # No RETURNING: a row per task would cost more than the write itself.
-                    if stamps.contained is not None:
-                        contained += _keys(conn.execute(stamps.contained, params))
-                    else:
-                        contained += _keys(conn.execute(_CONTAINED, {"p_ids": chunk}))
+                    contained += _keys(conn.execute(stamps.contained, params))
                     continue
                 # Some did not change: those that did carry their own time and the new state.
                 params["p_state"] = transition.target.value
@@ -1321,9 +1318,6 @@ _NOW = bindparam("p_now", type_=UTCDateTime())
 _KEY_COLUMNS = (_c.task_id, _c.uuid, _c.parent_uuid, _c.is_container)
 #: Not modified since (a start that another process may have written first).
 _UNCHANGED = _c.modified < bindparam("p_since", type_=UTCDateTime())
-_IDS = _c.task_id.in_(bindparam("p_ids", expanding=True))
-#: The statuses of a batch that belong to a container.
-_CONTAINED = select(*_KEY_COLUMNS).where(_IDS, _Unindexed(_c.parent_uuid).is_not(None))
 _CANCELED_UNSTARTED = select(_c.task_id).where(
     # Inline, so that the planner matches the partial index's predicate.
     _c.state == literal_column(f"'{State.CANCELED.value}'"),
@@ -1528,12 +1522,9 @@ class _Stamps:
         self.written = select(*_KEY_COLUMNS).where(
             self.which, _c.modified == self.at, _state_by_key == bindparam("p_state")
         )
-        #: The statuses of the chunk that have a parent (given this chunk's parameters, where
-        #: the form has its own; else ``_CONTAINED``, given ``p_ids``).
-        self.contained = (
-            select(*_KEY_COLUMNS).where(self.which, _Unindexed(_c.parent_uuid).is_not(None))
-            if form == "json"
-            else None
+        #: The statuses of the chunk that have a parent (given the chunk's parameters).
+        self.contained = select(*_KEY_COLUMNS).where(
+            self.which, _Unindexed(_c.parent_uuid).is_not(None)
         )
 
     @classmethod
