@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -51,28 +52,37 @@ def tracked_noop(user_id: int, i: int) -> None:
 
 
 class Timings(dramatiq.Middleware):  # type: ignore[misc]
-    """Clock readings around each message (outermost: first before, last after)."""
+    """Clock readings around each message (outermost: first before, last after), taken under
+    a lock: the worker threads run these hooks concurrently."""
 
     def __init__(self) -> None:
         self.skip = int(os.environ.get("TS_BENCH_SKIP", "0"))
         self.expected = int(os.environ.get("TS_BENCH_EXPECTED", "0"))
         self.path = os.environ.get("TS_BENCH_TIMINGS", "")
+        self.lock = threading.Lock()
         self.seen = 0
+        self.timed: set[str] = set()
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.actors: list[str] = []
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        self.seen += 1
-        if self.seen > self.skip:
-            self.starts.append(time.perf_counter())
-            self.actors.append(message.actor_name)
+        with self.lock:
+            self.seen += 1
+            if self.seen > self.skip and len(self.starts) < self.expected:
+                self.timed.add(message.message_id)
+                self.starts.append(time.perf_counter())
+                self.actors.append(message.actor_name)
 
     def after_process_message(self, broker: Any, message: Any, **_: Any) -> None:
-        if self.seen <= self.skip or not self.path:
+        if not self.path:
             return
-        self.ends.append(time.perf_counter())
-        if len(self.ends) == self.expected:
+        with self.lock:
+            if message.message_id not in self.timed:
+                return
+            self.ends.append(time.perf_counter())
+            if len(self.ends) != self.expected:
+                return
             partial = f"{self.path}.partial"
             with open(partial, "w", encoding="utf-8") as f:
                 json.dump({"starts": self.starts, "ends": self.ends, "actors": self.actors}, f)
