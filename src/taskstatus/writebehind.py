@@ -169,7 +169,8 @@ class WriteBehind:
         with self._lock:
             self._after.append(callback)
             self._ensure_thread()
-        self._urgent.set()
+        if not self._urgent.is_set():  # set: the thread has yet to take what waits
+            self._urgent.set()
 
     def _put(self, kind: str, event: TaskEvent, at: datetime) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ will run again: a failure it retries is Retrying, only the last one is Failed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -34,7 +35,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import messages
 from ..events import CARRIER_KEY, TaskEvent
@@ -259,19 +260,34 @@ def _patch_acks() -> None:
         ConsumerThread.post_process_message = post_process_message  # type: ignore[method-assign]
 
 
-def _actor_spec(
-    broker: Broker, actor_name: str
-) -> tuple[dramatiq.Actor[Any, Any], TrackSpec] | None:
-    try:
-        actor = broker.get_actor(actor_name)
-    except dramatiq.errors.ActorNotFound:
-        return None
-    spec = find_spec(actor, actor.fn)
-    return (actor, spec) if spec is not None else None
+class _Tracked(NamedTuple):
+    """A tracked actor, with what taskstatus reads of it at each message."""
+
+    actor: dramatiq.Actor[Any, Any]
+    spec: TrackSpec
+    task_class: str
 
 
-def _task_class(actor: dramatiq.Actor[Any, Any]) -> str:
-    return qualified_name(actor.fn)
+class _Actors:
+    """The tracked actors of a broker, by name, each looked up once: a worker thread asks
+    at every message. An actor declared again, or whose function was replaced, is looked
+    up anew."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[object, object, _Tracked | None]] = {}
+
+    def get(self, broker: Broker, actor_name: str) -> _Tracked | None:
+        actor = broker.actors.get(actor_name)
+        if actor is None:
+            return None
+        fn = actor.fn
+        known = self._known.get(actor_name)
+        if known is not None and known[0] is actor and known[1] is fn:
+            return known[2]
+        spec = find_spec(actor, fn)
+        tracked = None if spec is None else _Tracked(actor, spec, qualified_name(fn))
+        self._known[actor_name] = (actor, fn, tracked)
+        return tracked
 
 
 def _steps(message: Message[Any]) -> Iterator[dict[str, Any]]:
@@ -287,10 +303,14 @@ class TaskstatusMiddleware(Installed, Middleware):
 
     def __init__(self, tracker: Tracker | None = None) -> None:
         self._tracker = tracker
-        self._running: dict[str, LiveStatus] = {}
+        self._actors = _Actors()
+        #: The messages running, each with the lifecycle that started it.
+        self._running: dict[str, tuple[LiveStatus, Lifecycle]] = {}
         self._running_lock = threading.Lock()
         #: Messages whose success is queued, not stored yet: their ack waits for the write.
-        self._unstored: set[str] = set()
+        self._unstored: dict[str, Lifecycle] = {}
+        #: Per consumer, the messages waiting for a write that no longer take a prefetch slot.
+        self._freed: collections.Counter[ConsumerThread] = collections.Counter()
 
     # -- publish (sender) --------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
@@ -315,7 +335,7 @@ class TaskstatusMiddleware(Installed, Middleware):
     def _record(self, broker: Broker, message: Message[Any]) -> None:
         """Record a message about to be enqueued (with its pipeline's steps)."""
         options = message.options
-        tracked = _actor_spec(broker, message.actor_name)
+        tracked = self._actors.get(broker, message.actor_name)
         steps = list(_steps(message))
         if tracked is None and not steps:
             return
@@ -344,7 +364,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             )
             parent = container
         if tracked is not None and info is not None:
-            event = self._event(message.message_id, tracked[0], info, parent)
+            event = self._event(message.message_id, tracked, info, parent)
             lifecycle.publish(event)
             if event.carrier:
                 options[CARRIER_KEY] = event.carrier
@@ -355,7 +375,7 @@ class TaskstatusMiddleware(Installed, Middleware):
 
     def _describe(
         self,
-        tracked: tuple[dramatiq.Actor[Any, Any], TrackSpec] | None,
+        tracked: _Tracked | None,
         args: Any,
         kwargs: Any,
         *,
@@ -364,12 +384,11 @@ class TaskstatusMiddleware(Installed, Middleware):
     ) -> PublishInfo | None:
         if tracked is None:
             return None
-        actor, spec = tracked
-        return spec.describe(
-            actor.fn,
+        return tracked.spec.describe(
+            tracked.actor.fn,
             tuple(args or ()),
             dict(kwargs or {}),
-            task_name=_task_class(actor),
+            task_name=tracked.task_class,
             partial=not strict,
             default_owner=owner,
         )
@@ -377,7 +396,7 @@ class TaskstatusMiddleware(Installed, Middleware):
     def _event(
         self,
         task_id: str,
-        actor: dramatiq.Actor[Any, Any],
+        tracked: _Tracked,
         info: PublishInfo,
         parent: str | None,
         attempt: int = 1,
@@ -387,7 +406,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         return info.event(
             task_id,
             queue=QUEUE,
-            task_class=_task_class(actor),
+            task_class=tracked.task_class,
             parent_task_id=parent,
             redeliver_on_loss=True,
             attempt=attempt,
@@ -400,7 +419,7 @@ class TaskstatusMiddleware(Installed, Middleware):
         """A later pipeline step: recorded Pending now, enqueued by a worker later."""
         step_options = step.setdefault("options", {})
         step_options[PARENT_OPTION] = parent  # travels in pipe_target: not recorded twice
-        tracked = _actor_spec(broker, step.get("actor_name", ""))
+        tracked = self._actors.get(broker, step.get("actor_name", ""))
         if tracked is None:
             return
         # Its last argument (the previous step's result) is not known yet.
@@ -408,7 +427,7 @@ class TaskstatusMiddleware(Installed, Middleware):
             tracked, step.get("args"), step.get("kwargs"), strict=False, owner=owner
         )
         if info is not None:
-            event = self._event(step["message_id"], tracked[0], info, parent)
+            event = self._event(step["message_id"], tracked, info, parent)
             self.lifecycle.publish(event)
             if event.carrier:
                 step_options[CARRIER_KEY] = event.carrier
@@ -449,22 +468,22 @@ class TaskstatusMiddleware(Installed, Middleware):
                 yield from self._owners(child)
                 continue
             first = child.messages[0] if isinstance(child, dramatiq_pipeline) else child
-            tracked = _actor_spec(group.broker, first.actor_name)
+            tracked = self._actors.get(group.broker, first.actor_name)
             info = self._describe(tracked, first.args, first.kwargs, strict=True)
             yield info.user_id if info is not None else None
 
     # -- run (worker threads) ----------------------------------------------------------------
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        tracked = _actor_spec(broker, message.actor_name)
+        tracked = self._actors.get(broker, message.actor_name)
         if tracked is None:
             return
-        actor = tracked[0]
-        _guard(actor)
+        _guard(tracked.actor)
         info = self._describe(tracked, message.args, message.kwargs, strict=False)
         assert info is not None
-        attempt = int(message.options.get("retries") or 0) + 1
-        carrier = dict(message.options.get(CARRIER_KEY) or {})
-        event = self._event(message.message_id, actor, info, None, attempt, carrier)
+        options, message_id = message.options, message.message_id
+        attempt = int(options.get("retries") or 0) + 1
+        carrier = dict(options.get(CARRIER_KEY) or {})
+        event = self._event(message_id, tracked, info, None, attempt, carrier)
         lifecycle = self.lifecycle
         try:
             live = lifecycle.start(event)
@@ -475,13 +494,13 @@ class TaskstatusMiddleware(Installed, Middleware):
             if lifecycle.deferral(exc) is None:
                 raise
             # Retries delivers the message again, with its own backoff.
-            raise StoreNotReady(f"cannot record the start of {message.message_id}: {exc}") from exc
+            raise StoreNotReady(f"cannot record the start of {message_id}: {exc}") from exc
         with self._running_lock:
-            self._running[message.message_id] = live
+            self._running[message_id] = (live, lifecycle)
 
-    def _take(self, message: MessageProxy) -> LiveStatus | None:
+    def _take(self, message_id: str) -> tuple[LiveStatus, Lifecycle] | None:
         with self._running_lock:
-            return self._running.pop(message.message_id, None)
+            return self._running.pop(message_id, None)
 
     def after_process_message(
         self,
@@ -491,15 +510,16 @@ class TaskstatusMiddleware(Installed, Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        live = self._take(message)
-        if live is None:
+        message_id = message.message_id
+        running = self._take(message_id)
+        if running is None:
             return
-        lifecycle = self.lifecycle
+        live, lifecycle = running
         if exception is None:
             lifecycle.end(live)
             if lifecycle.writes_batched:
                 with self._running_lock:
-                    self._unstored.add(message.message_id)
+                    self._unstored[message_id] = lifecycle
             return
         # Retries ran just before: a message it will run again is not failed.
         retrying = not message.failed and any(isinstance(m, Retries) for m in broker.middleware)
@@ -512,9 +532,10 @@ class TaskstatusMiddleware(Installed, Middleware):
         )
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        live = self._take(message)
-        if live is not None:  # the actor raised TaskCanceledException
-            self.lifecycle.end(live, exception=TaskCanceledException("canceled while running"))
+        running = self._take(message.message_id)
+        if running is not None:  # the actor raised TaskCanceledException
+            live, lifecycle = running
+            lifecycle.end(live, exception=TaskCanceledException("canceled while running"))
 
     # -- worker processes ----------------------------------------------------------------------
     def after_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
@@ -525,10 +546,12 @@ class TaskstatusMiddleware(Installed, Middleware):
     ) -> bool:
         """Hand the acknowledgement of a message whose success is not stored yet to the
         writer; False: acknowledge now."""
+        message_id = message.message_id
         with self._running_lock:
-            if message.message_id not in self._unstored:
+            lifecycle = self._unstored.pop(message_id, None)
+            if lifecycle is None:
                 return False
-            self._unstored.discard(message.message_id)
+            freed = self._free_slot(consumer, message_id)
 
         def acknowledge() -> None:
             _acking.stored = True
@@ -536,8 +559,30 @@ class TaskstatusMiddleware(Installed, Middleware):
                 ack(consumer, message)
             finally:
                 _acking.stored = False
+                if freed:
+                    with self._running_lock:
+                        self._freed[consumer] -= 1
 
-        return self.lifecycle.after_write(acknowledge)
+        if lifecycle.after_write(acknowledge):
+            return True
+        if freed:
+            with self._running_lock:
+                self._freed[consumer] -= 1
+        return False
+
+    def _free_slot(self, consumer: ConsumerThread, message_id: str) -> bool:
+        """Stop counting a message whose success only waits to be stored against the Redis
+        consumer's prefetch, as if it were acknowledged already: otherwise the messages
+        waiting for a write fill the prefetch, and the consumer sleeps instead of fetching
+        while the worker threads have nothing to do. At most ``prefetch`` messages of a
+        consumer at a time, so that a store that cannot write still holds the worker back.
+        (Other brokers count unacknowledged messages where taskstatus cannot reach.)"""
+        outstanding = getattr(consumer.consumer, "queued_message_ids", None)
+        if not isinstance(outstanding, set) or self._freed[consumer] >= consumer.prefetch:
+            return False
+        outstanding.discard(message_id)
+        self._freed[consumer] += 1
+        return True
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
