@@ -560,14 +560,12 @@ class TaskstatusMiddleware(Installed, Middleware):
             finally:
                 _acking.stored = False
                 if freed:
-                    with self._running_lock:
-                        self._freed[consumer] -= 1
+                    self._take_slot(consumer)
 
         if lifecycle.after_write(acknowledge):
             return True
-        if freed:
-            with self._running_lock:
-                self._freed[consumer] -= 1
+        if freed:  # no writer (the tracker closed): the caller acknowledges it now
+            self._take_slot(consumer)
         return False
 
     def _free_slot(self, consumer: ConsumerThread, message_id: str) -> bool:
@@ -583,6 +581,11 @@ class TaskstatusMiddleware(Installed, Middleware):
         outstanding.discard(message_id)
         self._freed[consumer] += 1
         return True
+
+    def _take_slot(self, consumer: ConsumerThread) -> None:
+        """A message freed by :meth:`_free_slot` is acknowledged: it leaves the bound."""
+        with self._running_lock:
+            self._freed[consumer] -= 1
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
