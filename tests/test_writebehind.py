@@ -298,13 +298,51 @@ def test_callbacks_run_once_what_was_queued_before_them_is_stored(sql_url, make_
     seen: list[State] = []
     done = threading.Event()
 
-    def acknowledge():
-        seen.append(tracker.store.get_by_task_id("acked").state)
+    def acknowledge(items):
+        seen.append((items, tracker.store.get_by_task_id("acked").state))
         done.set()
 
-    tracker.recorder.writer.after_write(acknowledge)  # the thread writes at once, not in 5 s
+    tracker.recorder.writer.after_write(acknowledge, "acked")  # at once, not in 5 s
     assert done.wait(3)
-    assert seen == [State.SUCCEEDED]
+    assert seen == [(["acked"], State.SUCCEEDED)]
+
+
+def test_a_callback_gets_the_items_of_one_write_together_in_order(sql_url, make_tracker):
+    import threading
+
+    tracker = _worker(make_tracker, sql_url)
+    writer = tracker.recorder.writer
+    ids = [f"ack{i}" for i in range(6)]
+    for task_id in ids:
+        publish(tracker, task_id)
+        _run(tracker, task_id)
+    calls: list[tuple[str, list[str], set[State]]] = []
+    done = threading.Event()
+
+    def acknowledge(items):
+        states = {tracker.store.get_by_task_id(t).state for t in items}
+        calls.append(("acknowledge", items, states))
+
+    def reject(items):
+        calls.append(("reject", items, set()))
+        done.set()
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(items):
+        holding.set()
+        release.wait(3)
+
+    writer.after_write(hold, None)
+    assert holding.wait(3)  # the thread is busy until all are given: one round takes them
+    for task_id in ids[:3]:
+        writer.after_write(acknowledge, task_id)
+    writer.after_write(reject, "other")
+    for task_id in ids[3:]:
+        writer.after_write(acknowledge, task_id)
+    release.set()
+    assert done.wait(3)
+    assert calls == [("acknowledge", ids, {State.SUCCEEDED}), ("reject", ["other"], set())]
 
 
 def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch):
@@ -324,7 +362,7 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
 
     monkeypatch.setattr(tracker.store, "end_tasks", flaky)
     done = threading.Event()
-    tracker.recorder.writer.after_write(done.set)
+    tracker.recorder.writer.after_write(lambda items: done.set(), "waiting")
     assert not done.wait(0.5)  # not acknowledged while its outcome is not stored
     failing.clear()
     # Retried after the backoff (here the write interval, SLOW), not an interval more.

@@ -461,15 +461,16 @@ class Lifecycle:
         """Whether :meth:`batch_writes` took effect here: starts and successes are queued."""
         return self._recorder.writer is not None
 
-    def after_write(self, callback: Callable[[], object]) -> bool:
-        """Call ``callback`` on the writer thread once the outcomes queued so far are stored
-        (how an adapter acknowledges a message whose success is queued): the writer thread
-        writes at once, for every acknowledgement waiting. False, and nothing is called,
+    def after_write(self, callback: Callable[[list[T]], object], item: T) -> bool:
+        """Call ``callback`` with ``item`` on the writer thread once the outcomes queued so
+        far are stored (how an adapter acknowledges a message whose success is queued): the
+        writer thread writes at once, for every acknowledgement waiting, and gives a
+        callback all its items of that write in one call. False, and nothing is called,
         when writes are not batched."""
         writer = self._recorder.writer
         if writer is None:
             return False
-        writer.after_write(callback)
+        writer.after_write(callback, item)
         return True
 
     def run_waiting(self) -> None:

@@ -23,13 +23,14 @@ failed batch stays queued and is retried, and the queue is also written at inter
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import TaskCanceledException
 from .failurelog import FailureLog
@@ -57,6 +58,10 @@ BATCHED_RUN = "run"
 
 #: A queued event: its kind, the event and when it happened.
 Queued = tuple[str, "TaskEvent", datetime]
+#: A callback waiting for a write, and the item it is called with.
+Waiting = tuple[Callable[[list[Any]], object], object]
+
+_Item = TypeVar("_Item")
 
 
 class WriteBehind:
@@ -105,7 +110,7 @@ class WriteBehind:
         #: Set when callbacks wait for a write: the thread writes at once.
         self._urgent = threading.Event()
         #: Run after the next write that succeeds (a queue's acknowledgements).
-        self._after: list[Callable[[], object]] = []
+        self._after: list[Waiting] = []
         #: call_later: handle -> (monotonic time due, callback).
         self._later: dict[object, tuple[float, Callable[[], object]]] = {}
         self._thread: threading.Thread | None = None
@@ -157,17 +162,19 @@ class WriteBehind:
         """Queue the success of a task at ``at``."""
         self._put(BATCHED_SUCCESS, event, at)
 
-    def after_write(self, callback: Callable[[], object]) -> None:
+    def after_write(self, callback: Callable[[list[_Item]], object], item: _Item) -> None:
         """Call ``callback`` on the writer thread once the outcomes queued so far are stored
         (with the starts of their tasks; the starts of tasks still running wait for the
-        thread's next round, as usual).
+        thread's next round, as usual). The items given with one callback in one round reach
+        it in one call, in order: what is cheaper done together is done together.
 
-        A queue adapter acknowledges a message this way: its worker thread goes on with the
+        A queue adapter acknowledges messages this way: its worker thread goes on with the
         next message instead of waiting for the write, and the thread writes at once, for
-        every acknowledgement waiting (a group commit). At once matters: a queue that
-        prefetches a bounded number of messages (Dramatiq) takes no more while they wait."""
+        every acknowledgement waiting (a group commit), then sends them. At once matters: a
+        queue that prefetches a bounded number of messages (Dramatiq) takes no more while
+        they wait."""
         with self._lock:
-            self._after.append(callback)
+            self._after.append((callback, item))
             self._ensure_thread()
         if not self._urgent.is_set():  # set: the thread has yet to take what waits
             self._urgent.set()
@@ -262,8 +269,7 @@ class WriteBehind:
             waiting, self._after = self._after, []
         if waiting:
             self.drain()
-        for callback in waiting:
-            _call(callback)
+        _call_all(waiting)
 
     def _round(self) -> bool:
         """One pass of the thread: write what is queued (at once when callbacks wait), then
@@ -309,8 +315,7 @@ class WriteBehind:
                 self._wake.wait(self._backoff)
                 self._urgent.set()
             return True
-        for callback in waiting:
-            _call(callback)
+        _call_all(waiting)
         return not stopped
 
     def _run_due(self) -> None:
@@ -330,6 +335,15 @@ def _call(callback: Callable[[], object]) -> None:
         callback()
     except Exception:
         log.exception("a callback waiting for taskstatus's write failed")
+
+
+def _call_all(waiting: list[Waiting]) -> None:
+    """Call each callback once, with its items in the order they were given."""
+    items: dict[Callable[[list[Any]], object], list[Any]] = {}
+    for callback, item in waiting:
+        items.setdefault(callback, []).append(item)
+    for callback, given in items.items():
+        _call(functools.partial(callback, given))
 
 
 def _drain_at_exit(ref: weakref.ref[WriteBehind]) -> None:

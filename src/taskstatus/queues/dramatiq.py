@@ -44,6 +44,7 @@ from ..failurelog import FailureLog
 from ..lifecycle import Lifecycle
 from ..tracker import Tracker
 from ..tracking import LiveStatus, PublishInfo, TrackSpec, find_spec, qualified_name
+from ._dramatiq_acks import Deferred, acknowledge
 from ._install import Installed, install_arguments, queue_library
 
 with queue_library("dramatiq"):
@@ -542,7 +543,10 @@ class TaskstatusMiddleware(Installed, Middleware):
         self.lifecycle.worker_started()
 
     def defer_ack(
-        self, consumer: ConsumerThread, message: MessageProxy, ack: Callable[..., Any]
+        self,
+        consumer: ConsumerThread,
+        message: MessageProxy,
+        ack: Callable[[ConsumerThread, MessageProxy], None],
     ) -> bool:
         """Hand the acknowledgement of a message whose success is not stored yet to the
         writer; False: acknowledge now."""
@@ -552,21 +556,20 @@ class TaskstatusMiddleware(Installed, Middleware):
             if lifecycle is None:
                 return False
             freed = self._free_slot(consumer, message_id)
-
-        def acknowledge() -> None:
-            _acking.stored = True
-            try:
-                ack(consumer, message)
-            finally:
-                _acking.stored = False
-                if freed:
-                    self._take_slot(consumer)
-
-        if lifecycle.after_write(acknowledge):
+        if lifecycle.after_write(self._acknowledge, (Deferred(consumer, message, ack), freed)):
             return True
         if freed:  # no writer (the tracker closed): the caller acknowledges it now
-            self._take_slot(consumer)
+            self._take_slots([consumer])
         return False
+
+    def _acknowledge(self, stored: list[tuple[Deferred, bool]]) -> None:
+        """Acknowledge messages whose success the writer has stored (on its thread)."""
+        _acking.stored = True
+        try:
+            acknowledge([deferred for deferred, _ in stored])
+        finally:
+            _acking.stored = False
+            self._take_slots([deferred.consumer for deferred, freed in stored if freed])
 
     def _free_slot(self, consumer: ConsumerThread, message_id: str) -> bool:
         """Stop counting a message whose success only waits to be stored against the Redis
@@ -582,10 +585,11 @@ class TaskstatusMiddleware(Installed, Middleware):
         self._freed[consumer] += 1
         return True
 
-    def _take_slot(self, consumer: ConsumerThread) -> None:
-        """A message freed by :meth:`_free_slot` is acknowledged: it leaves the bound."""
-        with self._running_lock:
-            self._freed[consumer] -= 1
+    def _take_slots(self, consumers: list[ConsumerThread]) -> None:
+        """Messages freed by :meth:`_free_slot` are acknowledged: they leave the bound."""
+        if consumers:
+            with self._running_lock:
+                self._freed.subtract(consumers)
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         if not getattr(_acking, "stored", False):
