@@ -20,6 +20,7 @@ import redis
 
 import taskstatus
 from taskstatus import State
+from taskstatus.queues.dramatiq import FREED_PREFETCHES
 from tests.conftest import private_store, require_server
 from tests.queue_dramatiq import actors
 from tests.queue_dramatiq.conftest import REDIS_URL, use_store
@@ -108,14 +109,13 @@ def _run(uid: str, failures: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Acks
     worker = dramatiq.Worker(broker, queues={queue}, worker_threads=2, worker_timeout=50)
     worker.start()
     try:
-        poll(lambda: acks.processed, lambda n: n >= 2 * worker.queue_prefetch, "the bound")
+        bound = (FREED_PREFETCHES + 1) * worker.queue_prefetch
+        poll(lambda: acks.processed, lambda n: n >= bound, "the bound of waiting messages")
         acks.open.set()
         broker.join(queue, timeout=int(TIMEOUT * 1000))
         acked = lambda: sum("after" in calls for calls in acks.calls.values())  # noqa: E731
         poll(acked, lambda n: n == MESSAGES, "every acknowledgement")
-        assert {taskstatus.get_by_task_id(task_id).state for task_id in sent} == {
-            State.SUCCEEDED
-        }
+        assert {taskstatus.get_by_task_id(task_id).state for task_id in sent} == {State.SUCCEEDED}
         unacked = broker.client.scard(f"{broker.namespace}:__acks__.{broker.broker_id}.{queue}")
         assert unacked == 0
         assert set(acks.calls) == set(sent)
@@ -138,7 +138,7 @@ def test_the_acknowledgements_of_one_write_go_in_one_pipeline(store, uid, monkey
 def test_a_failed_pipeline_leaves_its_messages_to_dramatiqs_own_acknowledgement(
     store, uid, monkeypatch
 ):
-    acks, pipelines = _run(uid, 1, monkeypatch)
+    acks, _ = _run(uid, 1, monkeypatch)
     # Each message acknowledged once; those of the failed pipeline were told twice before.
     assert {calls[-2:] == ["before", "after"] for calls in acks.calls.values()} == {True}
     assert {calls.count("after") for calls in acks.calls.values()} == {1}

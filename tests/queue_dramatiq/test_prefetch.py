@@ -2,8 +2,8 @@
 
 A message that succeeded is acknowledged by the writer once its success is stored. Until then
 it no longer takes a place in the Redis consumer's prefetch, so that the consumer goes on
-fetching; but at most ``prefetch`` such messages per consumer, so that a writer that cannot keep
-up still holds the worker back.
+fetching; but at most ``FREED_PREFETCHES * prefetch`` such messages per consumer, so that a
+writer that cannot keep up still holds the worker back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 import taskstatus
 from taskstatus import State
+from taskstatus.queues.dramatiq import FREED_PREFETCHES
 from tests.conftest import private_store, require_server
 from tests.queue_dramatiq import actors
 from tests.queue_dramatiq.conftest import REDIS_URL, use_store
@@ -68,11 +69,14 @@ def test_messages_waiting_for_their_write_take_no_prefetch_slot_up_to_a_bound(st
     prefetch = worker.queue_prefetch
     worker.start()
     try:
-        # The writer holds the first acknowledgement: `prefetch` messages wait without a
-        # slot, and `prefetch` more fill the slots, all run; then the consumer stops.
-        poll(lambda: gate.processed, lambda n: n >= 2 * prefetch, "the bound to be reached")
+        # The writer holds the first acknowledgement: FREED_PREFETCHES * prefetch messages
+        # wait without a slot, and `prefetch` more fill the slots, all run; then the
+        # consumer stops.
+        bound = (FREED_PREFETCHES + 1) * prefetch
+        assert bound < len(sent)
+        poll(lambda: gate.processed, lambda n: n >= bound, "the bound to be reached")
         time.sleep(0.3)  # room for a message beyond the bound to be run
-        assert gate.processed == 2 * prefetch
+        assert gate.processed == bound
         gate.open.set()
         broker.join(queue, timeout=int(TIMEOUT * 1000))
         assert gate.processed == len(sent)

@@ -82,6 +82,10 @@ NAME_OPTION = "taskstatus_name"
 PARENT_OPTION = "taskstatus_parent"
 
 _patch_lock = threading.Lock()
+#: How many prefetches' worth of a Redis consumer's messages may wait for their write without
+#: holding a place in its prefetch: room for what a busy worker runs during one write and its
+#: acknowledgements (with one prefetch's worth, the consumer often found no room and slept).
+FREED_PREFETCHES = 4
 #: Set on the writer thread while it acknowledges messages whose outcome it has stored.
 _acking = threading.local()
 
@@ -575,11 +579,15 @@ class TaskstatusMiddleware(Installed, Middleware):
         """Stop counting a message whose success only waits to be stored against the Redis
         consumer's prefetch, as if it were acknowledged already: otherwise the messages
         waiting for a write fill the prefetch, and the consumer sleeps instead of fetching
-        while the worker threads have nothing to do. At most ``prefetch`` messages of a
-        consumer at a time, so that a store that cannot write still holds the worker back.
-        (Other brokers count unacknowledged messages where taskstatus cannot reach.)"""
+        while the worker threads have nothing to do. At most :data:`FREED_PREFETCHES`
+        prefetches' worth of a consumer's messages at a time, so that a store that cannot
+        write still holds the worker back. (Other brokers count unacknowledged messages
+        where taskstatus cannot reach.)"""
         outstanding = getattr(consumer.consumer, "queued_message_ids", None)
-        if not isinstance(outstanding, set) or self._freed[consumer] >= consumer.prefetch:
+        if (
+            not isinstance(outstanding, set)
+            or self._freed[consumer] >= FREED_PREFETCHES * consumer.prefetch
+        ):
             return False
         outstanding.discard(message_id)
         self._freed[consumer] += 1
