@@ -302,7 +302,7 @@ def test_callbacks_run_once_what_was_queued_before_them_is_stored(sql_url, make_
         seen.append((items, tracker.store.get_by_task_id("acked").state))
         done.set()
 
-    tracker.recorder.writer.after_write(acknowledge, "acked")  # at once, not in 5 s
+    assert tracker.lifecycle.after_write(acknowledge, "acked")  # at once, not in 5 s
     assert done.wait(3)
     assert seen == [(["acked"], State.SUCCEEDED)]
 
@@ -362,7 +362,7 @@ def test_callbacks_wait_while_the_store_fails(sql_url, make_tracker, monkeypatch
 
     monkeypatch.setattr(tracker.store, "end_tasks", flaky)
     done = threading.Event()
-    tracker.recorder.writer.after_write(lambda items: done.set(), "waiting")
+    assert tracker.lifecycle.after_write(done.set)  # a callback alone: called without items
     assert not done.wait(0.5)  # not acknowledged while its outcome is not stored
     failing.clear()
     # Retried after the backoff (here the write interval, SLOW), not an interval more.

@@ -17,7 +17,7 @@ import logging
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import messages
 from .events import TaskEvent
@@ -30,11 +30,14 @@ from .models import TaskStatus
 from .recorder import Recorder, collecting
 from .settings import Settings
 from .tracking import LiveCalls, LiveStatus, activate, deactivate
+from .writebehind import call_each
 
 __all__ = ["Lifecycle"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: ``after_write`` given a callback alone.
+_ALONE: Any = object()
 
 #: The first wait before a run deferred for want of the store is delivered again; it doubles
 #: with each deferral of the same run, up to :data:`MAX_DEFERRAL`.
@@ -461,16 +464,24 @@ class Lifecycle:
         """Whether :meth:`batch_writes` took effect here: starts and successes are queued."""
         return self._recorder.writer is not None
 
-    def after_write(self, callback: Callable[[list[T]], object], item: T) -> bool:
+    @overload
+    def after_write(self, callback: Callable[[], object]) -> bool: ...
+    @overload
+    def after_write(self, callback: Callable[[list[T]], object], item: T) -> bool: ...
+    def after_write(self, callback: Callable[..., object], item: object = _ALONE) -> bool:
         """Call ``callback`` with ``item`` on the writer thread once the outcomes queued so
         far are stored (how an adapter acknowledges a message whose success is queued): the
         writer thread writes at once, for every acknowledgement waiting, and gives a
-        callback all its items of that write in one call. False, and nothing is called,
-        when writes are not batched."""
+        callback all its items of that write in one call, in order (acknowledgements sent
+        together). Without ``item``, ``callback`` is called alone, without arguments. False,
+        and nothing is called, when writes are not batched."""
         writer = self._recorder.writer
         if writer is None:
             return False
-        writer.after_write(callback, item)
+        if item is _ALONE:
+            writer.after_write(call_each, callback)
+        else:
+            writer.after_write(callback, item)
         return True
 
     def run_waiting(self) -> None:

@@ -39,7 +39,7 @@ from .forking import quiesce_across_fork, reset_after_fork
 if TYPE_CHECKING:
     from .events import TaskEvent
 
-__all__ = ["WriteBehind"]
+__all__ = ["WriteBehind", "call_each"]
 
 log = logging.getLogger(__name__)
 _failures = FailureLog(log, "writing queued task events")
@@ -335,6 +335,12 @@ def _call(callback: Callable[[], object]) -> None:
         callback()
     except Exception:
         log.exception("a callback waiting for taskstatus's write failed")
+
+
+def call_each(callbacks: list[Callable[[], object]]) -> None:
+    """Call each of these callbacks, given to :meth:`WriteBehind.after_write` as its items."""
+    for callback in callbacks:
+        _call(callback)
 
 
 def _call_all(waiting: list[Waiting]) -> None:
