@@ -9,8 +9,9 @@ Redis they go in one pipeline instead: the script and arguments of Dramatiq's ow
 
 The arguments are those the script's own header documents; a Dramatiq whose script documents
 others, another broker, or a pipeline that fails (Redis away) is acknowledged one message at a
-time through Dramatiq's own ``post_process_message``, which retries until Redis is back. An
-acknowledgement sent twice is harmless: the script removes a message that is still there.
+time through Dramatiq's own ``post_process_message``, which retries until Redis is back (a
+middleware may then see ``before_ack`` twice). An acknowledgement sent twice is harmless: the
+script removes a message that is still there.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def _pipelined(consumer: ConsumerThread, dispatch: Any, items: list[Deferred]) -
         0,  # no maintenance: Dramatiq never runs it on an acknowledgement either
         max_unpack() if max_unpack is not None else 0,
     ]
-    for item in items:
-        broker.emit_before("ack", item.message)
     try:
+        for item in items:
+            broker.emit_before("ack", item.message)
         pipe = broker.client.pipeline(transaction=False)
         for item in items:
             args = ["ack", current_millis(), *head, item.message.options["redis_message_id"]]
@@ -109,4 +110,8 @@ def _pipelined(consumer: ConsumerThread, dispatch: Any, items: list[Deferred]) -
         return
     for item in items:
         redis_consumer.queued_message_ids.discard(item.message.message_id)
-        broker.emit_after("ack", item.message)
+    for item in items:
+        try:
+            broker.emit_after("ack", item.message)
+        except Exception:  # a MiddlewareError: Dramatiq would log it and go on, too
+            log.exception("after_ack of message %s failed", item.message.message_id)
